@@ -1,0 +1,72 @@
+//! The PostgreSQL pool every service uses: bounded waits so a database outage turns
+//! into fast, clear errors instead of hanging requests.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use crate::config::{Secret, Source};
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: Secret,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    pub statement_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    /// Reads `DATABASE_URL` (or `DATABASE_URL_FILE`) and the pool settings. In staging and
+    /// prod the URL must ask for TLS.
+    pub fn from_source(s: &mut Source, default_max_connections: u32) -> Option<Self> {
+        let url: Option<Secret> = s.parse_dev_default("DATABASE_URL", "PostgreSQL connection URL", || {
+            Secret::new("postgres://flowforge@localhost:5432/flowforge")
+        });
+        let max_connections = s.parse_or("DATABASE_MAX_CONNECTIONS", default_max_connections);
+        if max_connections == 0 {
+            s.problem("FLOWFORGE_DATABASE_MAX_CONNECTIONS must be at least 1");
+        }
+        let acquire_timeout = s.duration_or("DATABASE_ACQUIRE_TIMEOUT", Duration::from_secs(3));
+        let statement_timeout = s.duration_or("DATABASE_STATEMENT_TIMEOUT", Duration::from_secs(10));
+        let url = url?;
+        match PgConnectOptions::from_str(url.expose()) {
+            Err(e) => {
+                s.problem(format!(
+                    "FLOWFORGE_DATABASE_URL is not a valid PostgreSQL URL: {}",
+                    redact(&e.to_string(), &url)
+                ));
+                return None;
+            }
+            Ok(_) if !s.profile().is_dev() && !asks_for_tls(url.expose()) => {
+                s.problem(format!(
+                    "FLOWFORGE_DATABASE_URL must use sslmode=require, verify-ca or verify-full in the {} profile",
+                    s.profile()
+                ));
+            }
+            Ok(_) => {}
+        }
+        Some(DatabaseSettings { url, max_connections, acquire_timeout, statement_timeout })
+    }
+
+    /// A pool that connects lazily: a service starts (and reports not-ready) even while
+    /// the database is still coming up.
+    pub fn pool(&self, application_name: &str) -> anyhow::Result<PgPool> {
+        let options = PgConnectOptions::from_str(self.url.expose())?
+            .application_name(application_name)
+            .options([("statement_timeout", format!("{}", self.statement_timeout.as_millis()))]);
+        Ok(PgPoolOptions::new()
+            .max_connections(self.max_connections)
+            .acquire_timeout(self.acquire_timeout)
+            .idle_timeout(Duration::from_secs(300))
+            .connect_lazy_with(options))
+    }
+}
+
+fn asks_for_tls(url: &str) -> bool {
+    ["sslmode=require", "sslmode=verify-ca", "sslmode=verify-full"].iter().any(|m| url.contains(m))
+}
+
+fn redact(message: &str, url: &Secret) -> String {
+    message.replace(url.expose(), "<url>")
+}

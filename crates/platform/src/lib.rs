@@ -1,0 +1,11 @@
+//! Plumbing shared by the FlowForge services (`api`, `worker`) and the `flowforge` CLI:
+//! layered configuration with secrets from files, JSON telemetry, the PostgreSQL pool,
+//! Prometheus rendering and the shutdown signal. Written once here, never copied.
+
+pub mod config;
+pub mod db;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::{ConfigError, Profile, Secret, Source};

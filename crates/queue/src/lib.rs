@@ -1,0 +1,38 @@
+//! FlowForge's queue engine on PostgreSQL.
+//!
+//! * [`Queue`] is the storage side: enqueue (inside the caller's transaction), batch
+//!   claim with `FOR UPDATE SKIP LOCKED`, fenced outcomes, heartbeats, lease rescue,
+//!   cancel/retry and retention.
+//! * [`Worker`] runs handlers from a [`Registry`] keyed by task `kind`, woken by
+//!   `LISTEN/NOTIFY` with a polling fallback, and drains gracefully on shutdown.
+//!
+//! Guarantee: at-least-once execution, exactly-once recording of the outcome. A claim is
+//! a lease carrying a fresh token; every write a worker makes names that token, so once
+//! a lease has expired and been rescued, the old holder's writes match no row.
+
+mod backoff;
+mod handler;
+mod metrics;
+mod model;
+mod store;
+mod worker;
+
+pub use backoff::Backoff;
+pub use handler::{Handler, HandlerError, Registry, TaskContext};
+pub use metrics::QueueMetrics;
+pub use model::{ClaimedTask, NewTask, Task, TaskStatus};
+pub use store::{CancelOutcome, Outcome, Queue, QueueDepth, RetryOutcome};
+pub use worker::{Worker, WorkerConfig};
+
+/// The engine's schema. Shares `_sqlx_migrations` with the services' own migrators,
+/// so every migrator ignores versions it does not know.
+pub static MIGRATOR: sqlx::migrate::Migrator = {
+    let mut m = sqlx::migrate!("./migrations");
+    m.ignore_missing = true;
+    m
+};
+
+/// Channel on which inserts (and re-queues) wake idle workers.
+pub const WAKE_CHANNEL: &str = "flowforge_tasks";
+/// Channel carrying the id of a running task whose cancellation was requested.
+pub const CANCEL_CHANNEL: &str = "flowforge_cancel";

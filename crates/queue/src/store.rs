@@ -1,0 +1,468 @@
+//! Every SQL statement of the queue. Each worker-side write is fenced by the lease
+//! token handed out at claim time.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::model::{ClaimedTask, NewTask, Task, TaskStatus, TASK_COLUMNS};
+use crate::{CANCEL_CHANNEL, WAKE_CHANNEL};
+
+/// How one attempt ended, as reported by a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Completed(Value),
+    /// `retry_in: None` means do not retry (a permanent error).
+    Failed {
+        error: String,
+        retry_in: Option<Duration>,
+    },
+    Cancelled,
+    /// Given back unfinished (worker shutting down): pending again, attempt not counted.
+    Released,
+}
+
+impl Outcome {
+    fn label(&self) -> &'static str {
+        match self {
+            Outcome::Completed(_) => "completed",
+            Outcome::Failed { .. } => "failed",
+            Outcome::Cancelled => "cancelled",
+            Outcome::Released => "released",
+        }
+    }
+}
+
+/// Result of a cancel request.
+#[derive(Debug, Clone)]
+pub enum CancelOutcome {
+    /// It was pending and is now cancelled.
+    Cancelled(Task),
+    /// It is running; its worker has been told and will stop it.
+    Requested(Task),
+    /// Already completed, failed or cancelled: nothing to do.
+    AlreadyFinished(Task),
+    NotFound,
+}
+
+/// Result of a retry request.
+#[derive(Debug, Clone)]
+pub enum RetryOutcome {
+    Requeued(Task),
+    /// Only failed or cancelled tasks can be retried.
+    NotRetryable(Task),
+    NotFound,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueDepth {
+    /// Pending and due now.
+    pub ready: i64,
+    /// Pending with `run_at` in the future (scheduled or backing off).
+    pub scheduled: i64,
+    pub running: i64,
+}
+
+/// The queue's storage side.
+#[derive(Clone, Debug)]
+pub struct Queue {
+    pool: PgPool,
+}
+
+/// Longest error text kept per attempt; handlers can produce arbitrarily long messages.
+const MAX_ERROR_LEN: usize = 4096;
+
+fn truncate(mut s: String) -> String {
+    if s.len() > MAX_ERROR_LEN {
+        let mut cut = MAX_ERROR_LEN;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
+
+impl Queue {
+    pub fn new(pool: PgPool) -> Self {
+        Queue { pool }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Inserts tasks on `conn`, typically inside the caller's transaction so the task and
+    /// whatever else the caller records commit together. Returned in input order.
+    pub async fn enqueue_on(conn: &mut PgConnection, tasks: &[NewTask]) -> sqlx::Result<Vec<Task>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cols = Columns::with_capacity(tasks.len());
+        for t in tasks {
+            cols.push(t);
+        }
+        let sql = format!(
+            "INSERT INTO tasks (title, description, kind, payload, priority, run_at, max_attempts, timeout_secs, \
+                                owner_id, request_id, trace_id)
+             SELECT title, description, kind, payload, priority, COALESCE(run_at, now()), max_attempts, timeout_secs,
+                    owner_id, request_id, trace_id
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::int2[], $6::timestamptz[], $7::int4[],
+                         $8::int4[], $9::int8[], $10::text[], $11::text[])
+                  AS t(title, description, kind, payload, priority, run_at, max_attempts, timeout_secs,
+                       owner_id, request_id, trace_id)
+             RETURNING {TASK_COLUMNS}"
+        );
+        let mut rows: Vec<Task> = sqlx::query_as(&sql)
+            .bind(cols.title)
+            .bind(cols.description)
+            .bind(cols.kind)
+            .bind(cols.payload)
+            .bind(cols.priority)
+            .bind(cols.run_at)
+            .bind(cols.max_attempts)
+            .bind(cols.timeout_secs)
+            .bind(cols.owner_id)
+            .bind(cols.request_id)
+            .bind(cols.trace_id)
+            .fetch_all(&mut *conn)
+            .await?;
+        // Identity values are assigned in the order rows are produced by unnest.
+        rows.sort_by_key(|t| t.id);
+        Ok(rows)
+    }
+
+    /// Inserts tasks in their own transaction.
+    pub async fn enqueue(&self, tasks: &[NewTask]) -> sqlx::Result<Vec<Task>> {
+        let mut conn = self.pool.acquire().await?;
+        Self::enqueue_on(&mut conn, tasks).await
+    }
+
+    pub async fn get(&self, id: i64) -> sqlx::Result<Option<Task>> {
+        sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Leases up to `limit` due tasks, highest priority first, then oldest. Rows locked by
+    /// another claimer are skipped, not waited for.
+    pub async fn claim(&self, limit: usize, lease: Duration, worker: &str) -> sqlx::Result<Vec<ClaimedTask>> {
+        sqlx::query_as(
+            "WITH picked AS (
+                 SELECT id FROM tasks
+                 WHERE status = 'pending' AND run_at <= now()
+                 ORDER BY priority DESC, run_at, id
+                 LIMIT $1
+                 FOR UPDATE SKIP LOCKED
+             )
+             UPDATE tasks t SET
+                 status = 'running', attempts = t.attempts + 1, lease_token = gen_random_uuid(),
+                 lease_expires_at = now() + make_interval(secs => $2), leased_by = $3,
+                 started_at = now(), updated_at = now(), version = t.version + 1
+             FROM picked WHERE t.id = picked.id
+             RETURNING t.id, t.kind, t.payload, t.attempts, t.max_attempts, t.timeout_secs, t.lease_token,
+                       t.request_id, t.trace_id, t.created_at, t.run_at",
+        )
+        .bind(limit as i64)
+        .bind(lease.as_secs_f64())
+        .bind(worker)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Records attempt outcomes in one statement. Only rows still leased under the given
+    /// token change; the returned list says which did and the status each ended in.
+    pub async fn record(&self, outcomes: &[(i64, Uuid, Outcome)]) -> sqlx::Result<Vec<(i64, TaskStatus)>> {
+        if outcomes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = outcomes.len();
+        let (mut ids, mut tokens, mut kinds) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut results, mut errors, mut retry_in) =
+            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        for (id, token, outcome) in outcomes {
+            ids.push(*id);
+            tokens.push(*token);
+            kinds.push(outcome.label());
+            let (result, error, retry) = match outcome {
+                Outcome::Completed(v) => (Some(v.clone()), None, None),
+                Outcome::Failed { error, retry_in } => {
+                    (None, Some(truncate(error.clone())), retry_in.map(|d| d.as_secs_f64()))
+                }
+                Outcome::Cancelled | Outcome::Released => (None, None, None),
+            };
+            results.push(result);
+            errors.push(error);
+            retry_in.push(retry);
+        }
+        let changed: Vec<(i64, TaskStatus)> = sqlx::query_as(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::int8[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::float8[])
+                     AS i(id, token, outcome, result, error, retry_in)
+             ), decided AS (
+                 SELECT t.id, i.token, i.outcome, i.result, i.error, i.retry_in,
+                     CASE
+                         WHEN i.outcome = 'completed' THEN 'completed'
+                         WHEN i.outcome = 'cancelled' OR t.cancel_requested THEN 'cancelled'
+                         WHEN i.outcome = 'released' THEN 'pending'
+                         WHEN i.retry_in IS NOT NULL AND t.attempts < t.max_attempts THEN 'pending'
+                         ELSE 'failed'
+                     END::task_status AS next_status
+                 FROM tasks t JOIN input i ON t.id = i.id
+                 WHERE t.lease_token = i.token AND t.status = 'running'
+             )
+             UPDATE tasks t SET
+                 status = d.next_status,
+                 result = CASE WHEN d.outcome = 'completed' THEN d.result ELSE t.result END,
+                 last_error = COALESCE(d.error, t.last_error),
+                 errors = CASE WHEN d.error IS NULL THEN t.errors ELSE t.errors || jsonb_build_array(
+                     jsonb_build_object('attempt', t.attempts, 'at', now(), 'error', d.error, 'worker', t.leased_by)) END,
+                 attempts = CASE WHEN d.outcome = 'released' THEN t.attempts - 1 ELSE t.attempts END,
+                 run_at = CASE WHEN d.next_status = 'pending' AND d.outcome = 'failed'
+                               THEN now() + make_interval(secs => d.retry_in) ELSE t.run_at END,
+                 completed_at = CASE WHEN d.next_status IN ('completed', 'failed', 'cancelled') THEN now() END,
+                 lease_token = NULL, lease_expires_at = NULL, updated_at = now(), version = t.version + 1
+             FROM decided d
+             WHERE t.id = d.id AND t.lease_token = d.token AND t.status = 'running'
+             RETURNING t.id, t.status",
+        )
+        .bind(ids)
+        .bind(tokens)
+        .bind(kinds)
+        .bind(results)
+        .bind(errors)
+        .bind(retry_in)
+        .fetch_all(&self.pool)
+        .await?;
+        if outcomes.iter().any(|(_, _, o)| *o == Outcome::Released) {
+            self.wake().await?;
+        }
+        Ok(changed)
+    }
+
+    /// Extends the leases still held under the given tokens. Returns, for each lease
+    /// still held, whether cancellation was requested; a task missing from the answer
+    /// has been lost (rescued by someone else) and must stop.
+    pub async fn heartbeat(&self, leases: &[(i64, Uuid)], lease: Duration) -> sqlx::Result<Vec<(i64, bool)>> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, tokens): (Vec<i64>, Vec<Uuid>) = leases.iter().copied().unzip();
+        sqlx::query_as(
+            "UPDATE tasks t SET lease_expires_at = now() + make_interval(secs => $3)
+             FROM unnest($1::int8[], $2::uuid[]) AS i(id, token)
+             WHERE t.id = i.id AND t.lease_token = i.token AND t.status = 'running'
+             RETURNING t.id, t.cancel_requested",
+        )
+        .bind(ids)
+        .bind(tokens)
+        .bind(lease.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Takes back tasks whose lease ran out (their worker died or hung): pending again,
+    /// or failed if that was the last attempt, or cancelled if that had been asked.
+    pub async fn rescue_expired(&self, limit: usize) -> sqlx::Result<Vec<(i64, TaskStatus)>> {
+        let rescued: Vec<(i64, TaskStatus)> = sqlx::query_as(
+            "WITH expired AS (
+                 SELECT id FROM tasks
+                 WHERE status = 'running' AND lease_expires_at < now()
+                 ORDER BY lease_expires_at
+                 LIMIT $1
+                 FOR UPDATE SKIP LOCKED
+             ), decided AS (
+                 SELECT t.id,
+                     CASE WHEN t.cancel_requested THEN 'cancelled'
+                          WHEN t.attempts >= t.max_attempts THEN 'failed'
+                          ELSE 'pending' END::task_status AS next_status,
+                     'lease expired: worker ' || coalesce(t.leased_by, '?') || ' stopped heartbeating' AS error
+                 FROM tasks t JOIN expired e ON t.id = e.id
+             )
+             UPDATE tasks t SET
+                 status = d.next_status,
+                 last_error = d.error,
+                 errors = t.errors || jsonb_build_array(
+                     jsonb_build_object('attempt', t.attempts, 'at', now(), 'error', d.error, 'worker', t.leased_by)),
+                 run_at = now(),
+                 completed_at = CASE WHEN d.next_status = 'pending' THEN NULL ELSE now() END,
+                 lease_token = NULL, lease_expires_at = NULL, updated_at = now(), version = t.version + 1
+             FROM decided d WHERE t.id = d.id
+             RETURNING t.id, t.status",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        if rescued.iter().any(|(_, s)| *s == TaskStatus::Pending) {
+            self.wake().await?;
+        }
+        Ok(rescued)
+    }
+
+    /// Cancels a pending task at once, or asks the worker running it to stop.
+    pub async fn cancel(&self, id: i64) -> sqlx::Result<CancelOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let updated: Option<Task> = sqlx::query_as(&format!(
+            "UPDATE tasks SET
+                 status = CASE WHEN status = 'pending' THEN 'cancelled'::task_status ELSE status END,
+                 cancel_requested = (status = 'running'),
+                 completed_at = CASE WHEN status = 'pending' THEN now() ELSE completed_at END,
+                 updated_at = now(), version = version + 1
+             WHERE id = $1 AND status IN ('pending', 'running')
+             RETURNING {TASK_COLUMNS}"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let outcome = match updated {
+            Some(task) if task.status == TaskStatus::Running => {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(CANCEL_CHANNEL)
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                CancelOutcome::Requested(task)
+            }
+            Some(task) => CancelOutcome::Cancelled(task),
+            None => match sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+            {
+                Some(task) => CancelOutcome::AlreadyFinished(task),
+                None => CancelOutcome::NotFound,
+            },
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Puts a failed or cancelled task back in the queue with a fresh set of attempts.
+    pub async fn retry(&self, id: i64) -> sqlx::Result<RetryOutcome> {
+        let mut tx = self.pool.begin().await?;
+        let updated: Option<Task> = sqlx::query_as(&format!(
+            "UPDATE tasks SET status = 'pending', attempts = 0, run_at = now(), cancel_requested = false,
+                 completed_at = NULL, result = NULL, updated_at = now(), version = version + 1
+             WHERE id = $1 AND status IN ('failed', 'cancelled')
+             RETURNING {TASK_COLUMNS}"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let outcome = match updated {
+            Some(task) => {
+                sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&mut *tx).await?;
+                RetryOutcome::Requeued(task)
+            }
+            None => match sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+            {
+                Some(task) => RetryOutcome::NotRetryable(task),
+                None => RetryOutcome::NotFound,
+            },
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Deletes up to `limit` tasks that finished before `cutoff`; returns their ids.
+    pub async fn delete_finished_before(&self, cutoff: DateTime<Utc>, limit: usize) -> sqlx::Result<Vec<i64>> {
+        sqlx::query_scalar(
+            "DELETE FROM tasks WHERE id IN (
+                 SELECT id FROM tasks
+                 WHERE status IN ('completed', 'failed', 'cancelled') AND completed_at < $1
+                 ORDER BY completed_at LIMIT $2)
+             RETURNING id",
+        )
+        .bind(cutoff)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Deletes every task that finished before `cutoff`, in batches so no statement holds
+    /// locks for long. Returns how many were deleted.
+    pub async fn purge_finished(&self, cutoff: DateTime<Utc>) -> sqlx::Result<usize> {
+        const BATCH: usize = 5000;
+        let mut deleted = 0;
+        loop {
+            let n = self.delete_finished_before(cutoff, BATCH).await?.len();
+            deleted += n;
+            if n < BATCH {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    /// Counts of waiting and running tasks (each from its own partial index).
+    pub async fn depth(&self) -> sqlx::Result<QueueDepth> {
+        let (ready, scheduled, running): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM tasks WHERE status = 'pending' AND run_at <= now()),
+                    (SELECT count(*) FROM tasks WHERE status = 'pending' AND run_at > now()),
+                    (SELECT count(*) FROM tasks WHERE status = 'running')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(QueueDepth { ready, scheduled, running })
+    }
+
+    /// Wakes idle workers (after re-queueing work outside an INSERT).
+    pub async fn wake(&self) -> sqlx::Result<()> {
+        sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Column-wise arrays for the `unnest` insert.
+struct Columns {
+    title: Vec<String>,
+    description: Vec<String>,
+    kind: Vec<String>,
+    payload: Vec<Value>,
+    priority: Vec<i16>,
+    run_at: Vec<Option<DateTime<Utc>>>,
+    max_attempts: Vec<i32>,
+    timeout_secs: Vec<i32>,
+    owner_id: Vec<Option<i64>>,
+    request_id: Vec<Option<String>>,
+    trace_id: Vec<Option<String>>,
+}
+
+impl Columns {
+    fn with_capacity(n: usize) -> Self {
+        Columns {
+            title: Vec::with_capacity(n),
+            description: Vec::with_capacity(n),
+            kind: Vec::with_capacity(n),
+            payload: Vec::with_capacity(n),
+            priority: Vec::with_capacity(n),
+            run_at: Vec::with_capacity(n),
+            max_attempts: Vec::with_capacity(n),
+            timeout_secs: Vec::with_capacity(n),
+            owner_id: Vec::with_capacity(n),
+            request_id: Vec::with_capacity(n),
+            trace_id: Vec::with_capacity(n),
+        }
+    }
+
+    fn push(&mut self, t: &NewTask) {
+        self.title.push(t.title.clone());
+        self.description.push(t.description.clone());
+        self.kind.push(t.kind.clone());
+        self.payload.push(t.payload.clone());
+        self.priority.push(t.priority);
+        self.run_at.push(t.run_at);
+        self.max_attempts.push(t.max_attempts);
+        self.timeout_secs.push(t.timeout_secs);
+        self.owner_id.push(t.owner_id);
+        self.request_id.push(t.request_id.clone());
+        self.trace_id.push(t.trace_id.clone());
+    }
+}

@@ -1,0 +1,551 @@
+//! The worker runtime: claims tasks in batches, runs their handlers concurrently and
+//! records outcomes in batches.
+//!
+//! Loops, each its own tokio task:
+//! * fetch: claims as many tasks as there are free slots; when the queue looked empty it
+//!   sleeps until a `NOTIFY`, the poll interval, or shutdown;
+//! * completer: writes outcomes in batches (whatever accumulated while the previous
+//!   write ran), one fenced statement per batch;
+//! * heartbeat: extends the leases of running tasks and stops those whose cancellation
+//!   was requested or whose lease was lost;
+//! * listener (`LISTEN`), lease rescue, queue-depth gauge and retention cleanup.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sqlx::postgres::PgListener;
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, info_span, warn, Instrument};
+use uuid::Uuid;
+
+use crate::backoff::Backoff;
+use crate::handler::{HandlerError, Registry, TaskContext};
+use crate::metrics::QueueMetrics;
+use crate::model::{ClaimedTask, TaskStatus};
+use crate::store::{Outcome, Queue};
+use crate::{CANCEL_CHANNEL, WAKE_CHANNEL};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Names this worker in leases and logs.
+    pub id: String,
+    /// Handlers running at once.
+    pub concurrency: usize,
+    /// Most tasks claimed by one query.
+    pub max_batch: usize,
+    /// How long a claim is valid without a heartbeat.
+    pub lease: Duration,
+    pub heartbeat: Duration,
+    /// Fallback wake-up when no NOTIFY arrives (e.g. scheduled tasks becoming due).
+    pub poll_interval: Duration,
+    pub rescue_interval: Duration,
+    pub depth_interval: Duration,
+    /// On shutdown, how long running tasks may finish before they are released.
+    pub shutdown_timeout: Duration,
+    pub backoff: Backoff,
+    /// Finished tasks older than this are deleted; `None` keeps them forever.
+    pub retention: Option<Duration>,
+    pub retention_interval: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            id: default_worker_id(),
+            concurrency: 64,
+            max_batch: 500,
+            lease: Duration::from_secs(15),
+            heartbeat: Duration::from_secs(5),
+            poll_interval: Duration::from_secs(1),
+            rescue_interval: Duration::from_secs(5),
+            depth_interval: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(20),
+            backoff: Backoff::default(),
+            retention: Some(Duration::from_secs(7 * 24 * 3600)),
+            retention_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `host-pid-random`: unique per process, readable in `leased_by`.
+pub fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    format!("{host}-{}-{}", std::process::id(), &Uuid::new_v4().simple().to_string()[..6])
+}
+
+/// Why the runtime stops a running handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    Cancelled,
+    LeaseLost,
+    Shutdown,
+}
+
+struct Running {
+    token: Uuid,
+    cancel: CancellationToken,
+    reason: Arc<OnceLock<StopReason>>,
+}
+
+impl Running {
+    fn stop(&self, reason: StopReason) {
+        let _ = self.reason.set(reason);
+        self.cancel.cancel();
+    }
+}
+
+struct Reported {
+    id: i64,
+    token: Uuid,
+    kind: String,
+    outcome: Outcome,
+}
+
+struct Shared {
+    queue: Queue,
+    config: WorkerConfig,
+    registry: Registry,
+    metrics: QueueMetrics,
+    running: Mutex<HashMap<i64, Running>>,
+    wake: Notify,
+    outcomes: mpsc::UnboundedSender<Reported>,
+}
+
+impl Shared {
+    fn stop(&self, id: i64, token: Option<Uuid>, reason: StopReason) {
+        if let Some(r) = self.running.lock().expect("running map").get(&id) {
+            if token.is_none_or(|t| t == r.token) {
+                r.stop(reason);
+            }
+        }
+    }
+}
+
+/// A worker process's queue runtime.
+pub struct Worker {
+    queue: Queue,
+    config: WorkerConfig,
+    registry: Registry,
+    metrics: QueueMetrics,
+}
+
+impl Worker {
+    pub fn new(queue: Queue, registry: Registry, config: WorkerConfig, metrics: QueueMetrics) -> Self {
+        Worker { queue, config, registry, metrics }
+    }
+
+    /// Runs until `shutdown` is cancelled, then drains: no new claims, running tasks get
+    /// `shutdown_timeout` to finish, the rest are released back to the queue, and every
+    /// outcome is written before this returns.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            queue: self.queue,
+            config: self.config,
+            registry: self.registry,
+            metrics: self.metrics,
+            running: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+            outcomes: tx,
+        });
+        info!(worker = %shared.config.id, concurrency = shared.config.concurrency,
+              kinds = ?shared.registry.kinds().collect::<Vec<_>>(), "worker started");
+
+        let background = CancellationToken::new();
+        let completer_close = CancellationToken::new();
+        let loops = TaskTracker::new();
+        loops.spawn(listen(shared.clone(), background.clone()));
+        loops.spawn(heartbeat(shared.clone(), background.clone()));
+        loops.spawn(rescue(shared.clone(), background.clone()));
+        loops.spawn(gauge_depth(shared.clone(), background.clone()));
+        if shared.config.retention.is_some() {
+            loops.spawn(retention(shared.clone(), background.clone()));
+        }
+        let completer = tokio::spawn(complete(shared.clone(), rx, completer_close.clone()));
+
+        let handlers = TaskTracker::new();
+        fetch(&shared, &handlers, &shutdown).await;
+
+        handlers.close();
+        let in_flight = shared.running.lock().expect("running map").len();
+        info!(in_flight, timeout = ?shared.config.shutdown_timeout, "draining: no new claims");
+        if tokio::time::timeout(shared.config.shutdown_timeout, handlers.wait()).await.is_err() {
+            {
+                let running = shared.running.lock().expect("running map");
+                warn!(released = running.len(), "drain deadline reached; releasing unfinished tasks");
+                running.values().for_each(|r| r.stop(StopReason::Shutdown));
+            }
+            handlers.wait().await;
+        }
+        completer_close.cancel();
+        if let Err(e) = completer.await {
+            error!(error = %e, "completer ended abnormally");
+        }
+        background.cancel();
+        loops.close();
+        loops.wait().await;
+        info!(worker = %shared.config.id, "worker stopped");
+    }
+}
+
+async fn fetch(shared: &Arc<Shared>, handlers: &TaskTracker, shutdown: &CancellationToken) {
+    let slots = Arc::new(Semaphore::new(shared.config.concurrency));
+    let mut more_likely = true;
+    loop {
+        if !more_likely {
+            tokio::select! {
+                _ = shared.wake.notified() => {}
+                _ = tokio::time::sleep(shared.config.poll_interval) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+            _ = shutdown.cancelled() => return,
+        };
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let mut permits = vec![first];
+        while permits.len() < shared.config.max_batch {
+            match slots.clone().try_acquire_owned() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
+        let wanted = permits.len();
+        match shared.queue.claim(wanted, shared.config.lease, &shared.config.id).await {
+            Ok(tasks) => {
+                more_likely = tasks.len() == wanted;
+                if !tasks.is_empty() {
+                    shared.metrics.claimed.inc_by(tasks.len() as u64);
+                    shared.metrics.claim_batches.observe(tasks.len() as f64);
+                }
+                for (task, permit) in tasks.into_iter().zip(permits) {
+                    start(shared, handlers, task, permit);
+                }
+            }
+            Err(e) => {
+                more_likely = false;
+                warn!(error = %e, "claim failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+fn start(shared: &Arc<Shared>, handlers: &TaskTracker, task: ClaimedTask, permit: OwnedSemaphorePermit) {
+    let cancel = CancellationToken::new();
+    let reason = Arc::new(OnceLock::new());
+    shared
+        .running
+        .lock()
+        .expect("running map")
+        .insert(task.id, Running { token: task.lease_token, cancel: cancel.clone(), reason: reason.clone() });
+    shared.metrics.in_flight.inc();
+    let span = info_span!("task", task_id = task.id, kind = %task.kind, attempt = task.attempts,
+                          request_id = task.request_id.as_deref().unwrap_or(""),
+                          trace_id = task.trace_id.as_deref().unwrap_or(""));
+    let shared = shared.clone();
+    handlers.spawn(
+        async move {
+            let _permit = permit;
+            let (id, token, kind) = (task.id, task.lease_token, task.kind.clone());
+            let outcome = execute(&shared, task, cancel, &reason).await;
+            shared.running.lock().expect("running map").remove(&id);
+            shared.metrics.in_flight.dec();
+            if let Some(outcome) = outcome {
+                let _ = shared.outcomes.send(Reported { id, token, kind, outcome });
+            }
+        }
+        .instrument(span),
+    );
+}
+
+/// Runs one attempt. `None` means there is nothing to record (the lease was lost).
+async fn execute(
+    shared: &Shared,
+    task: ClaimedTask,
+    cancel: CancellationToken,
+    reason: &OnceLock<StopReason>,
+) -> Option<Outcome> {
+    let delay = (Utc::now() - task.run_at.max(task.created_at)).to_std().unwrap_or_default();
+    shared.metrics.start_delay.observe(delay.as_secs_f64());
+    let Some(handler) = shared.registry.get(&task.kind) else {
+        warn!("no handler for this kind");
+        return Some(Outcome::Failed {
+            error: format!("no handler registered for kind {:?}", task.kind),
+            retry_in: None,
+        });
+    };
+    debug!("started");
+    let retry_in = shared.config.backoff.delay(task.attempts);
+    let timeout = Duration::from_secs(task.timeout_secs.max(1) as u64);
+    let ctx = TaskContext {
+        id: task.id,
+        kind: task.kind.clone(),
+        payload: task.payload,
+        attempt: task.attempts,
+        max_attempts: task.max_attempts,
+        request_id: task.request_id,
+        trace_id: task.trace_id,
+        cancelled: cancel.clone(),
+    };
+    let started = Instant::now();
+    // A task of its own, so a panic ends up as a JoinError here, not in the worker.
+    let mut run = tokio::spawn(async move { handler.run(ctx).await }.in_current_span());
+    let finished = tokio::select! {
+        r = &mut run => Some(r),
+        _ = tokio::time::sleep(timeout) => None,
+        _ = cancel.cancelled() => {
+            run.abort();
+            return match reason.get() {
+                Some(StopReason::Cancelled) => { info!("cancelled while running"); Some(Outcome::Cancelled) }
+                Some(StopReason::Shutdown) => { info!("released at shutdown"); Some(Outcome::Released) }
+                Some(StopReason::LeaseLost) | None => { warn!("lease lost; abandoning attempt"); None }
+            };
+        }
+    };
+    shared.metrics.processing.with_label_values(&[&task.kind]).observe(started.elapsed().as_secs_f64());
+    let outcome = match finished {
+        None => {
+            run.abort();
+            cancel.cancel();
+            Outcome::Failed { error: format!("timed out after {}s", timeout.as_secs()), retry_in: Some(retry_in) }
+        }
+        Some(Ok(Ok(value))) => Outcome::Completed(value),
+        Some(Ok(Err(HandlerError::Retryable(error)))) => Outcome::Failed { error, retry_in: Some(retry_in) },
+        Some(Ok(Err(HandlerError::Permanent(error)))) => Outcome::Failed { error, retry_in: None },
+        Some(Err(join)) => {
+            shared.metrics.panics.inc();
+            let message = match join.try_into_panic() {
+                Ok(payload) => payload
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "non-string panic payload".into()),
+                Err(e) => e.to_string(),
+            };
+            Outcome::Failed { error: format!("handler panicked: {message}"), retry_in: Some(retry_in) }
+        }
+    };
+    match &outcome {
+        Outcome::Completed(_) => debug!(elapsed_ms = started.elapsed().as_millis() as u64, "completed"),
+        Outcome::Failed { error, .. } => warn!(%error, "attempt failed"),
+        _ => {}
+    }
+    Some(outcome)
+}
+
+/// Most outcomes written by one statement.
+const MAX_RECORD_BATCH: usize = 1000;
+
+async fn complete(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Reported>, close: CancellationToken) {
+    let mut batch = Vec::with_capacity(MAX_RECORD_BATCH);
+    loop {
+        let next = tokio::select! {
+            biased;
+            m = rx.recv() => m,
+            _ = close.cancelled() => None,
+        };
+        let Some(first) = next else {
+            while let Ok(m) = rx.try_recv() {
+                batch.push(m);
+            }
+            if !batch.is_empty() {
+                record(&shared, &mut batch).await;
+            }
+            return;
+        };
+        batch.push(first);
+        while batch.len() < MAX_RECORD_BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        record(&shared, &mut batch).await;
+    }
+}
+
+/// Writes a batch of outcomes, retrying while the database is unreachable. Past the
+/// lease duration the leases are gone anyway (the tasks will be rescued and rerun), so
+/// the batch is dropped rather than held forever.
+async fn record(shared: &Shared, batch: &mut Vec<Reported>) {
+    let rows: Vec<(i64, Uuid, Outcome)> = batch.iter().map(|r| (r.id, r.token, r.outcome.clone())).collect();
+    let started = Instant::now();
+    let mut wait = Duration::from_millis(100);
+    let changed = loop {
+        match shared.queue.record(&rows).await {
+            Ok(changed) => break changed,
+            Err(e) if started.elapsed() < shared.config.lease => {
+                warn!(error = %e, outcomes = rows.len(), "cannot record outcomes; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => {
+                error!(error = %e, outcomes = rows.len(), "giving up recording outcomes; their tasks will be rescued");
+                batch.clear();
+                return;
+            }
+        }
+    };
+    let status: HashMap<i64, TaskStatus> = changed.into_iter().collect();
+    let m = &shared.metrics;
+    for r in batch.drain(..) {
+        let Some(st) = status.get(&r.id) else {
+            m.stale_outcomes.inc();
+            info!(task_id = r.id, "outcome dropped: lease no longer held");
+            continue;
+        };
+        let label = match (st, &r.outcome) {
+            (TaskStatus::Completed, _) => {
+                m.completed.with_label_values(&[&r.kind]).inc();
+                "completed"
+            }
+            (TaskStatus::Failed, _) => {
+                m.failed.with_label_values(&[&r.kind]).inc();
+                "failed"
+            }
+            (TaskStatus::Pending, Outcome::Released) => "released",
+            (TaskStatus::Pending, _) => {
+                m.retries.with_label_values(&[&r.kind]).inc();
+                "retried"
+            }
+            (TaskStatus::Cancelled, _) => "cancelled",
+            (TaskStatus::Running, _) => "running",
+        };
+        m.outcomes.with_label_values(&[&r.kind, label]).inc();
+    }
+}
+
+async fn heartbeat(shared: Arc<Shared>, close: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.heartbeat) => {}
+            _ = close.cancelled() => return,
+        }
+        let leases: Vec<(i64, Uuid)> =
+            shared.running.lock().expect("running map").iter().map(|(id, r)| (*id, r.token)).collect();
+        if leases.is_empty() {
+            continue;
+        }
+        match shared.queue.heartbeat(&leases, shared.config.lease).await {
+            Ok(held) => {
+                let held: HashMap<i64, bool> = held.into_iter().collect();
+                for (id, token) in leases {
+                    match held.get(&id) {
+                        Some(true) => shared.stop(id, Some(token), StopReason::Cancelled),
+                        Some(false) => {}
+                        None => shared.stop(id, Some(token), StopReason::LeaseLost),
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+async fn listen(shared: Arc<Shared>, close: CancellationToken) {
+    let mut listener = loop {
+        let attempt = async {
+            let mut l = PgListener::connect_with(shared.queue.pool()).await?;
+            l.listen_all([WAKE_CHANNEL, CANCEL_CHANNEL]).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        match attempt.await {
+            Ok(l) => break l,
+            Err(e) => {
+                warn!(error = %e, "cannot LISTEN yet; polling meanwhile");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = close.cancelled() => return,
+                }
+            }
+        }
+    };
+    loop {
+        let message = tokio::select! {
+            m = listener.try_recv() => m,
+            _ = close.cancelled() => return,
+        };
+        match message {
+            Ok(Some(n)) if n.channel() == CANCEL_CHANNEL => {
+                if let Ok(id) = n.payload().parse::<i64>() {
+                    shared.stop(id, None, StopReason::Cancelled);
+                }
+            }
+            Ok(Some(_)) => shared.wake.notify_one(),
+            // The connection dropped and was re-established: notifications may have been
+            // missed, so look for work now.
+            Ok(None) => shared.wake.notify_one(),
+            Err(e) => {
+                warn!(error = %e, "LISTEN connection failed; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = close.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+async fn rescue(shared: Arc<Shared>, close: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.rescue_interval) => {}
+            _ = close.cancelled() => return,
+        }
+        match shared.queue.rescue_expired(1000).await {
+            Ok(rescued) => {
+                for (id, status) in &rescued {
+                    warn!(task_id = id, now = status.as_str(), "rescued task with expired lease");
+                }
+                shared.metrics.lease_expiries.inc_by(rescued.len() as u64);
+            }
+            Err(e) => warn!(error = %e, "lease rescue failed"),
+        }
+    }
+}
+
+async fn gauge_depth(shared: Arc<Shared>, close: CancellationToken) {
+    loop {
+        match shared.queue.depth().await {
+            Ok(d) => {
+                let m = &shared.metrics;
+                m.queue_depth.set(d.ready);
+                m.tasks_by_status.with_label_values(&["ready"]).set(d.ready);
+                m.tasks_by_status.with_label_values(&["scheduled"]).set(d.scheduled);
+                m.tasks_by_status.with_label_values(&["running"]).set(d.running);
+            }
+            Err(e) => debug!(error = %e, "queue depth unavailable"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.depth_interval) => {}
+            _ = close.cancelled() => return,
+        }
+    }
+}
+
+async fn retention(shared: Arc<Shared>, close: CancellationToken) {
+    let Some(keep) = shared.config.retention else { return };
+    loop {
+        let cutoff = Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
+        match shared.queue.purge_finished(cutoff).await {
+            Ok(0) => {}
+            Ok(deleted) => info!(deleted, %cutoff, "retention: deleted finished tasks"),
+            Err(e) => warn!(error = %e, "retention cleanup failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(shared.config.retention_interval) => {}
+            _ = close.cancelled() => return,
+        }
+    }
+}
