@@ -72,7 +72,7 @@ impl Default for WorkerConfig {
 }
 
 /// `host-pid-random`: unique per process, readable in `leased_by`.
-pub fn default_worker_id() -> String {
+fn default_worker_id() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
     format!("{host}-{}-{}", std::process::id(), &Uuid::new_v4().simple().to_string()[..6])
 }
@@ -152,8 +152,17 @@ impl Worker {
             wake: Notify::new(),
             outcomes: tx,
         });
-        info!(worker = %shared.config.id, concurrency = shared.config.concurrency,
-              kinds = ?shared.registry.kinds().collect::<Vec<_>>(), "worker started");
+        let mut kinds: Vec<&str> = shared.registry.kinds().collect();
+        kinds.sort_unstable();
+        // Export every kind's counters from the start (as 0), so rates and alerts have data.
+        for kind in &kinds {
+            let m = &shared.metrics;
+            m.completed.with_label_values(&[kind]);
+            m.failed.with_label_values(&[kind]);
+            m.retries.with_label_values(&[kind]);
+            m.processing.with_label_values(&[kind]);
+        }
+        info!(worker = %shared.config.id, concurrency = shared.config.concurrency, ?kinds, "worker started");
 
         let background = CancellationToken::new();
         let completer_close = CancellationToken::new();
@@ -301,9 +310,10 @@ async fn execute(
     let started = Instant::now();
     // A task of its own, so a panic ends up as a JoinError here, not in the worker.
     let mut run = tokio::spawn(async move { handler.run(ctx).await }.in_current_span());
+    // Biased, cancellation first: a handler that returns because it saw the cancellation
+    // must still be recorded as cancelled/released, not as its own result.
     let finished = tokio::select! {
-        r = &mut run => Some(r),
-        _ = tokio::time::sleep(timeout) => None,
+        biased;
         _ = cancel.cancelled() => {
             run.abort();
             return match reason.get() {
@@ -312,6 +322,8 @@ async fn execute(
                 Some(StopReason::LeaseLost) | None => { warn!("lease lost; abandoning attempt"); None }
             };
         }
+        r = &mut run => Some(r),
+        _ = tokio::time::sleep(timeout) => None,
     };
     shared.metrics.processing.with_label_values(&[&task.kind]).observe(started.elapsed().as_secs_f64());
     let outcome = match finished {
