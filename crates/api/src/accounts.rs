@@ -1,0 +1,157 @@
+//! Users and API tokens. A token is `ff_` + 43 characters of base64url (256 random
+//! bits); only its SHA-256 is stored.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
+#[sqlx(type_name = "user_role", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "user" => Ok(Role::User),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!("unknown role {other:?} (expected user or admin)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Caller {
+    pub user_id: i64,
+    pub token_id: i64,
+    pub name: String,
+    pub role: Role,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// Whether this caller may see a task owned by `owner`.
+    pub fn can_see(&self, owner: Option<i64>) -> bool {
+        self.is_admin() || owner == Some(self.user_id)
+    }
+}
+
+/// A freshly issued token: the only time its plaintext exists.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct IssuedToken {
+    pub id: i64,
+    pub token: String,
+}
+
+const TOKEN_PREFIX: &str = "ff_";
+
+fn hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+/// Checks a user name the way the database does, for a clear error before it.
+pub fn validate_name(name: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err("1 to 64 characters: letters, digits, '_', '.', '@' or '-'".into())
+    }
+}
+
+pub async fn authenticate(db: &PgPool, token: &str) -> sqlx::Result<Option<Caller>> {
+    if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
+        return Ok(None);
+    }
+    sqlx::query_as(
+        "SELECT u.id AS user_id, t.id AS token_id, u.name, u.role
+         FROM api_tokens t JOIN users u ON u.id = t.user_id
+         WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())",
+    )
+    .bind(hash(token))
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn create_user(db: &PgPool, name: &str, role: Role) -> sqlx::Result<User> {
+    sqlx::query_as("INSERT INTO users (name, role) VALUES ($1, $2) RETURNING id, name, role, created_at")
+        .bind(name)
+        .bind(role)
+        .fetch_one(db)
+        .await
+}
+
+/// The user called `name`, created with `role` if missing (an existing user keeps its role
+/// unless `role` is admin, which promotes it: how the first admin is bootstrapped).
+pub async fn ensure_user(db: &PgPool, name: &str, role: Role) -> sqlx::Result<User> {
+    sqlx::query_as(
+        "INSERT INTO users (name, role) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET role = CASE WHEN EXCLUDED.role = 'admin' THEN 'admin' ELSE users.role END
+         RETURNING id, name, role, created_at",
+    )
+    .bind(name)
+    .bind(role)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn issue_token(db: &PgPool, user_id: i64, name: &str) -> sqlx::Result<IssuedToken> {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO api_tokens (user_id, name, token_hash, prefix) VALUES ($1, $2, $3, $4) RETURNING id",
+    )
+    .bind(user_id)
+    .bind(name)
+    .bind(hash(&token))
+    .bind(&token[..TOKEN_PREFIX.len() + 6])
+    .fetch_one(db)
+    .await?;
+    Ok(IssuedToken { id, token })
+}
+
+/// Revokes a token of `user_id` (or of anyone, for admins). True if one was revoked.
+pub async fn revoke_token(db: &PgPool, caller: &Caller, token_id: i64) -> sqlx::Result<bool> {
+    let result = sqlx::query(
+        "UPDATE api_tokens SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL AND (user_id = $2 OR $3)",
+    )
+    .bind(token_id)
+    .bind(caller.user_id)
+    .bind(caller.is_admin())
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_follow_the_database_rule() {
+        assert!(super::validate_name("alice@example.com").is_ok());
+        assert!(super::validate_name("").is_err());
+        assert!(super::validate_name("a b").is_err());
+        assert!(super::validate_name(&"x".repeat(65)).is_err());
+    }
+}

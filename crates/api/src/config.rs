@@ -1,0 +1,83 @@
+//! The api service's settings (all `FLOWFORGE_*`, see docs/configuration.md).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use flowforge_platform::config::{ConfigError, Profile, Secret, Source};
+use flowforge_platform::db::DatabaseSettings;
+use flowforge_platform::telemetry::TelemetrySettings;
+
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub profile: Profile,
+    pub listen: SocketAddr,
+    pub database: DatabaseSettings,
+    pub telemetry: TelemetrySettings,
+    pub redis_url: Secret,
+    /// Prefix of every Redis key, so several deployments (or tests) can share a server.
+    pub redis_key_prefix: String,
+    /// How long a Redis command may take before the API carries on without it.
+    pub redis_timeout: Duration,
+    pub cache_ttl: Duration,
+    /// Requests per minute per user; 0 turns rate limiting off.
+    pub rate_limit_per_minute: u32,
+    /// Take the client address from `X-Forwarded-For` (only behind our own proxy).
+    pub trust_proxy: bool,
+    /// After SIGTERM: how long to report not-ready before closing, so load balancers
+    /// stop sending traffic first.
+    pub shutdown_delay: Duration,
+    pub max_body_bytes: usize,
+    pub bulk_max_tasks: usize,
+}
+
+impl ApiSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(Source::from_env())
+    }
+
+    pub fn from_source(mut s: Source) -> Result<Self, ConfigError> {
+        let profile = s.profile();
+        let listen = s.parse_or("API_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)));
+        let database = DatabaseSettings::from_source(&mut s, 20);
+        let telemetry = TelemetrySettings::from_source(&mut s);
+        let redis_url = s.parse_dev_default("REDIS_URL", "Redis URL for cache and rate limits", || {
+            Secret::new("redis://127.0.0.1:6379")
+        });
+        let redis_key_prefix = s.parse_or("REDIS_KEY_PREFIX", "ff:".to_string());
+        let redis_timeout = s.duration_or("REDIS_TIMEOUT", Duration::from_millis(250));
+        let cache_ttl = s.duration_or("CACHE_TTL", Duration::from_secs(60));
+        let rate_limit_per_minute = s.parse_or("RATE_LIMIT_PER_MINUTE", 1200u32);
+        let trust_proxy = s.parse_or("TRUST_PROXY", false);
+        let default_delay = if profile.is_dev() { Duration::ZERO } else { Duration::from_secs(5) };
+        let shutdown_delay = s.duration_or("SHUTDOWN_DELAY", default_delay);
+        let max_body_bytes = s.parse_or("MAX_BODY_BYTES", 1024 * 1024usize);
+        let bulk_max_tasks = s.parse_or("BULK_MAX_TASKS", 1000usize);
+        if max_body_bytes < 1024 {
+            s.problem("FLOWFORGE_MAX_BODY_BYTES must be at least 1024");
+        }
+        if bulk_max_tasks == 0 {
+            s.problem("FLOWFORGE_BULK_MAX_TASKS must be at least 1");
+        }
+        if let Some(url) = &redis_url {
+            if redis::Client::open(url.expose()).is_err() {
+                s.problem("FLOWFORGE_REDIS_URL is not a valid Redis URL");
+            }
+        }
+        s.finish()?;
+        Ok(ApiSettings {
+            profile,
+            listen,
+            database: database.expect("checked by finish"),
+            telemetry,
+            redis_url: redis_url.expect("checked by finish"),
+            redis_key_prefix,
+            redis_timeout,
+            cache_ttl,
+            rate_limit_per_minute,
+            trust_proxy,
+            shutdown_delay,
+            max_body_bytes,
+            bulk_max_tasks,
+        })
+    }
+}

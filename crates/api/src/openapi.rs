@@ -1,0 +1,39 @@
+//! The OpenAPI document, generated from the handlers' annotations and the types they use.
+
+use axum::response::IntoResponse;
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::routes::{accounts, health, tasks};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "FlowForge API", description = "Tasks processed by a worker fleet on a PostgreSQL queue. \
+        Every path under /tasks is also served under /api/v1/tasks."),
+    paths(
+        tasks::create_task, tasks::create_tasks, tasks::list_tasks, tasks::get_task, tasks::replace_task,
+        tasks::patch_task, tasks::delete_task, tasks::cancel_task, tasks::retry_task,
+        accounts::me, accounts::create_user, accounts::create_token, accounts::revoke_token,
+        health::health, health::ready, health::metrics,
+    ),
+    modifiers(&BearerAuth),
+    tags((name = "tasks"), (name = "accounts"), (name = "probes"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub async fn document() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,339 @@
+//! Request bodies and their validation. Each request type parses into the engine's own
+//! types or a list of every field that is wrong (never just the first).
+
+use chrono::{DateTime, Duration, Utc};
+use flowforge_queue::{NewTask, TaskStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::FieldError;
+
+pub const MAX_TITLE_CHARS: usize = 200;
+pub const MAX_DESCRIPTION_CHARS: usize = 10_000;
+pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+pub const DEFAULT_KIND: &str = "echo";
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;
+pub const MAX_ATTEMPTS_RANGE: std::ops::RangeInclusive<i32> = 1..=100;
+pub const TIMEOUT_RANGE: std::ops::RangeInclusive<i32> = 1..=86_400;
+/// How far ahead a task may be scheduled.
+const MAX_SCHEDULE_AHEAD_DAYS: i64 = 366;
+
+/// A new task. Only `title` is required; `status` is accepted for compatibility with the
+/// original task-manager contract and must be `pending` when given.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTask {
+    #[schema(example = "Send the weekly report")]
+    pub title: String,
+    pub description: Option<String>,
+    #[schema(example = "pending")]
+    pub status: Option<String>,
+    /// Which handler runs it (default `echo`).
+    #[schema(example = "sleep")]
+    pub kind: Option<String>,
+    #[schema(value_type = Option<Object>, example = json!({"duration_ms": 250}))]
+    pub payload: Option<Value>,
+    /// -100..=100, higher runs first (default 0).
+    pub priority: Option<i32>,
+    /// When to run it (default now).
+    pub run_at: Option<DateTime<Utc>>,
+    /// 1..=100 (default 3).
+    pub max_attempts: Option<i32>,
+    /// Per-attempt time limit, 1..=86400 seconds (default 300).
+    pub timeout_secs: Option<i32>,
+}
+
+/// Changes to a task. `PUT` requires `title`; `PATCH` takes any subset. `kind`, `payload`,
+/// `priority`, `run_at`, `max_attempts` and `timeout_secs` can change only while the task is
+/// pending. `status` may be set to `cancelled` (cancel) or `pending` (retry a failed or
+/// cancelled task).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTask {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub status: Option<String>,
+    pub kind: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub payload: Option<Value>,
+    pub priority: Option<i32>,
+    pub run_at: Option<DateTime<Utc>>,
+    pub max_attempts: Option<i32>,
+    pub timeout_secs: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkCreate {
+    pub tasks: Vec<CreateTask>,
+}
+
+/// A validated update, ready for the database.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskChanges {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub kind: Option<String>,
+    pub payload: Option<Value>,
+    pub priority: Option<i16>,
+    pub run_at: Option<DateTime<Utc>>,
+    pub max_attempts: Option<i32>,
+    pub timeout_secs: Option<i32>,
+    pub status: Option<StatusChange>,
+}
+
+impl TaskChanges {
+    /// True if a field that only a pending task may change is set.
+    pub fn touches_queue_fields(&self) -> bool {
+        self.kind.is_some()
+            || self.payload.is_some()
+            || self.priority.is_some()
+            || self.run_at.is_some()
+            || self.max_attempts.is_some()
+            || self.timeout_secs.is_some()
+    }
+
+    pub fn touches_fields(&self) -> bool {
+        self.title.is_some() || self.description.is_some() || self.touches_queue_fields()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusChange {
+    Cancel,
+    Retry,
+}
+
+/// Collects field errors under a prefix (`tasks[3].` for bulk items).
+struct Check<'a> {
+    prefix: &'a str,
+    errors: &'a mut Vec<FieldError>,
+}
+
+impl Check<'_> {
+    fn fail(&mut self, field: &str, message: impl Into<String>) {
+        self.errors.push(FieldError::new(format!("{}{field}", self.prefix), message));
+    }
+
+    fn title(&mut self, raw: &str) -> Option<String> {
+        let title = raw.trim();
+        if title.is_empty() {
+            self.fail("title", "must not be empty");
+            None
+        } else if title.chars().count() > MAX_TITLE_CHARS {
+            self.fail("title", format!("must be at most {MAX_TITLE_CHARS} characters"));
+            None
+        } else if title.chars().any(char::is_control) {
+            self.fail("title", "must not contain control characters");
+            None
+        } else {
+            Some(title.to_owned())
+        }
+    }
+
+    fn description(&mut self, raw: String) -> Option<String> {
+        if raw.chars().count() > MAX_DESCRIPTION_CHARS {
+            self.fail("description", format!("must be at most {MAX_DESCRIPTION_CHARS} characters"));
+            None
+        } else {
+            Some(raw)
+        }
+    }
+
+    fn kind(&mut self, raw: &str) -> Option<String> {
+        let ok = (1..=64).contains(&raw.len())
+            && raw.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+            && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
+        if ok {
+            Some(raw.to_owned())
+        } else {
+            self.fail(
+                "kind",
+                "1 to 64 characters: lowercase letters, digits, '_', '.' or '-', starting with a letter or digit",
+            );
+            None
+        }
+    }
+
+    fn payload(&mut self, value: Value) -> Option<Value> {
+        let size = serde_json::to_vec(&value).map(|v| v.len()).unwrap_or(usize::MAX);
+        if size > MAX_PAYLOAD_BYTES {
+            self.fail("payload", format!("must be at most {MAX_PAYLOAD_BYTES} bytes as JSON"));
+            None
+        } else {
+            Some(value)
+        }
+    }
+
+    fn in_range(&mut self, field: &str, value: i32, range: std::ops::RangeInclusive<i32>) -> Option<i32> {
+        if range.contains(&value) {
+            Some(value)
+        } else {
+            self.fail(field, format!("must be between {} and {}", range.start(), range.end()));
+            None
+        }
+    }
+
+    fn run_at(&mut self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if at > Utc::now() + Duration::days(MAX_SCHEDULE_AHEAD_DAYS) {
+            self.fail("run_at", format!("must be within {MAX_SCHEDULE_AHEAD_DAYS} days from now"));
+            None
+        } else {
+            Some(at)
+        }
+    }
+}
+
+/// Who is creating, for the task's bookkeeping columns.
+pub struct Origin {
+    pub owner_id: i64,
+    pub request_id: Option<String>,
+    pub trace_id: Option<String>,
+}
+
+impl CreateTask {
+    /// Validates into a [`NewTask`], or returns every problem (fields named `prefix` + name).
+    pub fn parse(self, origin: &Origin, prefix: &str, errors: &mut Vec<FieldError>) -> Option<NewTask> {
+        let before = errors.len();
+        let mut c = Check { prefix, errors };
+        let title = c.title(&self.title);
+        let description = c.description(self.description.unwrap_or_default());
+        if let Some(status) = &self.status {
+            if status != TaskStatus::Pending.as_str() {
+                c.fail("status", "new tasks start as pending; omit status or set it to \"pending\"");
+            }
+        }
+        let kind = c.kind(self.kind.as_deref().unwrap_or(DEFAULT_KIND));
+        let payload = c.payload(self.payload.unwrap_or_else(|| Value::Object(Default::default())));
+        let priority = c.in_range("priority", self.priority.unwrap_or(0), PRIORITY_RANGE);
+        let run_at = self.run_at.map(|at| c.run_at(at));
+        let max_attempts = c.in_range("max_attempts", self.max_attempts.unwrap_or(3), MAX_ATTEMPTS_RANGE);
+        let timeout_secs = c.in_range("timeout_secs", self.timeout_secs.unwrap_or(300), TIMEOUT_RANGE);
+        if errors.len() > before {
+            return None;
+        }
+        Some(NewTask {
+            title: title?,
+            description: description?,
+            kind: kind?,
+            payload: payload?,
+            priority: priority? as i16,
+            run_at: run_at.flatten(),
+            max_attempts: max_attempts?,
+            timeout_secs: timeout_secs?,
+            owner_id: Some(origin.owner_id),
+            request_id: origin.request_id.clone(),
+            trace_id: origin.trace_id.clone(),
+        })
+    }
+}
+
+impl UpdateTask {
+    /// Validates into [`TaskChanges`]. `full` (PUT) requires a title.
+    pub fn parse(self, full: bool) -> Result<TaskChanges, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut c = Check { prefix: "", errors: &mut errors };
+        if full && self.title.is_none() {
+            c.fail("title", "is required with PUT (use PATCH to change only some fields)");
+        }
+        let changes = TaskChanges {
+            title: self.title.and_then(|t| c.title(&t)),
+            description: self.description.and_then(|d| c.description(d)),
+            kind: self.kind.and_then(|k| c.kind(&k)),
+            payload: self.payload.and_then(|p| c.payload(p)),
+            priority: self.priority.and_then(|p| c.in_range("priority", p, PRIORITY_RANGE)).map(|p| p as i16),
+            run_at: self.run_at.and_then(|at| c.run_at(at)),
+            max_attempts: self.max_attempts.and_then(|m| c.in_range("max_attempts", m, MAX_ATTEMPTS_RANGE)),
+            timeout_secs: self.timeout_secs.and_then(|t| c.in_range("timeout_secs", t, TIMEOUT_RANGE)),
+            status: match self.status.as_deref() {
+                None => None,
+                Some("cancelled") => Some(StatusChange::Cancel),
+                Some("pending") => Some(StatusChange::Retry),
+                Some(other) => {
+                    c.fail(
+                        "status",
+                        format!("cannot set status to {other:?}: use \"cancelled\" to cancel or \"pending\" to retry; workers set the rest"),
+                    );
+                    None
+                }
+            },
+        };
+        if errors.is_empty() && !changes.touches_fields() && changes.status.is_none() {
+            errors.push(FieldError::new("body", "nothing to change"));
+        }
+        if errors.is_empty() {
+            Ok(changes)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn origin() -> Origin {
+        Origin { owner_id: 1, request_id: None, trace_id: None }
+    }
+
+    fn create(v: Value) -> CreateTask {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn seed_contract_body_is_valid() {
+        let mut errors = Vec::new();
+        let t = create(json!({"title": " Critical Data ", "description": "must survive", "status": "pending"}))
+            .parse(&origin(), "", &mut errors)
+            .unwrap();
+        assert_eq!(t.title, "Critical Data");
+        assert_eq!(t.kind, DEFAULT_KIND);
+        assert_eq!(t.owner_id, Some(1));
+    }
+
+    #[test]
+    fn every_bad_field_is_reported() {
+        let mut errors = Vec::new();
+        let parsed = create(json!({
+            "title": "", "status": "completed", "kind": "Bad Kind", "priority": 1000,
+            "max_attempts": 0, "timeout_secs": 0, "run_at": "2999-01-01T00:00:00Z"
+        }))
+        .parse(&origin(), "tasks[2].", &mut errors);
+        assert!(parsed.is_none());
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "tasks[2].title",
+                "tasks[2].status",
+                "tasks[2].kind",
+                "tasks[2].priority",
+                "tasks[2].run_at",
+                "tasks[2].max_attempts",
+                "tasks[2].timeout_secs"
+            ]
+        );
+    }
+
+    #[test]
+    fn oversized_payload_is_refused() {
+        let mut errors = Vec::new();
+        let big = "x".repeat(MAX_PAYLOAD_BYTES);
+        assert!(create(json!({"title": "t", "payload": {"blob": big}})).parse(&origin(), "", &mut errors).is_none());
+        assert_eq!(errors[0].field, "payload");
+    }
+
+    #[test]
+    fn updates_need_something_and_put_needs_a_title() {
+        assert!(UpdateTask::default().parse(false).is_err());
+        let put = UpdateTask { description: Some("d".into()), ..Default::default() };
+        assert_eq!(put.clone().parse(true).unwrap_err()[0].field, "title");
+        assert!(put.parse(false).is_ok());
+        let status = UpdateTask { status: Some("running".into()), ..Default::default() };
+        assert_eq!(status.parse(false).unwrap_err()[0].field, "status");
+        let cancel = UpdateTask { status: Some("cancelled".into()), ..Default::default() };
+        assert_eq!(cancel.parse(false).unwrap().status, Some(StatusChange::Cancel));
+    }
+}

@@ -1,0 +1,117 @@
+//! `/api/v1/me`, `/api/v1/users` (admins), `/api/v1/tokens`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::accounts::{self, Caller, Role};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, Id};
+use crate::middleware::AuditTarget;
+use crate::routes::ErrorBody;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/me", get(me))
+        .route("/users", post(create_user))
+        .route("/tokens", post(create_token))
+        .route("/tokens/{id}", delete(revoke_token))
+}
+
+fn audited(status: StatusCode, body: serde_json::Value, target: String) -> Response {
+    let mut r = (status, Json(body)).into_response();
+    r.extensions_mut().insert(AuditTarget(target));
+    r
+}
+
+/// Who am I?
+#[utoipa::path(get, path = "/api/v1/me", tag = "accounts", responses((status = 200, description = "The caller")),
+    security(("bearer" = [])))]
+pub async fn me(Extension(caller): Extension<Caller>) -> Response {
+    Json(json!({ "success": true, "data": { "id": caller.user_id, "name": caller.name, "role": caller.role } }))
+        .into_response()
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    pub name: String,
+    /// `user` (default) or `admin`.
+    pub role: Option<Role>,
+}
+
+/// Create a user and their first token (admins only).
+#[utoipa::path(post, path = "/api/v1/users", tag = "accounts", request_body = CreateUser,
+    responses((status = 201, description = "The user and a token (shown once)"), (status = 403, body = ErrorBody),
+              (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_user(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(body): ApiJson<CreateUser>,
+) -> ApiResult<Response> {
+    if !caller.is_admin() {
+        return Err(ApiError::Forbidden("only admins can create users"));
+    }
+    accounts::validate_name(&body.name).map_err(|m| ApiError::invalid("name", m))?;
+    let user = match accounts::create_user(&state.db, &body.name, body.role.unwrap_or(Role::User)).await {
+        Ok(u) => u,
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            return Err(ApiError::conflict("user_exists", format!("a user called {:?} exists", body.name)))
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let token = accounts::issue_token(&state.db, user.id, "initial").await?;
+    Ok(audited(
+        StatusCode::CREATED,
+        json!({ "success": true, "data": { "user": user, "token": token } }),
+        format!("user:{}", user.id),
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// A label to recognise the token by.
+    pub name: Option<String>,
+}
+
+/// Issue another token for yourself (shown once).
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "accounts", request_body = CreateToken,
+    responses((status = 201, description = "The new token")), security(("bearer" = [])))]
+pub async fn create_token(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiJson(body): ApiJson<CreateToken>,
+) -> ApiResult<Response> {
+    let name = body.name.unwrap_or_default();
+    if name.chars().count() > 100 {
+        return Err(ApiError::invalid("name", "must be at most 100 characters"));
+    }
+    let token = accounts::issue_token(&state.db, caller.user_id, &name).await?;
+    let target = format!("token:{}", token.id);
+    Ok(audited(StatusCode::CREATED, json!({ "success": true, "data": token }), target))
+}
+
+/// Revoke one of your tokens (admins: anyone's).
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "accounts", params(("id" = i64, Path)),
+    responses((status = 200, description = "Revoked"), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Id(id): Id,
+) -> ApiResult<Response> {
+    if !accounts::revoke_token(&state.db, &caller, id).await? {
+        return Err(ApiError::NotFound);
+    }
+    Ok(audited(
+        StatusCode::OK,
+        json!({ "success": true, "data": { "id": id, "revoked": true } }),
+        format!("token:{id}"),
+    ))
+}

@@ -1,0 +1,56 @@
+//! Probes and metrics. `/health` is liveness (the process answers; the body also says
+//! whether the database is reachable, as the original contract expects), `/ready` is
+//! readiness (database reachable and not draining): load balancers route on `/ready`.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::state::AppState;
+
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+async fn database_reachable(state: &AppState) -> bool {
+    matches!(tokio::time::timeout(PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(&state.db)).await, Ok(Ok(_)))
+}
+
+/// Liveness: always 200 while the process runs.
+#[utoipa::path(get, path = "/health", tag = "probes",
+    responses((status = 200, description = "`{\"status\":\"healthy\",\"database\":\"connected\"}` (or degraded/disconnected)")))]
+pub async fn health(State(state): State<AppState>) -> Response {
+    let body = if database_reachable(&state).await {
+        json!({ "status": "healthy", "database": "connected" })
+    } else {
+        json!({ "status": "degraded", "database": "disconnected" })
+    };
+    Json(body).into_response()
+}
+
+/// Readiness: 200 only when this replica should receive traffic.
+#[utoipa::path(get, path = "/ready", tag = "probes",
+    responses((status = 200, description = "Ready"), (status = 503, description = "Draining or database unreachable")))]
+pub async fn ready(State(state): State<AppState>) -> Response {
+    if state.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" }))).into_response();
+    }
+    let (db, redis) = tokio::join!(database_reachable(&state), state.redis.ping());
+    let body = json!({
+        "status": if db { "ready" } else { "not_ready" },
+        "database": if db { "connected" } else { "disconnected" },
+        // Redis is optional: the API serves without it, so it does not decide readiness.
+        "redis": if redis { "connected" } else { "unavailable" },
+    });
+    let status = if db { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+/// Prometheus metrics of this replica.
+#[utoipa::path(get, path = "/metrics", tag = "probes", responses((status = 200, description = "Prometheus text format")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let text = flowforge_platform::metrics::render(&state.metrics.registry);
+    ([(header::CONTENT_TYPE, flowforge_platform::metrics::CONTENT_TYPE)], text).into_response()
+}

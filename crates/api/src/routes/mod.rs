@@ -1,0 +1,91 @@
+//! The HTTP surface: which routes exist and which layers wrap them.
+
+pub mod accounts;
+pub mod health;
+pub mod tasks;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use flowforge_queue::Task;
+use serde::Serialize;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::error::{ApiError, FieldError};
+use crate::middleware;
+use crate::openapi;
+use crate::state::AppState;
+
+/// Response shapes, for the OpenAPI document.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TaskEnvelope {
+    pub success: bool,
+    pub data: Task,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TaskListEnvelope {
+    pub success: bool,
+    pub data: Vec<Task>,
+    pub pagination: Option<Pagination>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Pagination {
+    pub limit: u32,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub success: bool,
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable: `validation_failed`, `not_found`, `rate_limited`, ...
+    pub code: String,
+    pub message: String,
+    pub details: Option<Vec<FieldError>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let bulk_limit = state.settings.max_body_bytes.saturating_mul(8);
+    let authenticated = Router::new()
+        .merge(tasks::router(bulk_limit))
+        .nest("/api/v1", tasks::router(bulk_limit).merge(accounts::router()))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authenticate));
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::document))
+        .route("/api/v1/openapi.json", get(openapi::document))
+        .merge(authenticated)
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(axum::middleware::from_fn(middleware::request_ids))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    ApiError::NotFound.into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    let mut r = ApiError::bad_request("method_not_allowed", "this method is not allowed on this path").into_response();
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r
+}
+
+/// A panic becomes a plain 500 with the usual error body; its message stays in the logs.
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+}

@@ -1,0 +1,575 @@
+//! `/tasks`: the task contract (served at `/` and under `/api/v1`).
+
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use flowforge_queue::{CancelOutcome, NewTask, Queue, RetryOutcome, Task, TaskStatus, TASK_COLUMNS};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::{Postgres, QueryBuilder};
+
+use crate::accounts::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, ApiQuery, Id};
+use crate::idempotency::{self, IdempotencyKey};
+use crate::middleware::{AuditTarget, RequestId, TraceId};
+use crate::requests::{BulkCreate, CreateTask, Origin, StatusChange, TaskChanges, UpdateTask};
+use crate::routes::{ErrorBody, TaskEnvelope, TaskListEnvelope};
+use crate::state::AppState;
+
+/// `bulk_body_limit`: bulk creation accepts larger bodies than everything else.
+pub fn router(bulk_body_limit: usize) -> Router<AppState> {
+    Router::new()
+        .route("/tasks", post(create_task).get(list_tasks))
+        .route("/tasks/bulk", post(create_tasks).layer(DefaultBodyLimit::max(bulk_body_limit)))
+        .route("/tasks/{id}", get(get_task).put(replace_task).patch(patch_task).delete(delete_task))
+        .route("/tasks/{id}/cancel", post(cancel_task))
+        .route("/tasks/{id}/retry", post(retry_task))
+}
+
+/// `{"success": true, "data": task}` with the task's version as its ETag.
+fn task_response(status: StatusCode, task: &Task) -> Response {
+    let mut r = (status, Json(json!({ "success": true, "data": task }))).into_response();
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", task.version)) {
+        r.headers_mut().insert(header::ETAG, etag);
+    }
+    r.extensions_mut().insert(AuditTarget(format!("task:{}", task.id)));
+    r
+}
+
+fn origin(caller: &Caller, request_id: &RequestId, trace_id: &TraceId) -> Origin {
+    Origin { owner_id: caller.user_id, request_id: Some(request_id.0.clone()), trace_id: Some(trace_id.0.clone()) }
+}
+
+/// The version named by `If-Match` (`"3"`, `W/"3"` or `*` for any).
+fn if_match(headers: &HeaderMap) -> ApiResult<Option<i64>> {
+    let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
+    let text = value.to_str().unwrap_or("").trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    text.trim_start_matches("W/")
+        .trim_matches('"')
+        .parse::<i64>()
+        .map(Some)
+        .map_err(|_| ApiError::bad_request("invalid_if_match", "If-Match must be an ETag from this API, like \"3\""))
+}
+
+/// The task if it exists and the caller may see it; 404 otherwise (never 403, which would
+/// reveal that someone else's task exists).
+async fn load_visible(state: &AppState, caller: &Caller, id: i64) -> ApiResult<Task> {
+    state.queue.get(id).await?.filter(|t| caller.can_see(t.owner_id)).ok_or(ApiError::NotFound)
+}
+
+/// Create a task (and enqueue it, atomically).
+#[utoipa::path(post, path = "/tasks", tag = "tasks", request_body = CreateTask,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for retries of the same request")),
+    responses((status = 201, body = TaskEnvelope), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+              (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody),
+              (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_task(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(request_id): Extension<RequestId>,
+    Extension(trace_id): Extension<TraceId>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<CreateTask>,
+) -> ApiResult<Response> {
+    let key = IdempotencyKey::from_headers(&headers)?.map(|k| (k, idempotency::fingerprint("POST /tasks", &body)));
+    let mut errors = Vec::new();
+    let task =
+        body.parse(&origin(&caller, &request_id, &trace_id), "", &mut errors).ok_or(ApiError::Validation(errors))?;
+    create(&state, &caller, key, vec![task], false).await
+}
+
+/// Create up to `FLOWFORGE_BULK_MAX_TASKS` tasks in one transaction: all or none.
+#[utoipa::path(post, path = "/tasks/bulk", tag = "tasks", request_body = BulkCreate,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for retries of the same request")),
+    responses((status = 201, body = TaskListEnvelope), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn create_tasks(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(request_id): Extension<RequestId>,
+    Extension(trace_id): Extension<TraceId>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<BulkCreate>,
+) -> ApiResult<Response> {
+    let max = state.settings.bulk_max_tasks;
+    if body.tasks.is_empty() || body.tasks.len() > max {
+        return Err(ApiError::invalid("tasks", format!("must hold between 1 and {max} tasks")));
+    }
+    let key = IdempotencyKey::from_headers(&headers)?.map(|k| (k, idempotency::fingerprint("POST /tasks/bulk", &body)));
+    let origin = origin(&caller, &request_id, &trace_id);
+    let mut errors = Vec::new();
+    let tasks: Vec<Option<NewTask>> = body
+        .tasks
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| t.parse(&origin, &format!("tasks[{i}]."), &mut errors))
+        .collect();
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    create(&state, &caller, key, tasks.into_iter().flatten().collect(), true).await
+}
+
+async fn create(
+    state: &AppState,
+    caller: &Caller,
+    key: Option<(IdempotencyKey, Vec<u8>)>,
+    tasks: Vec<NewTask>,
+    many: bool,
+) -> ApiResult<Response> {
+    let mut tx = state.db.begin().await?;
+    if let Some((key, fingerprint)) = &key {
+        if let Some(replay) = idempotency::claim(&mut tx, caller.user_id, key, fingerprint).await? {
+            tx.rollback().await?;
+            let status = StatusCode::from_u16(replay.status).unwrap_or(StatusCode::OK);
+            let mut r = (status, Json(replay.body)).into_response();
+            r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return Ok(r);
+        }
+    }
+    let created = Queue::enqueue_on(&mut tx, &tasks).await?;
+    let body =
+        if many { json!({ "success": true, "data": created }) } else { json!({ "success": true, "data": created[0] }) };
+    if let Some((key, _)) = &key {
+        idempotency::store(&mut tx, caller.user_id, key, StatusCode::CREATED.as_u16(), &body).await?;
+    }
+    tx.commit().await?;
+    for t in &created {
+        state.metrics.tasks_created.with_label_values(&[&t.kind]).inc();
+    }
+    if many {
+        let mut r = (StatusCode::CREATED, Json(body)).into_response();
+        let (first, last) = (created[0].id, created[created.len() - 1].id);
+        r.extensions_mut().insert(AuditTarget(format!("tasks:{first}..{last} ({})", created.len())));
+        Ok(r)
+    } else {
+        let mut r = task_response(StatusCode::CREATED, &created[0]);
+        if let Ok(location) = HeaderValue::from_str(&format!("/tasks/{}", created[0].id)) {
+            r.headers_mut().insert(header::LOCATION, location);
+        }
+        Ok(r)
+    }
+}
+
+/// Query parameters of `GET /tasks`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// One status or several, comma-separated (`failed,cancelled`).
+    status: Option<String>,
+    kind: Option<String>,
+    /// Owner's user id (admins only).
+    owner: Option<i64>,
+    /// Case-insensitive text search in titles.
+    q: Option<String>,
+    /// `-created_at` (default), `created_at`, `-priority` or `priority`.
+    sort: Option<String>,
+    /// 1..=200, default 50.
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sort {
+    Newest,
+    Oldest,
+    HighestPriority,
+    LowestPriority,
+}
+
+impl Sort {
+    fn parse(s: &str) -> ApiResult<Sort> {
+        match s {
+            "-created_at" => Ok(Sort::Newest),
+            "created_at" => Ok(Sort::Oldest),
+            "-priority" => Ok(Sort::HighestPriority),
+            "priority" => Ok(Sort::LowestPriority),
+            other => Err(ApiError::bad_request(
+                "invalid_sort",
+                format!("cannot sort by {other:?}; use -created_at, created_at, -priority or priority"),
+            )),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Sort::Newest => "-created_at",
+            Sort::Oldest => "created_at",
+            Sort::HighestPriority => "-priority",
+            Sort::LowestPriority => "priority",
+        }
+    }
+}
+
+/// Keyset position: the last row of the previous page, opaque to clients.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Cursor {
+    s: String,
+    id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    p: Option<i16>,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    fn decode(text: &str, sort: Sort) -> ApiResult<Cursor> {
+        let bad =
+            || ApiError::bad_request("invalid_cursor", "cursor is not one this API issued; start again without it");
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
+        let cursor: Cursor = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+        let needs_priority = matches!(sort, Sort::HighestPriority | Sort::LowestPriority);
+        if cursor.s != sort.name() || cursor.p.is_some() != needs_priority {
+            return Err(ApiError::bad_request("invalid_cursor", "cursor belongs to a different sort order"));
+        }
+        Ok(cursor)
+    }
+}
+
+const MAX_PAGE: u32 = 200;
+
+/// List tasks (yours; admins see all), filtered and keyset-paginated.
+#[utoipa::path(get, path = "/tasks", tag = "tasks", params(ListParams),
+    responses((status = 200, body = TaskListEnvelope), (status = 400, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn list_tasks(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> ApiResult<Response> {
+    let sort = Sort::parse(params.sort.as_deref().unwrap_or("-created_at"))?;
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request("invalid_limit", format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    let cursor = params.cursor.as_deref().map(|c| Cursor::decode(c, sort)).transpose()?;
+    let statuses = match params.status.as_deref() {
+        None | Some("") => None,
+        Some(list) => Some(
+            list.split(',')
+                .map(|s| s.trim().parse::<TaskStatus>().map(|st| st.as_str().to_owned()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ApiError::bad_request("invalid_status", e))?,
+        ),
+    };
+
+    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE true"));
+    match (caller.is_admin(), params.owner) {
+        (false, Some(owner)) if owner != caller.user_id => {
+            return Err(ApiError::Forbidden("only admins can list other users' tasks"))
+        }
+        (false, _) => {
+            qb.push(" AND owner_id = ").push_bind(caller.user_id);
+        }
+        (true, Some(owner)) => {
+            qb.push(" AND owner_id = ").push_bind(owner);
+        }
+        (true, None) => {}
+    }
+    if let Some(statuses) = statuses {
+        qb.push(" AND status = ANY(").push_bind(statuses).push("::text[]::task_status[])");
+    }
+    if let Some(kind) = &params.kind {
+        qb.push(" AND kind = ").push_bind(kind.clone());
+    }
+    if let Some(q) = params.q.as_deref().filter(|q| !q.is_empty()) {
+        let escaped = q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        qb.push(" AND title ILIKE ").push_bind(format!("%{escaped}%"));
+    }
+    if let Some(c) = &cursor {
+        match sort {
+            Sort::Newest => qb.push(" AND id < ").push_bind(c.id),
+            Sort::Oldest => qb.push(" AND id > ").push_bind(c.id),
+            Sort::HighestPriority => {
+                qb.push(" AND (priority, id) < (").push_bind(c.p).push(", ").push_bind(c.id).push(")")
+            }
+            Sort::LowestPriority => {
+                qb.push(" AND (priority, id) > (").push_bind(c.p).push(", ").push_bind(c.id).push(")")
+            }
+        };
+    }
+    qb.push(match sort {
+        Sort::Newest => " ORDER BY id DESC",
+        Sort::Oldest => " ORDER BY id ASC",
+        Sort::HighestPriority => " ORDER BY priority DESC, id DESC",
+        Sort::LowestPriority => " ORDER BY priority ASC, id ASC",
+    });
+    qb.push(" LIMIT ").push_bind(i64::from(limit) + 1);
+    let mut rows: Vec<Task> = qb.build_query_as().fetch_all(&state.db).await?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let next_cursor = more.then(|| rows.last()).flatten().map(|t| {
+        let p = matches!(sort, Sort::HighestPriority | Sort::LowestPriority).then_some(t.priority);
+        Cursor { s: sort.name().into(), id: t.id, p }.encode()
+    });
+    Ok(Json(json!({
+        "success": true,
+        "data": rows,
+        "pagination": { "limit": limit, "next_cursor": next_cursor }
+    }))
+    .into_response())
+}
+
+/// One task, with its version as ETag.
+#[utoipa::path(get, path = "/tasks/{id}", tag = "tasks", params(("id" = i64, Path)),
+    responses((status = 200, body = TaskEnvelope), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn get_task(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Id(id): Id,
+) -> ApiResult<Response> {
+    if let Some(task) = state.cache.get(id).await {
+        return if caller.can_see(task.owner_id) {
+            Ok(task_response(StatusCode::OK, &task))
+        } else {
+            Err(ApiError::NotFound)
+        };
+    }
+    let read_started = Instant::now();
+    let task = load_visible(&state, &caller, id).await?;
+    state.cache.fill(&task, read_started).await;
+    Ok(task_response(StatusCode::OK, &task))
+}
+
+/// Replace a task's editable fields (`title` required). Honours `If-Match`.
+#[utoipa::path(put, path = "/tasks/{id}", tag = "tasks", params(("id" = i64, Path)), request_body = UpdateTask,
+    responses((status = 200, body = TaskEnvelope), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody),
+              (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn replace_task(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Id(id): Id,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<UpdateTask>,
+) -> ApiResult<Response> {
+    update(&state, &caller, id, &headers, body.parse(true).map_err(ApiError::Validation)?).await
+}
+
+/// Change some of a task's fields. Honours `If-Match`.
+#[utoipa::path(patch, path = "/tasks/{id}", tag = "tasks", params(("id" = i64, Path)), request_body = UpdateTask,
+    responses((status = 200, body = TaskEnvelope), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody),
+              (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn patch_task(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Id(id): Id,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<UpdateTask>,
+) -> ApiResult<Response> {
+    update(&state, &caller, id, &headers, body.parse(false).map_err(ApiError::Validation)?).await
+}
+
+async fn update(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    headers: &HeaderMap,
+    changes: TaskChanges,
+) -> ApiResult<Response> {
+    let expected = if_match(headers)?;
+    let current = load_visible(state, caller, id).await?;
+    if expected.is_some_and(|v| v != current.version) {
+        return Err(ApiError::PreconditionFailed);
+    }
+    let mut task = current;
+    if changes.touches_fields() {
+        let updated = apply_fields(state, id, &changes, expected).await;
+        state.cache.invalidate(id).await;
+        task = match updated? {
+            Some(t) => t,
+            None => return Err(explain_refused_update(state, caller, id, expected, &changes).await),
+        };
+    }
+    let mut status = StatusCode::OK;
+    match changes.status {
+        None => {}
+        Some(StatusChange::Cancel) => (task, status) = cancel(state, id).await?,
+        Some(StatusChange::Retry) if task.status == TaskStatus::Pending => {}
+        Some(StatusChange::Retry) => task = retry(state, id).await?,
+    }
+    Ok(task_response(status, &task))
+}
+
+async fn apply_fields(state: &AppState, id: i64, c: &TaskChanges, expected: Option<i64>) -> sqlx::Result<Option<Task>> {
+    sqlx::query_as(&format!(
+        "UPDATE tasks SET
+             title = COALESCE($2, title), description = COALESCE($3, description), kind = COALESCE($4, kind),
+             payload = COALESCE($5, payload), priority = COALESCE($6, priority), run_at = COALESCE($7, run_at),
+             max_attempts = COALESCE($8, max_attempts), timeout_secs = COALESCE($9, timeout_secs),
+             updated_at = now(), version = version + 1
+         WHERE id = $1 AND ($10::int8 IS NULL OR version = $10) AND (NOT $11 OR status = 'pending')
+         RETURNING {TASK_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(&c.title)
+    .bind(&c.description)
+    .bind(&c.kind)
+    .bind(&c.payload)
+    .bind(c.priority)
+    .bind(c.run_at)
+    .bind(c.max_attempts)
+    .bind(c.timeout_secs)
+    .bind(expected)
+    .bind(c.touches_queue_fields())
+    .fetch_optional(&state.db)
+    .await
+}
+
+/// Why a guarded update matched no row, read after the fact.
+async fn explain_refused_update(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    expected: Option<i64>,
+    changes: &TaskChanges,
+) -> ApiError {
+    match load_visible(state, caller, id).await {
+        Err(e) => e,
+        Ok(t) if expected.is_some_and(|v| v != t.version) => ApiError::PreconditionFailed,
+        Ok(t) if changes.touches_queue_fields() && t.status != TaskStatus::Pending => ApiError::conflict(
+            "task_not_pending",
+            format!(
+                "the task is {}: only title and description can change once it has left pending",
+                t.status.as_str()
+            ),
+        ),
+        Ok(_) => ApiError::conflict("concurrent_update", "the task changed while updating it; try again"),
+    }
+}
+
+async fn cancel(state: &AppState, id: i64) -> ApiResult<(Task, StatusCode)> {
+    let outcome = state.queue.cancel(id).await;
+    state.cache.invalidate(id).await;
+    match outcome? {
+        CancelOutcome::Cancelled(t) => Ok((t, StatusCode::OK)),
+        CancelOutcome::Requested(t) => Ok((t, StatusCode::ACCEPTED)),
+        CancelOutcome::AlreadyFinished(t) if t.status == TaskStatus::Cancelled => Ok((t, StatusCode::OK)),
+        CancelOutcome::AlreadyFinished(t) => Err(ApiError::conflict(
+            "task_finished",
+            format!("the task is already {}; nothing to cancel", t.status.as_str()),
+        )),
+        CancelOutcome::NotFound => Err(ApiError::NotFound),
+    }
+}
+
+async fn retry(state: &AppState, id: i64) -> ApiResult<Task> {
+    let outcome = state.queue.retry(id).await;
+    state.cache.invalidate(id).await;
+    match outcome? {
+        RetryOutcome::Requeued(t) => Ok(t),
+        RetryOutcome::NotRetryable(t) => Err(ApiError::conflict(
+            "task_not_retryable",
+            format!("only failed or cancelled tasks can be retried; this one is {}", t.status.as_str()),
+        )),
+        RetryOutcome::NotFound => Err(ApiError::NotFound),
+    }
+}
+
+/// Cancel: a pending task at once (200), a running one by telling its worker (202).
+#[utoipa::path(post, path = "/tasks/{id}/cancel", tag = "tasks", params(("id" = i64, Path)),
+    responses((status = 200, body = TaskEnvelope), (status = 202, body = TaskEnvelope), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn cancel_task(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Id(id): Id,
+) -> ApiResult<Response> {
+    load_visible(&state, &caller, id).await?;
+    let (task, status) = cancel(&state, id).await?;
+    Ok(task_response(status, &task))
+}
+
+/// Retry a failed or cancelled task with a fresh set of attempts.
+#[utoipa::path(post, path = "/tasks/{id}/retry", tag = "tasks", params(("id" = i64, Path)),
+    responses((status = 200, body = TaskEnvelope), (status = 409, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn retry_task(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Id(id): Id,
+) -> ApiResult<Response> {
+    load_visible(&state, &caller, id).await?;
+    let task = retry(&state, id).await?;
+    Ok(task_response(StatusCode::OK, &task))
+}
+
+/// Delete a task that is not running. Honours `If-Match`.
+#[utoipa::path(delete, path = "/tasks/{id}", tag = "tasks", params(("id" = i64, Path)),
+    responses((status = 200, description = "Deleted"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 412, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn delete_task(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Id(id): Id,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let expected = if_match(&headers)?;
+    load_visible(&state, &caller, id).await?;
+    let deleted: Option<i64> = sqlx::query_scalar(
+        "DELETE FROM tasks WHERE id = $1 AND status <> 'running' AND ($2::int8 IS NULL OR version = $2) RETURNING id",
+    )
+    .bind(id)
+    .bind(expected)
+    .fetch_optional(&state.db)
+    .await?;
+    state.cache.invalidate(id).await;
+    if deleted.is_none() {
+        return Err(match load_visible(&state, &caller, id).await {
+            Err(e) => e,
+            Ok(t) if t.status == TaskStatus::Running => {
+                ApiError::conflict("task_running", "the task is running; cancel it first, then delete it")
+            }
+            Ok(_) => ApiError::PreconditionFailed,
+        });
+    }
+    let mut r = Json(json!({ "success": true, "message": "Task deleted", "data": { "id": id, "deleted": true } }))
+        .into_response();
+    r.extensions_mut().insert(AuditTarget(format!("task:{id}")));
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_tampering() {
+        let c = Cursor { s: "-priority".into(), id: 42, p: Some(5) };
+        assert_eq!(Cursor::decode(&c.encode(), Sort::HighestPriority).unwrap(), c);
+        assert!(Cursor::decode(&c.encode(), Sort::Newest).is_err());
+        assert!(Cursor::decode("not-base64!", Sort::Newest).is_err());
+        assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode(b"{}"), Sort::Newest).is_err());
+    }
+
+    #[test]
+    fn if_match_accepts_strong_weak_and_star() {
+        let mut h = HeaderMap::new();
+        assert_eq!(if_match(&h).unwrap(), None);
+        h.insert(header::IF_MATCH, HeaderValue::from_static("\"7\""));
+        assert_eq!(if_match(&h).unwrap(), Some(7));
+        h.insert(header::IF_MATCH, HeaderValue::from_static("W/\"8\""));
+        assert_eq!(if_match(&h).unwrap(), Some(8));
+        h.insert(header::IF_MATCH, HeaderValue::from_static("*"));
+        assert_eq!(if_match(&h).unwrap(), None);
+        h.insert(header::IF_MATCH, HeaderValue::from_static("\"abc\""));
+        assert!(if_match(&h).is_err());
+    }
+}

@@ -1,0 +1,54 @@
+//! Building and running the service (zero2prod's `Application`), with podinfo's shutdown
+//! order: report not-ready, wait for load balancers to notice, drain requests, close.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+use crate::config::ApiSettings;
+use crate::routes;
+use crate::state::AppState;
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Binds the listen address (port 0 picks a free port) and prepares the state. The
+    /// database pool connects lazily, so the service starts (not ready) before PostgreSQL.
+    pub async fn build(settings: ApiSettings) -> anyhow::Result<Application> {
+        let db = settings.database.pool("flowforge-api")?;
+        let listener = TcpListener::bind(settings.listen).await?;
+        let state = AppState::new(db, settings)?;
+        Ok(Application { listener, state })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let app = routes::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        tracing::info!(addr = %self.local_addr(), profile = %state.settings.profile, "api listening");
+        let drain_state = state.clone();
+        let result = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                drain_state.start_draining();
+                let delay = drain_state.settings.shutdown_delay;
+                tracing::info!(?delay, "draining: /ready now fails; closing after the delay");
+                tokio::time::sleep(delay).await;
+            })
+            .await;
+        state.db.close().await;
+        tracing::info!("api stopped");
+        result
+    }
+}

@@ -1,0 +1,170 @@
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_error, TestApp};
+
+#[tokio::test]
+async fn requests_without_a_valid_token_are_refused() {
+    let app = TestApp::spawn().await;
+    let r = app.client.get(format!("{}/tasks", app.base)).send().await.unwrap();
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert_error(r, 401, "unauthorized").await;
+    assert_error(app.get("/tasks", "ff_not-a-real-token").await, 401, "unauthorized").await;
+    assert_error(app.get("/tasks", "garbage").await, 401, "unauthorized").await;
+    let r = app.client.get(format!("{}/tasks", app.base)).header("Authorization", "Basic YTpi").send().await.unwrap();
+    assert_error(r, 401, "unauthorized").await;
+}
+
+#[tokio::test]
+async fn users_see_only_their_own_tasks_and_admins_see_all() {
+    let app = TestApp::spawn().await;
+    let alice = app.user("alice").await;
+    let bob = app.user("bob").await;
+    let id = app.create(&alice, &json!({"title": "alice's"})).await["id"].as_i64().unwrap();
+    app.create(&bob, &json!({"title": "bob's"})).await;
+
+    let path = format!("/tasks/{id}");
+    assert_error(app.get(&path, &bob).await, 404, "not_found").await;
+    assert_error(app.patch(&path, &bob, &json!({"title": "mine now"})).await, 404, "not_found").await;
+    assert_error(app.request(Method::DELETE, &path, &bob).send().await.unwrap(), 404, "not_found").await;
+    assert_error(app.post(&format!("{path}/cancel"), &bob, &json!({})).await, 404, "not_found").await;
+    assert_error(app.post(&format!("{path}/retry"), &bob, &json!({})).await, 404, "not_found").await;
+    let bobs: Value = app.get("/tasks", &bob).await.json().await.unwrap();
+    let titles: Vec<&str> = bobs["data"].as_array().unwrap().iter().map(|t| t["title"].as_str().unwrap()).collect();
+    assert_eq!(titles, ["bob's"]);
+    let alice_id: i64 =
+        sqlx::query_scalar("SELECT id FROM users WHERE name = 'alice'").fetch_one(&app.db.pool).await.unwrap();
+    assert_error(app.get(&format!("/tasks?owner={alice_id}"), &bob).await, 403, "forbidden").await;
+
+    assert_eq!(app.get(&path, &alice).await.status(), 200);
+    assert_eq!(app.get(&path, &app.admin).await.status(), 200);
+    let all: Value = app.get("/tasks", &app.admin).await.json().await.unwrap();
+    assert_eq!(all["data"].as_array().unwrap().len(), 2);
+    let filtered: Value = app.get(&format!("/tasks?owner={alice_id}"), &app.admin).await.json().await.unwrap();
+    assert_eq!(filtered["data"].as_array().unwrap().len(), 1);
+    // The task did not change under bob's attempts.
+    let task: Value = app.get(&path, &alice).await.json().await.unwrap();
+    assert_eq!(task["data"]["title"], "alice's");
+}
+
+#[tokio::test]
+async fn admins_manage_users_and_tokens_can_be_revoked() {
+    let app = TestApp::spawn().await;
+    let carol = app.user("carol").await;
+    assert_error(
+        app.post("/api/v1/users", &carol, &json!({"name": "mallory", "role": "admin"})).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    let r = app.post("/api/v1/users", &app.admin, &json!({"name": "dave"})).await;
+    assert_eq!(r.status(), 201);
+    let created: Value = r.json().await.unwrap();
+    let dave = created["data"]["token"]["token"].as_str().unwrap().to_string();
+    let me: Value = app.get("/api/v1/me", &dave).await.json().await.unwrap();
+    assert_eq!(me["data"]["name"], "dave");
+    assert_eq!(me["data"]["role"], "user");
+    assert_error(app.post("/api/v1/users", &app.admin, &json!({"name": "dave"})).await, 409, "user_exists").await;
+    assert_error(
+        app.post("/api/v1/users", &app.admin, &json!({"name": "no spaces allowed"})).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+
+    let r = app.post("/api/v1/tokens", &dave, &json!({"name": "ci"})).await;
+    assert_eq!(r.status(), 201);
+    let second: Value = r.json().await.unwrap();
+    let second_id = second["data"]["id"].as_i64().unwrap();
+    let second_token = second["data"]["token"].as_str().unwrap().to_string();
+    assert_eq!(app.get("/tasks", &second_token).await.status(), 200);
+    assert_error(
+        app.request(Method::DELETE, &format!("/api/v1/tokens/{second_id}"), &carol).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    assert_eq!(
+        app.request(Method::DELETE, &format!("/api/v1/tokens/{second_id}"), &dave).send().await.unwrap().status(),
+        200
+    );
+    assert_error(app.get("/tasks", &second_token).await, 401, "unauthorized").await;
+    assert_eq!(app.get("/tasks", &dave).await.status(), 200, "other tokens keep working");
+    // Only hashes are stored.
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM api_tokens WHERE encode(token_hash, 'escape') LIKE '%' || $1 || '%'")
+            .bind(&dave[3..20])
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, 0);
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let app = TestApp::spawn_with(&[("RATE_LIMIT_PER_MINUTE", "5")]).await;
+    let erin = app.user("erin").await;
+    for _ in 0..5 {
+        let r = app.get("/tasks", &erin).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-ratelimit-limit"], "5");
+    }
+    let r = app.get("/tasks", &erin).await;
+    let retry_after: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry_after));
+    assert_error(r, 429, "rate_limited").await;
+    // Limits are per user.
+    assert_eq!(app.get("/tasks", &app.admin).await.status(), 200);
+    assert!(app.metric("rate_limited_requests_total").await >= 1.0);
+}
+
+#[tokio::test]
+async fn every_state_changing_request_is_audited() {
+    let app = TestApp::spawn().await;
+    let frank = app.user("frank").await;
+    let r = app
+        .request(Method::POST, "/tasks", &frank)
+        .header("X-Request-Id", "audit-1")
+        .header("User-Agent", "audit-test")
+        .json(&json!({"title": "audited"}))
+        .send()
+        .await
+        .unwrap();
+    let id = r.json::<Value>().await.unwrap()["data"]["id"].as_i64().unwrap();
+    app.patch(&format!("/tasks/{id}"), &frank, &json!({"title": "changed"})).await;
+    app.request(Method::DELETE, &format!("/tasks/{id}"), &frank).send().await.unwrap();
+    app.get("/tasks", &frank).await; // reads are not audited
+    app.client.post(format!("{}/tasks", app.base)).json(&json!({"title": "no token"})).send().await.unwrap();
+
+    let frank_id: i64 =
+        sqlx::query_scalar("SELECT id FROM users WHERE name = 'frank'").fetch_one(&app.db.pool).await.unwrap();
+    let rows: Vec<AuditRow> = sqlx::query_as(
+        "SELECT user_id, method, route, target, status, request_id, client_ip, user_agent FROM audit_log ORDER BY id",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    let create = &rows[0];
+    assert_eq!(create.user_id, Some(frank_id));
+    assert_eq!((create.method.as_str(), create.route.as_str(), create.status), ("POST", "/tasks", 201));
+    assert_eq!(create.target, Some(format!("task:{id}")));
+    assert_eq!(create.request_id.as_deref(), Some("audit-1"));
+    assert_eq!(create.client_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(create.user_agent.as_deref(), Some("audit-test"));
+    assert_eq!((rows[1].method.as_str(), rows[1].route.as_str(), rows[1].status), ("PATCH", "/tasks/{id}", 200));
+    assert_eq!((rows[2].method.as_str(), rows[2].status), ("DELETE", 200));
+    assert_eq!((rows[3].user_id, rows[3].status), (None, 401), "refused attempts are audited too");
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct AuditRow {
+    user_id: Option<i64>,
+    method: String,
+    route: String,
+    target: Option<String>,
+    status: i16,
+    request_id: Option<String>,
+    client_ip: Option<String>,
+    user_agent: Option<String>,
+}

@@ -1,0 +1,97 @@
+//! The Redis cache never serves stale data, and the API works without Redis.
+
+use std::time::{Duration, Instant};
+
+use flowforge_testkit::RedisServer;
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_error, TestApp};
+
+#[tokio::test]
+async fn finished_tasks_are_cached_and_every_api_write_invalidates() {
+    let app = TestApp::spawn().await;
+    let id = app.create(&app.admin, &json!({"title": "cache me"})).await["id"].as_i64().unwrap();
+    app.finish(id, "completed").await;
+    let path = format!("/tasks/{id}");
+    let first: Value = app.get(&path, &app.admin).await.json().await.unwrap();
+    let hits_before = app.metric("cache_requests_total{result=\"hit\"}").await;
+    let second: Value = app.get(&path, &app.admin).await.json().await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(
+        app.metric("cache_requests_total{result=\"hit\"}").await,
+        hits_before + 1.0,
+        "second read came from the cache"
+    );
+
+    // Each API write is visible on the very next read.
+    let r = app.patch(&path, &app.admin, &json!({"description": "edited"})).await;
+    assert_eq!(r.status(), 200);
+    let after_edit: Value = app.get(&path, &app.admin).await.json().await.unwrap();
+    assert_eq!(after_edit["data"]["description"], "edited");
+    app.finish(id, "failed").await;
+    app.post(&format!("{path}/retry"), &app.admin, &json!({})).await;
+    let after_retry: Value = app.get(&path, &app.admin).await.json().await.unwrap();
+    assert_eq!(after_retry["data"]["status"], "pending");
+    app.finish(id, "completed").await;
+    app.get(&path, &app.admin).await;
+    app.client.delete(format!("{}{path}", app.base)).bearer_auth(&app.admin).send().await.unwrap();
+    assert_error(app.get(&path, &app.admin).await, 404, "not_found").await;
+
+    // A cached task is still private to its owner.
+    let other = app.user("other").await;
+    let id2 = app.create(&app.admin, &json!({"title": "admin's"})).await["id"].as_i64().unwrap();
+    app.finish(id2, "completed").await;
+    app.get(&format!("/tasks/{id2}"), &app.admin).await;
+    assert_error(app.get(&format!("/tasks/{id2}"), &other).await, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn with_redis_stopped_the_api_keeps_answering_correctly() {
+    let mut redis = RedisServer::start();
+    let app = TestApp::spawn_with(&[("REDIS_URL", &redis.url()), ("RATE_LIMIT_PER_MINUTE", "1000")]).await;
+    let id = app.create(&app.admin, &json!({"title": "before"})).await["id"].as_i64().unwrap();
+    app.finish(id, "completed").await;
+    let path = format!("/tasks/{id}");
+    app.get(&path, &app.admin).await;
+    app.get(&path, &app.admin).await; // cached now
+
+    redis.kill();
+    let started = Instant::now();
+    for _ in 0..5 {
+        let r = app.get(&path, &app.admin).await;
+        assert_eq!(r.status(), 200);
+    }
+    // A write while Redis is down must not leave the old version readable later.
+    let r = app.patch(&path, &app.admin, &json!({"title": "during outage"})).await;
+    assert_eq!(r.status(), 200);
+    let now: Value = app.get(&path, &app.admin).await.json().await.unwrap();
+    assert_eq!(now["data"]["title"], "during outage");
+    let created = app.create(&app.admin, &json!({"title": "created without redis"})).await;
+    assert!(created["id"].as_i64().is_some());
+    let list: Value = app.get("/tasks", &app.admin).await.json().await.unwrap();
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+    assert!(started.elapsed() < Duration::from_secs(8), "degraded mode is slow: {:?}", started.elapsed());
+    let ready = app.client.get(format!("{}/ready", app.base)).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "Redis is optional for readiness");
+    assert_eq!(ready.json::<Value>().await.unwrap()["redis"], "unavailable");
+    assert!(app.metric("redis_errors_total").await >= 1.0);
+}
+
+#[tokio::test]
+async fn with_the_database_unreachable_the_api_answers_503_quickly() {
+    let port = flowforge_testkit::free_port();
+    // Pointed at a closed port: nothing answers there.
+    let dead = TestApp::spawn_with(&[
+        ("DATABASE_URL", &format!("postgres://postgres@127.0.0.1:{port}/none")),
+        ("DATABASE_ACQUIRE_TIMEOUT", "1s"),
+    ])
+    .await;
+    let started = Instant::now();
+    let r = dead.get("/tasks", &dead.admin).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert_eq!(r.headers()["retry-after"], "5");
+    assert_error(r, 503, "unavailable").await;
+    let health: Value = dead.client.get(format!("{}/health", dead.base)).send().await.unwrap().json().await.unwrap();
+    assert_eq!(health, json!({"status": "degraded", "database": "disconnected"}));
+    assert_eq!(dead.client.get(format!("{}/ready", dead.base)).send().await.unwrap().status(), 503);
+}

@@ -1,0 +1,6 @@
+//! The api service over real HTTP, against real PostgreSQL and Redis.
+mod auth;
+mod bad_input;
+mod cache;
+mod helpers;
+mod tasks;
