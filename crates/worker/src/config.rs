@@ -1,0 +1,281 @@
+//! The worker's settings, read from `FLOWFORGE_*` (see `flowforge_platform::config`).
+//! Every bad value is collected, so a misconfigured deployment fails with the full list.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use flowforge_platform::config::HumanDuration;
+use flowforge_platform::db::DatabaseSettings;
+use flowforge_platform::telemetry::TelemetrySettings;
+use flowforge_platform::{ConfigError, Profile, Secret, Source};
+use flowforge_queue::{Backoff, WorkerConfig};
+
+/// Pool size default: enough for claims, outcome batches, heartbeats, LISTEN and probes
+/// without one starving the others.
+const DEFAULT_MAX_CONNECTIONS: u32 = 20;
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub profile: Profile,
+    pub database: DatabaseSettings,
+    pub telemetry: TelemetrySettings,
+    /// The queue engine's settings: id, concurrency, lease, intervals, backoff, retention.
+    pub runtime: WorkerConfig,
+    /// Where `/metrics`, `/health` and `/ready` are served.
+    pub metrics_addr: SocketAddr,
+    pub handlers: HandlerSettings,
+}
+
+/// What the built-in handlers need.
+#[derive(Debug, Clone)]
+pub struct HandlerSettings {
+    pub webhook: WebhookSettings,
+    /// Registers the `panic` handler, for chaos tests.
+    pub chaos_handlers: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// HMAC-SHA256 key of the `X-FlowForge-Signature` header.
+    pub signing_key: Secret,
+    /// Whole-request limit: connect, send and read the response.
+    pub timeout: Duration,
+    /// Whether webhook URLs may point at loopback, private or link-local addresses.
+    /// Off outside dev: otherwise any task author could reach internal services (SSRF).
+    pub allow_private: bool,
+}
+
+impl WorkerSettings {
+    /// Reads the process environment (and `FLOWFORGE_CONFIG_FILE`, `*_FILE` secrets).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(Source::from_env())
+    }
+
+    /// Reads every setting, then reports all problems at once. Takes the source by value
+    /// because only [`Source::finish`] turns the recorded problems into the error.
+    pub fn from_source(mut s: Source) -> Result<Self, ConfigError> {
+        let profile = s.profile();
+        let database = DatabaseSettings::from_source(&mut s, DEFAULT_MAX_CONNECTIONS);
+        let telemetry = TelemetrySettings::from_source(&mut s);
+        let runtime = runtime_settings(&mut s);
+        let metrics_addr = s.parse_or("METRICS_ADDR", SocketAddr::from(([0, 0, 0, 0], 9090)));
+        let signing_key = s.parse_dev_default("WEBHOOK_SIGNING_KEY", "key that signs webhook requests", || {
+            Secret::new("dev-webhook-signing-key")
+        });
+        let webhook_timeout = positive_duration(&mut s, "WEBHOOK_TIMEOUT", Duration::from_secs(10));
+        let allow_private = s.parse_or("WEBHOOK_ALLOW_PRIVATE", profile.is_dev());
+        let chaos_handlers = s.parse_or("CHAOS_HANDLERS", false);
+        s.finish()?;
+        // `finish` succeeded, so nothing required is missing.
+        let missing = "a missing required value is reported by finish()";
+        Ok(WorkerSettings {
+            profile,
+            database: database.expect(missing),
+            telemetry,
+            runtime,
+            metrics_addr,
+            handlers: HandlerSettings {
+                webhook: WebhookSettings {
+                    signing_key: signing_key.expect(missing),
+                    timeout: webhook_timeout,
+                    allow_private,
+                },
+                chaos_handlers,
+            },
+        })
+    }
+}
+
+/// The engine's settings; its own defaults (including the `host-pid-random` worker id)
+/// are the worker's defaults.
+fn runtime_settings(s: &mut Source) -> WorkerConfig {
+    let defaults = WorkerConfig::default();
+    let id: String = s.parse_or("WORKER_ID", defaults.id.clone());
+    if id.trim().is_empty() {
+        s.problem("FLOWFORGE_WORKER_ID must not be empty");
+    }
+    let concurrency = at_least_one(s, "WORKER_CONCURRENCY", defaults.concurrency);
+    let max_batch = at_least_one(s, "WORKER_MAX_BATCH", defaults.max_batch);
+    let lease = positive_duration(s, "WORKER_LEASE", defaults.lease);
+    let heartbeat = positive_duration(s, "WORKER_HEARTBEAT", defaults.heartbeat);
+    // Two heartbeats per lease: one lost heartbeat must not cost the lease.
+    if heartbeat >= lease / 2 {
+        s.problem(format!(
+            "FLOWFORGE_WORKER_HEARTBEAT ({heartbeat:?}) must be less than half of FLOWFORGE_WORKER_LEASE ({lease:?})"
+        ));
+    }
+    let poll_interval = positive_duration(s, "WORKER_POLL_INTERVAL", defaults.poll_interval);
+    let rescue_interval = positive_duration(s, "WORKER_RESCUE_INTERVAL", defaults.rescue_interval);
+    let shutdown_timeout = s.duration_or("WORKER_SHUTDOWN_TIMEOUT", defaults.shutdown_timeout);
+    let backoff = Backoff {
+        base: positive_duration(s, "WORKER_BACKOFF_BASE", defaults.backoff.base),
+        max: positive_duration(s, "WORKER_BACKOFF_MAX", defaults.backoff.max),
+    };
+    if backoff.base > backoff.max {
+        s.problem(format!(
+            "FLOWFORGE_WORKER_BACKOFF_BASE ({:?}) must not exceed FLOWFORGE_WORKER_BACKOFF_MAX ({:?})",
+            backoff.base, backoff.max
+        ));
+    }
+    let retention = s.parse_or("RETENTION", Retention(defaults.retention)).0;
+    let retention_interval = positive_duration(s, "RETENTION_INTERVAL", defaults.retention_interval);
+    WorkerConfig {
+        id,
+        concurrency,
+        max_batch,
+        lease,
+        heartbeat,
+        poll_interval,
+        rescue_interval,
+        shutdown_timeout,
+        backoff,
+        retention,
+        retention_interval,
+        ..defaults
+    }
+}
+
+fn at_least_one(s: &mut Source, key: &str, default: usize) -> usize {
+    let value = s.parse_or(key, default);
+    if value == 0 {
+        s.problem(format!("FLOWFORGE_{key} must be at least 1"));
+    }
+    value
+}
+
+/// A duration that drives a loop or a deadline, where zero would spin or fail everything.
+fn positive_duration(s: &mut Source, key: &str, default: Duration) -> Duration {
+    let value = s.duration_or(key, default);
+    if value.is_zero() {
+        s.problem(format!("FLOWFORGE_{key} must be greater than zero"));
+    }
+    value
+}
+
+/// How long finished tasks are kept: a duration, or `off` to keep them forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Retention(Option<Duration>);
+
+impl FromStr for Retention {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "off" {
+            return Ok(Retention(None));
+        }
+        match s.parse::<HumanDuration>()?.0 {
+            d if d.is_zero() => Err("must be greater than zero, or off to keep finished tasks".into()),
+            d => Ok(Retention(Some(d))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<WorkerSettings, ConfigError> {
+        WorkerSettings::from_source(Source::from_vars(
+            pairs.iter().map(|(k, v)| (format!("FLOWFORGE_{k}"), v.to_string())),
+        ))
+    }
+
+    #[test]
+    fn dev_profile_runs_on_defaults() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.profile, Profile::Dev);
+        assert_eq!(s.database.max_connections, DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(s.runtime.concurrency, 64);
+        assert_eq!(s.runtime.max_batch, 500);
+        assert_eq!(s.runtime.lease, Duration::from_secs(15));
+        assert_eq!(s.runtime.heartbeat, Duration::from_secs(5));
+        assert_eq!(s.runtime.shutdown_timeout, Duration::from_secs(20));
+        assert_eq!(s.runtime.backoff, Backoff { base: Duration::from_secs(1), max: Duration::from_secs(3600) });
+        assert_eq!(s.runtime.retention, Some(Duration::from_secs(7 * 24 * 3600)));
+        assert_eq!(s.runtime.retention_interval, Duration::from_secs(3600));
+        assert!(s.runtime.id.contains(&format!("-{}-", std::process::id())), "{}", s.runtime.id);
+        assert_eq!(s.metrics_addr, "0.0.0.0:9090".parse().unwrap());
+        assert_eq!(s.handlers.webhook.signing_key.expose(), "dev-webhook-signing-key");
+        assert_eq!(s.handlers.webhook.timeout, Duration::from_secs(10));
+        assert!(s.handlers.webhook.allow_private);
+        assert!(!s.handlers.chaos_handlers);
+    }
+
+    #[test]
+    fn values_from_the_environment_win() {
+        let s = settings(&[
+            ("PROFILE", "prod"),
+            ("DATABASE_URL", "postgres://w@db/flowforge?sslmode=require"),
+            ("WEBHOOK_SIGNING_KEY", "k"),
+            ("WORKER_ID", "w-1"),
+            ("WORKER_CONCURRENCY", "8"),
+            ("WORKER_LEASE", "2s"),
+            ("WORKER_HEARTBEAT", "500ms"),
+            ("RETENTION", "off"),
+            ("METRICS_ADDR", "127.0.0.1:0"),
+            ("CHAOS_HANDLERS", "true"),
+        ])
+        .unwrap();
+        assert_eq!(s.runtime.id, "w-1");
+        assert_eq!(s.runtime.concurrency, 8);
+        assert_eq!((s.runtime.lease, s.runtime.heartbeat), (Duration::from_secs(2), Duration::from_millis(500)));
+        assert_eq!(s.runtime.retention, None);
+        assert_eq!(s.metrics_addr.port(), 0);
+        assert!(s.handlers.chaos_handlers);
+        assert!(!s.handlers.webhook.allow_private, "private webhook targets are refused outside dev");
+        assert!(!format!("{s:?}").contains("sslmode"), "the database URL leaked into Debug output");
+    }
+
+    #[test]
+    fn a_bad_config_lists_every_problem() {
+        let err = settings(&[
+            ("PROFILE", "prod"),
+            ("WORKER_CONCURRENCY", "zero"),
+            ("WORKER_MAX_BATCH", "0"),
+            ("WORKER_LEASE", "soon"),
+            ("WORKER_HEARTBEAT", "10s"),
+            ("WORKER_POLL_INTERVAL", "0s"),
+            ("WORKER_BACKOFF_BASE", "2h"),
+            ("RETENTION", "forever"),
+            ("METRICS_ADDR", "nowhere"),
+            ("WEBHOOK_ALLOW_PRIVATE", "maybe"),
+            ("CHAOS_HANDLERS", "yes"),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        let keys = [
+            "FLOWFORGE_DATABASE_URL",
+            "FLOWFORGE_WORKER_CONCURRENCY",
+            "FLOWFORGE_WORKER_MAX_BATCH",
+            "FLOWFORGE_WORKER_LEASE",
+            "FLOWFORGE_WORKER_HEARTBEAT",
+            "FLOWFORGE_WORKER_POLL_INTERVAL",
+            "FLOWFORGE_WORKER_BACKOFF_BASE",
+            "FLOWFORGE_RETENTION",
+            "FLOWFORGE_METRICS_ADDR",
+            "FLOWFORGE_WEBHOOK_SIGNING_KEY",
+            "FLOWFORGE_WEBHOOK_ALLOW_PRIVATE",
+            "FLOWFORGE_CHAOS_HANDLERS",
+        ];
+        for key in keys {
+            assert!(text.contains(key), "{key} missing from:\n{text}");
+        }
+        assert_eq!(err.problems.len(), keys.len(), "{text}");
+    }
+
+    #[test]
+    fn heartbeat_must_fit_twice_in_the_lease() {
+        let err = settings(&[("WORKER_LEASE", "2s"), ("WORKER_HEARTBEAT", "1s")]).unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        assert!(err.problems[0].contains("less than half"), "{err}");
+        settings(&[("WORKER_LEASE", "2s"), ("WORKER_HEARTBEAT", "999ms")]).unwrap();
+    }
+
+    #[test]
+    fn retention_is_a_duration_or_off() {
+        assert_eq!("7d".parse(), Ok(Retention(Some(Duration::from_secs(7 * 24 * 3600)))));
+        assert_eq!("off".parse(), Ok(Retention(None)));
+        assert!("0s".parse::<Retention>().is_err());
+        assert!("later".parse::<Retention>().is_err());
+    }
+}

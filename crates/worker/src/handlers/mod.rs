@@ -1,0 +1,205 @@
+//! The built-in task kinds. Payloads are parsed strictly: a payload that cannot work
+//! fails the task at once (`Permanent`) instead of burning retries.
+
+mod webhook;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flowforge_queue::{Handler, HandlerError, Registry, TaskContext};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub use webhook::{sign, Webhook};
+
+use crate::config::HandlerSettings;
+
+/// Every built-in handler, keyed by kind. `panic` only with `chaos_handlers`.
+pub fn registry(settings: &HandlerSettings) -> Registry {
+    let registry = Registry::new()
+        .register("noop", Noop)
+        .register("echo", Echo)
+        .register("sleep", Sleep)
+        .register("fail", Fail)
+        .register("webhook", Webhook::new(&settings.webhook));
+    if settings.chaos_handlers {
+        registry.register("panic", Panic)
+    } else {
+        registry
+    }
+}
+
+/// The payload as `T`, or a permanent error showing the `expected` shape and what is wrong.
+fn payload<T: DeserializeOwned>(ctx: &TaskContext, expected: &str) -> Result<T, HandlerError> {
+    T::deserialize(&ctx.payload)
+        .map_err(|e| HandlerError::Permanent(format!("invalid {} payload (expected {expected}): {e}", ctx.kind)))
+}
+
+/// Does nothing; measures the queue's own overhead.
+pub struct Noop;
+
+#[async_trait]
+impl Handler for Noop {
+    async fn run(&self, _ctx: TaskContext) -> Result<Value, HandlerError> {
+        Ok(Value::Null)
+    }
+}
+
+/// Returns its payload as the result.
+pub struct Echo;
+
+#[async_trait]
+impl Handler for Echo {
+    async fn run(&self, ctx: TaskContext) -> Result<Value, HandlerError> {
+        Ok(ctx.payload)
+    }
+}
+
+/// Simulated work: `{"duration_ms": N}` with N up to an hour.
+///
+/// It does not watch `ctx.cancelled`: on cancellation, a lost lease or the shutdown
+/// deadline the runtime drops this future, which ends the sleep at once, and records
+/// the outcome itself. Returning early here would race with that decision (the engine
+/// could record a shutdown release as a failed attempt).
+pub struct Sleep;
+
+const MAX_SLEEP_MS: u64 = 3_600_000;
+const SLEEP_SHAPE: &str = r#"{"duration_ms": 0..=3600000}"#;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SleepPayload {
+    duration_ms: u64,
+}
+
+#[async_trait]
+impl Handler for Sleep {
+    async fn run(&self, ctx: TaskContext) -> Result<Value, HandlerError> {
+        let SleepPayload { duration_ms } = payload(&ctx, SLEEP_SHAPE)?;
+        if duration_ms > MAX_SLEEP_MS {
+            return Err(HandlerError::Permanent(format!(
+                "invalid sleep payload (expected {SLEEP_SHAPE}): {duration_ms} is too long"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(duration_ms)).await;
+        Ok(json!({ "slept_ms": duration_ms }))
+    }
+}
+
+/// Fails (retryably) while `attempt <= fail_attempts` (always, when absent), then
+/// succeeds: a way to watch retries, backoff and dead letters.
+pub struct Fail;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailPayload {
+    fail_attempts: Option<i32>,
+    #[serde(default = "default_failure_message")]
+    message: String,
+}
+
+fn default_failure_message() -> String {
+    "simulated failure".into()
+}
+
+#[async_trait]
+impl Handler for Fail {
+    async fn run(&self, ctx: TaskContext) -> Result<Value, HandlerError> {
+        let FailPayload { fail_attempts, message } =
+            payload(&ctx, r#"{"fail_attempts": N (optional), "message": "..." (optional)}"#)?;
+        if fail_attempts.is_none_or(|n| ctx.attempt <= n) {
+            return Err(HandlerError::Retryable(format!("{message} (attempt {})", ctx.attempt)));
+        }
+        Ok(json!({ "succeeded_on_attempt": ctx.attempt }))
+    }
+}
+
+/// Panics, to prove a handler bug costs one attempt and never the worker.
+pub struct Panic;
+
+#[async_trait]
+impl Handler for Panic {
+    async fn run(&self, ctx: TaskContext) -> Result<Value, HandlerError> {
+        panic!("chaos: panic handler ran task {}", ctx.id)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use tokio_util::sync::CancellationToken;
+
+    pub(crate) fn context(kind: &str, payload: Value, attempt: i32) -> TaskContext {
+        TaskContext {
+            id: 7,
+            kind: kind.into(),
+            payload,
+            attempt,
+            max_attempts: 3,
+            request_id: None,
+            trace_id: None,
+            cancelled: CancellationToken::new(),
+        }
+    }
+
+    fn permanent_error(result: Result<Value, HandlerError>) -> String {
+        match result {
+            Err(HandlerError::Permanent(message)) => message,
+            other => panic!("expected a permanent error, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn noop_and_echo() {
+        assert_eq!(Noop.run(context("noop", json!({"a": 1}), 1)).await.unwrap(), Value::Null);
+        assert_eq!(Echo.run(context("echo", json!({"a": [1, 2]}), 1)).await.unwrap(), json!({"a": [1, 2]}));
+    }
+
+    #[tokio::test]
+    async fn sleep_sleeps_and_reports() {
+        let result = Sleep.run(context("sleep", json!({"duration_ms": 5}), 1)).await.unwrap();
+        assert_eq!(result, json!({"slept_ms": 5}));
+    }
+
+    #[tokio::test]
+    async fn sleep_rejects_bad_payloads_permanently() {
+        for bad in
+            [json!({}), json!({"duration_ms": -1}), json!({"duration_ms": "5"}), json!({"duration_ms": 3_600_001})]
+        {
+            let message = permanent_error(Sleep.run(context("sleep", bad.clone(), 1)).await);
+            assert!(message.contains("duration_ms"), "{bad}: {message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn fail_fails_the_first_attempts_then_succeeds() {
+        let payload = json!({"fail_attempts": 2, "message": "downstream down"});
+        for attempt in [1, 2] {
+            match Fail.run(context("fail", payload.clone(), attempt)).await {
+                Err(HandlerError::Retryable(m)) => assert_eq!(m, format!("downstream down (attempt {attempt})")),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(Fail.run(context("fail", payload, 3)).await.unwrap(), json!({"succeeded_on_attempt": 3}));
+        assert!(matches!(Fail.run(context("fail", json!({}), 50)).await, Err(HandlerError::Retryable(_))));
+        permanent_error(Fail.run(context("fail", json!({"fail_attempts": "two"}), 1)).await);
+    }
+
+    #[test]
+    fn panic_handler_only_with_chaos_enabled() {
+        let mut settings = HandlerSettings {
+            webhook: crate::config::WebhookSettings {
+                signing_key: flowforge_platform::Secret::new("k"),
+                timeout: Duration::from_secs(1),
+                allow_private: false,
+            },
+            chaos_handlers: false,
+        };
+        let mut kinds: Vec<String> = registry(&settings).kinds().map(String::from).collect();
+        kinds.sort();
+        assert_eq!(kinds, ["echo", "fail", "noop", "sleep", "webhook"]);
+        settings.chaos_handlers = true;
+        assert!(registry(&settings).get("panic").is_some());
+    }
+}
