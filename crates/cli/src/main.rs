@@ -1,0 +1,116 @@
+//! `flowforge`: operate a FlowForge deployment.
+
+mod bench;
+mod check;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use flowforge_api::accounts::{self, Role};
+use flowforge_platform::config::HumanDuration;
+use flowforge_platform::db::DatabaseSettings;
+use flowforge_platform::telemetry::{self, TelemetrySettings};
+use flowforge_platform::Source;
+use sqlx::PgPool;
+
+#[derive(Parser)]
+#[command(
+    name = "flowforge",
+    version,
+    about = "Operate a FlowForge deployment",
+    long_about = "Database commands read FLOWFORGE_DATABASE_URL (or FLOWFORGE_DATABASE_URL_FILE), like the services."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Apply every database migration (idempotent).
+    Migrate,
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Check a running stack: health, readiness, and (with a token) an authenticated round trip.
+    Check(check::CheckArgs),
+    /// Delete finished tasks older than a given age.
+    Retention {
+        /// e.g. 7d, 12h.
+        #[arg(long, default_value = "7d")]
+        older_than: HumanDuration,
+    },
+    /// Benchmark the queue: enqueue and burn down no-op tasks, then measure enqueue→start latency.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token (and the user, if new); prints only the token on stdout.
+    Create {
+        /// User name; created if missing.
+        #[arg(long)]
+        user: String,
+        /// Role for a new user; `admin` also promotes an existing one (bootstrapping the first admin).
+        #[arg(long, default_value = "user")]
+        role: Role,
+        /// A label to recognise the token by.
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads the database settings (and log settings) the way the services do.
+fn database() -> anyhow::Result<PgPool> {
+    let mut source = Source::from_env();
+    let settings = DatabaseSettings::from_source(&mut source, 32);
+    let log = TelemetrySettings::from_source(&mut source);
+    source.finish()?;
+    telemetry::init("flowforge", &log);
+    settings.expect("checked by finish").pool("flowforge-cli")
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Migrate => {
+            let db = database()?;
+            flowforge_api::migrate(&db).await?;
+            eprintln!("migrations applied");
+        }
+        Command::Token { command: TokenCommand::Create { user, role, name } } => {
+            accounts::validate_name(&user).map_err(|m| anyhow::anyhow!("--user: {m}"))?;
+            let db = database()?;
+            let user = accounts::ensure_user(&db, &user, role).await?;
+            let token = accounts::issue_token(&db, user.id, &name).await?;
+            eprintln!("token {} for user {} ({:?})", token.id, user.name, user.role);
+            println!("{}", token.token);
+        }
+        Command::Check(args) => return check::run(args).await,
+        Command::Retention { older_than } => {
+            let db = database()?;
+            let cutoff = chrono::Utc::now() - chrono::Duration::from_std(older_than.0)?;
+            let deleted = flowforge_queue::Queue::new(db).purge_finished(cutoff).await?;
+            eprintln!("deleted {deleted} finished task(s) older than {:?}", older_than.0);
+        }
+        Command::Bench(args) => {
+            let db = database()?;
+            flowforge_api::migrate(&db).await?;
+            bench::run(db, args).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,146 @@
+//! The `flowforge` binary against real services.
+
+use std::process::{Command, Output};
+
+use async_trait::async_trait;
+use flowforge_api::{ApiSettings, Application};
+use flowforge_platform::Source;
+use flowforge_queue::{Handler, HandlerError, Queue, QueueMetrics, Registry, TaskContext, Worker, WorkerConfig};
+use flowforge_testkit::TestDb;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+fn flowforge(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowforge"));
+    cmd.args(args).env("FLOWFORGE_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run flowforge")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_token_create_bootstraps_an_admin() {
+    let db = TestDb::new(&[]).await;
+    let env = [("FLOWFORGE_DATABASE_URL", db.url.as_str())];
+    for _ in 0..2 {
+        let out = flowforge(&["migrate"], &env);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = flowforge(&["token", "create", "--user", "ops", "--role", "admin"], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let token = stdout.trim();
+    assert_eq!(stdout.lines().count(), 1, "stdout holds only the token: {stdout:?}");
+    let caller = flowforge_api::accounts::authenticate(&db.pool, token).await.unwrap().expect("token works");
+    assert!(caller.is_admin());
+    let bad = flowforge(&["token", "create", "--user", "has spaces"], &env);
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("--user"));
+}
+
+#[test]
+fn bad_configuration_fails_fast_listing_every_problem() {
+    let out = flowforge(
+        &["migrate"],
+        &[
+            ("FLOWFORGE_PROFILE", "prod"),
+            ("FLOWFORGE_DATABASE_MAX_CONNECTIONS", "many"),
+            ("FLOWFORGE_LOG_FORMAT", "xml"),
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    for key in ["FLOWFORGE_DATABASE_URL", "FLOWFORGE_DATABASE_MAX_CONNECTIONS", "FLOWFORGE_LOG_FORMAT"] {
+        assert!(stderr.contains(key), "{key} not reported in: {stderr}");
+    }
+}
+
+struct Noop;
+
+#[async_trait]
+impl Handler for Noop {
+    async fn run(&self, _ctx: TaskContext) -> Result<Value, HandlerError> {
+        Ok(Value::Null)
+    }
+}
+
+#[tokio::test]
+async fn check_passes_on_a_live_stack_and_fails_on_a_dead_one() {
+    let db = TestDb::new(&[&flowforge_queue::MIGRATOR, &flowforge_api::MIGRATOR]).await;
+    let vars = [
+        ("PROFILE", "dev".to_string()),
+        ("API_ADDR", "127.0.0.1:0".to_string()),
+        ("DATABASE_URL", db.url.clone()),
+        ("REDIS_URL", flowforge_testkit::redis_url()),
+        ("REDIS_KEY_PREFIX", format!("{}:", db.name)),
+    ];
+    let settings =
+        ApiSettings::from_source(Source::from_vars(vars.map(|(k, v)| (format!("FLOWFORGE_{k}"), v)))).unwrap();
+    let app = Application::build(settings).await.unwrap();
+    let url = format!("http://{}", app.local_addr());
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(app.run_until_stopped(async move { stopped.cancelled().await }));
+    let worker = Worker::new(
+        Queue::new(db.pool.clone()),
+        Registry::new().register("noop", Noop),
+        WorkerConfig { retention: None, ..WorkerConfig::default() },
+        QueueMetrics::unregistered(),
+    );
+    tokio::spawn(worker.run(stop.clone()));
+
+    let user =
+        flowforge_api::accounts::ensure_user(&db.pool, "checker", flowforge_api::accounts::Role::User).await.unwrap();
+    let token = flowforge_api::accounts::issue_token(&db.pool, user.id, "check").await.unwrap();
+    let token_file = std::env::temp_dir().join(format!("ff-check-token-{}", uuid::Uuid::new_v4()));
+    std::fs::write(&token_file, format!("{}\n", token.token)).unwrap();
+
+    let run = |url: String, token_file: std::path::PathBuf| {
+        tokio::task::spawn_blocking(move || {
+            flowforge(
+                &["check", "--url", &url, "--token-file", token_file.to_str().unwrap(), "--timeout-secs", "10"],
+                &[],
+            )
+        })
+    };
+    let out = run(url, token_file.clone()).await.unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    for line in ["health", "ready", "authenticated", "task created", "task completed"] {
+        assert!(stdout.lines().any(|l| l.starts_with("ok") && l.contains(line)), "{line}: {stdout}");
+    }
+
+    let dead = format!("http://127.0.0.1:{}", flowforge_testkit::free_port());
+    let out = run(dead, token_file.clone()).await.unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stdout).contains("FAIL health"));
+    stop.cancel();
+    let _ = std::fs::remove_file(token_file);
+}
+
+#[tokio::test]
+async fn bench_prints_throughput_and_latency_and_cleans_up() {
+    let db = TestDb::new(&[]).await;
+    let url = db.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        flowforge(
+            &["bench", "--tasks", "500", "--latency-samples", "20", "--workers", "1", "--concurrency", "32", "--json"],
+            &[("FLOWFORGE_DATABASE_URL", url.as_str())],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_str(text(&out.stdout).trim()).expect("one JSON object");
+    assert_eq!(report["tasks"], 500);
+    assert!(report["burn_down_per_sec"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["latency_ms"]["samples"], 20);
+    assert!(report["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(left, 0, "bench tasks are removed afterwards");
+}
