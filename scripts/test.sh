@@ -9,12 +9,15 @@ source scripts/lib/services.sh
 step() { printf '\n==> %s\n' "$*"; }
 
 step "format and lints"
+command -v shellcheck >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }
+shellcheck -x scripts/*.sh scripts/lib/*.sh .ci/run
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "test services"
-trap stop_services EXIT
-start_services "${TMPDIR:-/tmp}/flowforge-test-$$"
+services_dir="${TMPDIR:-/tmp}/flowforge-test-$$"
+trap 'stop_services; rm -rf "$services_dir"' EXIT
+start_services "$services_dir"
 
 step "workspace tests"
 cargo test --workspace --locked --no-fail-fast -- --test-threads 4

@@ -18,8 +18,8 @@ ensure_packages() {
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
         # The package starts a system cluster; we never use it.
-        command -v pg_ctlcluster >/dev/null && pg_ctlcluster "$PG_VERSION" main stop 2>/dev/null || true
-        command -v service >/dev/null && service redis-server stop >/dev/null 2>&1 || true
+        if command -v pg_ctlcluster >/dev/null; then pg_ctlcluster "$PG_VERSION" main stop 2>/dev/null || true; fi
+        if command -v service >/dev/null; then service redis-server stop >/dev/null 2>&1 || true; fi
     fi
 }
 
@@ -36,20 +36,22 @@ as_pg() {
     fi
 }
 
-# start_services DIR: starts both servers with state under DIR and exports
-#   FLOWFORGE_TEST_DATABASE_URL, FLOWFORGE_TEST_REDIS_URL, PG_BIN, SERVICES_DIR
+# start_services DIR: starts both servers with state under DIR (a database already there
+# is kept) and exports FLOWFORGE_TEST_DATABASE_URL, FLOWFORGE_TEST_REDIS_URL, PG_BIN,
+# SERVICES_DIR.
 start_services() {
     SERVICES_DIR=$1
     ensure_packages
     PG_BIN=/usr/lib/postgresql/$PG_VERSION/bin
-    rm -rf "$SERVICES_DIR"
     mkdir -p "$SERVICES_DIR"
     [ "$(id -u)" -eq 0 ] && chown postgres "$SERVICES_DIR"
     local pg_port redis_port
     pg_port=$(free_port)
     redis_port=$(free_port)
-    as_pg "$PG_BIN/initdb" -D "$SERVICES_DIR/pg" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$SERVICES_DIR/initdb.log" 2>&1 ||
-        { cat "$SERVICES_DIR/initdb.log"; return 1; }
+    if [ ! -f "$SERVICES_DIR/pg/PG_VERSION" ]; then
+        as_pg "$PG_BIN/initdb" -D "$SERVICES_DIR/pg" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >"$SERVICES_DIR/initdb.log" 2>&1 ||
+            { cat "$SERVICES_DIR/initdb.log"; return 1; }
+    fi
     # Durable commits (fsync, synchronous_commit on) as in production: benchmarks run here too.
     as_pg "$PG_BIN/pg_ctl" -D "$SERVICES_DIR/pg" -l "$SERVICES_DIR/pg.log" -w -t 60 start -o \
         "-p $pg_port -k $SERVICES_DIR -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=512MB \
