@@ -20,4 +20,11 @@ trap 'stop_services; rm -rf "$services_dir"' EXIT
 start_services "$services_dir"
 
 step "workspace tests"
-cargo test --workspace --locked --no-fail-fast -- --test-threads 4
+log="$services_dir/cargo-test.log"
+status=0
+cargo test --workspace --locked --no-fail-fast -- --test-threads 4 2>&1 | tee "$log" || status=$?
+
+# One closing line with the totals of every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"

@@ -28,6 +28,10 @@ pub struct ApiSettings {
     pub shutdown_delay: Duration,
     pub max_body_bytes: usize,
     pub bulk_max_tasks: usize,
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_key_ttl: Duration,
+    /// How long audit records are kept.
+    pub audit_retention: Duration,
 }
 
 impl ApiSettings {
@@ -52,6 +56,8 @@ impl ApiSettings {
         let shutdown_delay = s.duration_or("SHUTDOWN_DELAY", default_delay);
         let max_body_bytes = s.parse_or("MAX_BODY_BYTES", 1024 * 1024usize);
         let bulk_max_tasks = s.parse_or("BULK_MAX_TASKS", 1000usize);
+        let idempotency_key_ttl = s.duration_or("IDEMPOTENCY_KEY_TTL", Duration::from_secs(24 * 3600));
+        let audit_retention = s.duration_or("AUDIT_RETENTION", Duration::from_secs(90 * 24 * 3600));
         if max_body_bytes < 1024 {
             s.problem("FLOWFORGE_MAX_BODY_BYTES must be at least 1024");
         }
@@ -78,6 +84,8 @@ impl ApiSettings {
             shutdown_delay,
             max_body_bytes,
             bulk_max_tasks,
+            idempotency_key_ttl,
+            audit_retention,
         })
     }
 }

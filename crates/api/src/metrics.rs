@@ -20,9 +20,9 @@ impl ApiMetrics {
                 &["method", "route", "status"],
             )?,
             http_duration: HistogramVec::new(
-                HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by method and route")
+                HistogramOpts::new("http_request_duration_seconds", "HTTP request latency by method, route and status")
                     .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
-                &["method", "route"],
+                &["method", "route", "status"],
             )?,
             tasks_created: IntCounterVec::new(Opts::new("tasks_created_total", "Tasks created, by kind"), &["kind"])?,
             cache_requests: IntCounterVec::new(

@@ -92,8 +92,9 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
     let m = &state.metrics;
-    m.http_requests.with_label_values(&[method.as_str(), &route, &status.to_string()]).inc();
-    m.http_duration.with_label_values(&[method.as_str(), &route]).observe(elapsed.as_secs_f64());
+    let status_label = status.to_string();
+    m.http_requests.with_label_values(&[method.as_str(), &route, &status_label]).inc();
+    m.http_duration.with_label_values(&[method.as_str(), &route, &status_label]).observe(elapsed.as_secs_f64());
     if route != "/metrics" && route != "/health" && route != "/ready" {
         span.in_scope(|| {
             tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1000.0, "request");

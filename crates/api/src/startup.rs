@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -37,6 +38,7 @@ impl Application {
         let state = self.state.clone();
         let app = routes::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         tracing::info!(addr = %self.local_addr(), profile = %state.settings.profile, "api listening");
+        let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let drain_state = state.clone();
         let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
@@ -47,8 +49,35 @@ impl Application {
                 tokio::time::sleep(delay).await;
             })
             .await;
+        housekeeping.abort();
         state.db.close().await;
         tracing::info!("api stopped");
         result
+    }
+}
+
+/// How often expired idempotency keys and old audit records are deleted. Every replica
+/// runs it; the deletes are idempotent.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(3600);
+
+async fn housekeeping(state: AppState) {
+    let settings = &state.settings;
+    loop {
+        let keys = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)")
+            .bind(settings.idempotency_key_ttl.as_secs_f64())
+            .execute(&state.db)
+            .await;
+        let audit = sqlx::query("DELETE FROM audit_log WHERE at < now() - make_interval(secs => $1)")
+            .bind(settings.audit_retention.as_secs_f64())
+            .execute(&state.db)
+            .await;
+        match (keys, audit) {
+            (Ok(k), Ok(a)) if k.rows_affected() + a.rows_affected() > 0 => {
+                tracing::info!(idempotency_keys = k.rows_affected(), audit_records = a.rows_affected(), "housekeeping")
+            }
+            (Ok(_), Ok(_)) => {}
+            (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "housekeeping failed"),
+        }
+        tokio::time::sleep(HOUSEKEEPING_EVERY).await;
     }
 }

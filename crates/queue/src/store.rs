@@ -143,10 +143,8 @@ impl Queue {
     }
 
     pub async fn get(&self, id: i64) -> sqlx::Result<Option<Task>> {
-        sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
+        let mut conn = self.pool.acquire().await?;
+        fetch_on(&mut conn, id).await
     }
 
     /// Leases up to `limit` due tasks, highest priority first, then oldest. Rows locked by
@@ -329,14 +327,7 @@ impl Queue {
                 CancelOutcome::Requested(task)
             }
             Some(task) => CancelOutcome::Cancelled(task),
-            None => match sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?
-            {
-                Some(task) => CancelOutcome::AlreadyFinished(task),
-                None => CancelOutcome::NotFound,
-            },
+            None => fetch_on(&mut tx, id).await?.map_or(CancelOutcome::NotFound, CancelOutcome::AlreadyFinished),
         };
         tx.commit().await?;
         Ok(outcome)
@@ -359,14 +350,7 @@ impl Queue {
                 sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&mut *tx).await?;
                 RetryOutcome::Requeued(task)
             }
-            None => match sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?
-            {
-                Some(task) => RetryOutcome::NotRetryable(task),
-                None => RetryOutcome::NotFound,
-            },
+            None => fetch_on(&mut tx, id).await?.map_or(RetryOutcome::NotFound, RetryOutcome::NotRetryable),
         };
         tx.commit().await?;
         Ok(outcome)
@@ -418,6 +402,10 @@ impl Queue {
         sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&self.pool).await?;
         Ok(())
     }
+}
+
+async fn fetch_on(conn: &mut PgConnection, id: i64) -> sqlx::Result<Option<Task>> {
+    sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1")).bind(id).fetch_optional(conn).await
 }
 
 /// Column-wise arrays for the `unnest` insert.

@@ -255,3 +255,32 @@ async fn a_running_worker_serves_metrics_readiness_and_passes_its_healthcheck() 
     healthcheck.arg("healthcheck");
     assert_eq!(run_to_exit(healthcheck).await.status.code(), Some(1), "healthy after the worker stopped");
 }
+
+#[tokio::test]
+async fn every_log_line_about_a_task_carries_its_request_and_trace_ids() {
+    let db = TestDb::new(&[&MIGRATOR]).await;
+    let queue = Queue::new(db.pool.clone());
+    let mut task = NewTask::new("fail", json!({"fail_attempts": 1}));
+    task.request_id = Some("req-log-trail-1".into());
+    task.trace_id = Some("4bf92f3577b34da6a3ce929d0e0e4736".into());
+    task.max_attempts = 2;
+    let id = queue.enqueue(&[task]).await.unwrap()[0].id;
+    let worker = WorkerProcess::start(&db, "logs", &[("LOG", "debug,sqlx=warn"), ("WORKER_BACKOFF_BASE", "50ms")]);
+    eventually(Duration::from_secs(15), "the task to complete on its second attempt", || async {
+        let task = queue.get(id).await.unwrap().unwrap();
+        (task.status == TaskStatus::Completed).then_some(())
+    })
+    .await;
+    let log = std::fs::read_to_string(&worker.log).unwrap();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["span"]["task_id"] == json!(id))
+        .collect();
+    let messages: Vec<&str> = lines.iter().filter_map(|l| l["message"].as_str()).collect();
+    assert!(messages.contains(&"attempt failed") && messages.contains(&"completed"), "{messages:?}");
+    for line in &lines {
+        assert_eq!(line["span"]["request_id"], "req-log-trail-1", "{line}");
+        assert_eq!(line["span"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{line}");
+    }
+}

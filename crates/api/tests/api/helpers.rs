@@ -29,24 +29,7 @@ impl TestApp {
     /// `overrides` on top of the test defaults.
     pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
         let db = TestDb::new(&[&flowforge_queue::MIGRATOR, &flowforge_api::MIGRATOR]).await;
-        let prefix = format!("{}:", db.name);
-        let mut vars: Vec<(String, String)> = vec![
-            ("PROFILE".into(), "dev".into()),
-            ("API_ADDR".into(), "127.0.0.1:0".into()),
-            ("DATABASE_URL".into(), db.url.clone()),
-            ("DATABASE_ACQUIRE_TIMEOUT".into(), "2s".into()),
-            ("REDIS_URL".into(), flowforge_testkit::redis_url()),
-            ("REDIS_KEY_PREFIX".into(), prefix),
-            ("LOG".into(), "warn".into()),
-        ];
-        for (k, v) in overrides {
-            vars.retain(|(key, _)| key != k);
-            vars.push((k.to_string(), v.to_string()));
-        }
-        let settings =
-            ApiSettings::from_source(Source::from_vars(vars.into_iter().map(|(k, v)| (format!("FLOWFORGE_{k}"), v))))
-                .expect("test settings are valid");
-        let app = Application::build(settings).await.expect("api builds");
+        let app = Application::build(settings(&db, overrides)).await.expect("api builds");
         let base = format!("http://{}", app.local_addr());
         let stop = CancellationToken::new();
         let stopped = stop.clone();
@@ -54,6 +37,11 @@ impl TestApp {
         let mut test = TestApp { base, db, client: reqwest::Client::new(), admin: String::new(), stop };
         test.admin = test.token_for("admin", Role::Admin).await;
         test
+    }
+
+    /// Sends the shutdown signal (as SIGTERM would).
+    pub fn begin_shutdown(&self) {
+        self.stop.cancel();
     }
 
     /// A token for user `name` (created if needed).
@@ -112,6 +100,26 @@ impl TestApp {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
+}
+
+/// Test settings for an api on `db`, with `overrides` on top.
+pub fn settings(db: &TestDb, overrides: &[(&str, &str)]) -> ApiSettings {
+    let prefix = format!("{}:", db.name);
+    let mut vars: Vec<(String, String)> = vec![
+        ("PROFILE".into(), "dev".into()),
+        ("API_ADDR".into(), "127.0.0.1:0".into()),
+        ("DATABASE_URL".into(), db.url.clone()),
+        ("DATABASE_ACQUIRE_TIMEOUT".into(), "2s".into()),
+        ("REDIS_URL".into(), flowforge_testkit::redis_url()),
+        ("REDIS_KEY_PREFIX".into(), prefix),
+        ("LOG".into(), "warn".into()),
+    ];
+    for (k, v) in overrides {
+        vars.retain(|(key, _)| key != k);
+        vars.push((k.to_string(), v.to_string()));
+    }
+    ApiSettings::from_source(Source::from_vars(vars.into_iter().map(|(k, v)| (format!("FLOWFORGE_{k}"), v))))
+        .expect("test settings are valid")
 }
 
 /// Asserts a JSON error response: status, `success: false` and the error code.

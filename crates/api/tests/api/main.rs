@@ -3,4 +3,5 @@ mod auth;
 mod bad_input;
 mod cache;
 mod helpers;
+mod lifecycle;
 mod tasks;

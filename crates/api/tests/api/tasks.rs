@@ -69,7 +69,9 @@ async fn probes_metrics_and_openapi() {
     app.create(&app.admin, &json!({"title": "counted", "kind": "noop"})).await;
     assert!(app.metric("tasks_created_total{kind=\"noop\"}").await >= 1.0);
     assert!(app.metric("http_requests_total{method=\"POST\",route=\"/tasks\",status=\"201\"}").await >= 1.0);
-    assert!(app.metric("http_request_duration_seconds_count{method=\"POST\",route=\"/tasks\"}").await >= 1.0);
+    assert!(
+        app.metric("http_request_duration_seconds_count{method=\"POST\",route=\"/tasks\",status=\"201\"}").await >= 1.0
+    );
     let doc: Value = app.client.get(format!("{}/openapi.json", app.base)).send().await.unwrap().json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     for path in ["/tasks", "/tasks/{id}", "/tasks/bulk", "/tasks/{id}/cancel", "/tasks/{id}/retry", "/health", "/ready"]

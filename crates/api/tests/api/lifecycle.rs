@@ -1,0 +1,65 @@
+//! Start-up and shutdown behaviour of the service.
+
+use std::time::{Duration, Instant};
+
+use flowforge_api::Application;
+use flowforge_testkit::eventually;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::{settings, TestApp};
+
+#[tokio::test]
+async fn shutdown_reports_not_ready_first_then_closes() {
+    let app = TestApp::spawn_with(&[("SHUTDOWN_DELAY", "1500ms")]).await;
+    let ready = |app: &TestApp| {
+        let url = format!("{}/ready", app.base);
+        let client = app.client.clone();
+        async move { client.get(url).send().await.map(|r| r.status().as_u16()) }
+    };
+    assert_eq!(ready(&app).await.unwrap(), 200);
+    let asked = Instant::now();
+    app.begin_shutdown();
+    // During the delay the replica still answers, but tells load balancers to go away.
+    eventually(Duration::from_secs(1), "/ready to fail", || async {
+        (ready(&app).await.ok() == Some(503)).then_some(())
+    })
+    .await;
+    let health = app.client.get(format!("{}/health", app.base)).send().await.unwrap();
+    assert_eq!(health.status(), 200, "still alive while draining");
+    assert_eq!(app.get("/tasks", &app.admin).await.status(), 200, "in-flight traffic is still served");
+    // Then the listener closes.
+    eventually(Duration::from_secs(5), "the listener to close", || async { ready(&app).await.is_err().then_some(()) })
+        .await;
+    assert!(asked.elapsed() >= Duration::from_millis(1400), "closed before the delay: {:?}", asked.elapsed());
+}
+
+#[tokio::test]
+async fn housekeeping_expires_idempotency_keys_and_old_audit_records() {
+    let app = TestApp::spawn().await;
+    for (key, age) in [("old", "2 days"), ("fresh", "1 hour")] {
+        sqlx::query(&format!(
+            "INSERT INTO idempotency_keys (owner_id, key, request_hash, created_at) VALUES (1, $1, '\\x00', now() - interval '{age}')"
+        ))
+        .bind(key)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    }
+    sqlx::query("INSERT INTO audit_log (method, route, path, status, at) VALUES ('POST', '/tasks', '/tasks', 201, now() - interval '100 days')")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    // Housekeeping runs when a replica starts (and hourly after).
+    let second = Application::build(settings(&app.db, &[])).await.unwrap();
+    let stop = CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(second.run_until_stopped(async move { stopped.cancelled().await }));
+    eventually(Duration::from_secs(10), "expired rows to go", || async {
+        let keys: Vec<String> =
+            sqlx::query_scalar("SELECT key FROM idempotency_keys").fetch_all(&app.db.pool).await.unwrap();
+        let audit: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log").fetch_one(&app.db.pool).await.unwrap();
+        (keys == ["fresh"] && audit == 0).then_some(())
+    })
+    .await;
+    stop.cancel();
+}
