@@ -19,10 +19,14 @@ cleanup() {
 }
 trap cleanup EXIT
 start_services "$run_dir/services"
-as_pg "$PG_BIN/createdb" -h "$SERVICES_DIR" -p "${FLOWFORGE_TEST_DATABASE_URL##*:}" flowforge 2>/dev/null || true
+admin_url=$FLOWFORGE_TEST_DATABASE_URL
+if [ "$(psql "$admin_url" -tAc "SELECT 1 FROM pg_database WHERE datname = 'flowforge'")" != 1 ]; then
+    psql "$admin_url" -qc "CREATE DATABASE flowforge"
+fi
 
 export FLOWFORGE_PROFILE=dev
-export FLOWFORGE_DATABASE_URL="${FLOWFORGE_TEST_DATABASE_URL%/postgres}/flowforge"
+export FLOWFORGE_LOG_FORMAT=json   # one JSON object per line: grep the logs by request_id
+export FLOWFORGE_DATABASE_URL="${admin_url%/postgres}/flowforge"
 export FLOWFORGE_REDIS_URL="$FLOWFORGE_TEST_REDIS_URL"
 export FLOWFORGE_API_ADDR="${FLOWFORGE_API_ADDR:-127.0.0.1:8080}"
 "$bin/flowforge" migrate

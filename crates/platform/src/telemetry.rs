@@ -54,7 +54,9 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) {
                 fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false).with_target(true),
             )
             .try_init(),
-        LogFormat::Pretty => registry.with(fmt::layer().with_target(false)).try_init(),
+        LogFormat::Pretty => registry
+            .with(fmt::layer().with_target(false).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout())))
+            .try_init(),
     };
     if installed.is_ok() {
         std::panic::set_hook(Box::new(move |info| {
