@@ -213,6 +213,10 @@ impl Queue {
                      END::task_status AS next_status
                  FROM tasks t JOIN input i ON t.id = i.id
                  WHERE t.lease_token = i.token AND t.status = 'running'
+                 -- Lock and read the latest version: a cancel committed while this
+                 -- statement waited must decide the outcome, not the snapshot.
+                 ORDER BY t.id
+                 FOR UPDATE OF t
              )
              UPDATE tasks t SET
                  status = d.next_status,
@@ -238,7 +242,7 @@ impl Queue {
         .fetch_all(&self.pool)
         .await?;
         if outcomes.iter().any(|(_, _, o)| *o == Outcome::Released) {
-            self.wake().await?;
+            self.wake_best_effort().await;
         }
         Ok(changed)
     }
@@ -269,18 +273,20 @@ impl Queue {
     pub async fn rescue_expired(&self, limit: usize) -> sqlx::Result<Vec<(i64, TaskStatus)>> {
         let rescued: Vec<(i64, TaskStatus)> = sqlx::query_as(
             "WITH expired AS (
-                 SELECT id FROM tasks
+                 -- Values read by a locking SELECT are the row's latest version, so a
+                 -- cancel that committed meanwhile is seen.
+                 SELECT id, cancel_requested, attempts, max_attempts, leased_by FROM tasks
                  WHERE status = 'running' AND lease_expires_at < now()
                  ORDER BY lease_expires_at
                  LIMIT $1
                  FOR UPDATE SKIP LOCKED
              ), decided AS (
-                 SELECT t.id,
-                     CASE WHEN t.cancel_requested THEN 'cancelled'
-                          WHEN t.attempts >= t.max_attempts THEN 'failed'
+                 SELECT e.id,
+                     CASE WHEN e.cancel_requested THEN 'cancelled'
+                          WHEN e.attempts >= e.max_attempts THEN 'failed'
                           ELSE 'pending' END::task_status AS next_status,
-                     'lease expired: worker ' || coalesce(t.leased_by, '?') || ' stopped heartbeating' AS error
-                 FROM tasks t JOIN expired e ON t.id = e.id
+                     'lease expired: worker ' || coalesce(e.leased_by, '?') || ' stopped heartbeating' AS error
+                 FROM expired e
              )
              UPDATE tasks t SET
                  status = d.next_status,
@@ -297,7 +303,7 @@ impl Queue {
         .fetch_all(&self.pool)
         .await?;
         if rescued.iter().any(|(_, s)| *s == TaskStatus::Pending) {
-            self.wake().await?;
+            self.wake_best_effort().await;
         }
         Ok(rescued)
     }
@@ -305,6 +311,13 @@ impl Queue {
     /// Cancels a pending task at once, or asks the worker running it to stop.
     pub async fn cancel(&self, id: i64) -> sqlx::Result<CancelOutcome> {
         let mut tx = self.pool.begin().await?;
+        let outcome = Self::cancel_on(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// [`Queue::cancel`] inside the caller's transaction (the worker hears of it at commit).
+    pub async fn cancel_on(conn: &mut PgConnection, id: i64) -> sqlx::Result<CancelOutcome> {
         let updated: Option<Task> = sqlx::query_as(&format!(
             "UPDATE tasks SET
                  status = CASE WHEN status = 'pending' THEN 'cancelled'::task_status ELSE status END,
@@ -315,27 +328,32 @@ impl Queue {
              RETURNING {TASK_COLUMNS}"
         ))
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *conn)
         .await?;
-        let outcome = match updated {
+        Ok(match updated {
             Some(task) if task.status == TaskStatus::Running => {
                 sqlx::query("SELECT pg_notify($1, $2)")
                     .bind(CANCEL_CHANNEL)
                     .bind(id.to_string())
-                    .execute(&mut *tx)
+                    .execute(&mut *conn)
                     .await?;
                 CancelOutcome::Requested(task)
             }
             Some(task) => CancelOutcome::Cancelled(task),
-            None => fetch_on(&mut tx, id).await?.map_or(CancelOutcome::NotFound, CancelOutcome::AlreadyFinished),
-        };
-        tx.commit().await?;
-        Ok(outcome)
+            None => fetch_on(conn, id).await?.map_or(CancelOutcome::NotFound, CancelOutcome::AlreadyFinished),
+        })
     }
 
     /// Puts a failed or cancelled task back in the queue with a fresh set of attempts.
     pub async fn retry(&self, id: i64) -> sqlx::Result<RetryOutcome> {
         let mut tx = self.pool.begin().await?;
+        let outcome = Self::retry_on(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// [`Queue::retry`] inside the caller's transaction (workers wake at commit).
+    pub async fn retry_on(conn: &mut PgConnection, id: i64) -> sqlx::Result<RetryOutcome> {
         let updated: Option<Task> = sqlx::query_as(&format!(
             "UPDATE tasks SET status = 'pending', attempts = 0, run_at = now(), cancel_requested = false,
                  completed_at = NULL, result = NULL, updated_at = now(), version = version + 1
@@ -343,17 +361,15 @@ impl Queue {
              RETURNING {TASK_COLUMNS}"
         ))
         .bind(id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut *conn)
         .await?;
-        let outcome = match updated {
+        Ok(match updated {
             Some(task) => {
-                sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&mut *tx).await?;
+                sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&mut *conn).await?;
                 RetryOutcome::Requeued(task)
             }
-            None => fetch_on(&mut tx, id).await?.map_or(RetryOutcome::NotFound, RetryOutcome::NotRetryable),
-        };
-        tx.commit().await?;
-        Ok(outcome)
+            None => fetch_on(conn, id).await?.map_or(RetryOutcome::NotFound, RetryOutcome::NotRetryable),
+        })
     }
 
     /// Deletes up to `limit` tasks that finished before `cutoff`; returns their ids.
@@ -397,10 +413,12 @@ impl Queue {
         Ok(QueueDepth { ready, scheduled, running })
     }
 
-    /// Wakes idle workers (after re-queueing work outside an INSERT).
-    pub async fn wake(&self) -> sqlx::Result<()> {
-        sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&self.pool).await?;
-        Ok(())
+    /// Wakes idle workers after re-queueing work outside an INSERT. The write it follows
+    /// has committed, so a failure here is only logged: workers poll anyway.
+    async fn wake_best_effort(&self) {
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&self.pool).await {
+            tracing::warn!(error = %e, "could not notify workers; they will find the work by polling");
+        }
     }
 }
 

@@ -253,11 +253,15 @@ async fn fetch(shared: &Arc<Shared>, handlers: &TaskTracker, shutdown: &Cancella
 fn start(shared: &Arc<Shared>, handlers: &TaskTracker, task: ClaimedTask, permit: OwnedSemaphorePermit) {
     let cancel = CancellationToken::new();
     let reason = Arc::new(OnceLock::new());
-    shared
+    let replaced = shared
         .running
         .lock()
         .expect("running map")
         .insert(task.id, Running { token: task.lease_token, cancel: cancel.clone(), reason: reason.clone() });
+    // Claimed again while an older attempt still runs here: that attempt's lease is gone.
+    if let Some(old) = replaced {
+        old.stop(StopReason::LeaseLost);
+    }
     shared.metrics.in_flight.inc();
     let span = info_span!("task", task_id = task.id, kind = %task.kind, attempt = task.attempts,
                           request_id = task.request_id.as_deref().unwrap_or(""),
@@ -268,7 +272,13 @@ fn start(shared: &Arc<Shared>, handlers: &TaskTracker, task: ClaimedTask, permit
             let _permit = permit;
             let (id, token, kind) = (task.id, task.lease_token, task.kind.clone());
             let outcome = execute(&shared, task, cancel, &reason).await;
-            shared.running.lock().expect("running map").remove(&id);
+            {
+                let mut running = shared.running.lock().expect("running map");
+                // Only our own entry: a newer attempt of the same task may have replaced it.
+                if running.get(&id).is_some_and(|r| r.token == token) {
+                    running.remove(&id);
+                }
+            }
             shared.metrics.in_flight.dec();
             if let Some(outcome) = outcome {
                 let _ = shared.outcomes.send(Reported { id, token, kind, outcome });
@@ -439,6 +449,7 @@ async fn record(shared: &Shared, batch: &mut Vec<Reported>) {
 }
 
 async fn heartbeat(shared: Arc<Shared>, close: CancellationToken) {
+    let mut last_ok = Instant::now();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(shared.config.heartbeat) => {}
@@ -447,10 +458,12 @@ async fn heartbeat(shared: Arc<Shared>, close: CancellationToken) {
         let leases: Vec<(i64, Uuid)> =
             shared.running.lock().expect("running map").iter().map(|(id, r)| (*id, r.token)).collect();
         if leases.is_empty() {
+            last_ok = Instant::now();
             continue;
         }
         match shared.queue.heartbeat(&leases, shared.config.lease).await {
             Ok(held) => {
+                last_ok = Instant::now();
                 let held: HashMap<i64, bool> = held.into_iter().collect();
                 for (id, token) in leases {
                     match held.get(&id) {
@@ -460,7 +473,15 @@ async fn heartbeat(shared: Arc<Shared>, close: CancellationToken) {
                     }
                 }
             }
-            Err(e) => warn!(error = %e, "heartbeat failed"),
+            Err(e) if last_ok.elapsed() < shared.config.lease => warn!(error = %e, "heartbeat failed"),
+            Err(e) => {
+                // Our leases have run out and the tasks may already run elsewhere:
+                // stop them here rather than race the new holders.
+                error!(error = %e, tasks = leases.len(), "no heartbeat for a whole lease; abandoning running tasks");
+                for (id, token) in leases {
+                    shared.stop(id, Some(token), StopReason::LeaseLost);
+                }
+            }
         }
     }
 }

@@ -459,3 +459,34 @@ async fn depth_counts_ready_scheduled_and_running() {
     let d = queue.depth().await.unwrap();
     assert_eq!((d.ready, d.scheduled, d.running), (1, 1, 1));
 }
+
+#[tokio::test]
+async fn a_cancel_committed_while_an_outcome_waits_for_the_row_wins() {
+    let (db, queue) = setup().await;
+    let id = queue.enqueue(&[NewTask::new("x", json!({}))]).await.unwrap()[0].id;
+    let claimed = queue.claim(1, Duration::from_secs(30), "w").await.unwrap().remove(0);
+    // The API's cancel, held open so the worker's write has to wait for the row.
+    let mut cancel = db.pool.begin().await.unwrap();
+    sqlx::query("UPDATE tasks SET cancel_requested = true WHERE id = $1").bind(id).execute(&mut *cancel).await.unwrap();
+    let recording = {
+        let queue = queue.clone();
+        let failed = Outcome::Failed { error: "boom".into(), retry_in: Some(Duration::from_millis(1)) };
+        tokio::spawn(async move { queue.record(&[(id, claimed.lease_token, failed)]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!recording.is_finished(), "the outcome should be waiting for the row lock");
+    cancel.commit().await.unwrap();
+    let applied = recording.await.unwrap().unwrap();
+    assert_eq!(applied, vec![(id, TaskStatus::Cancelled)], "the retry must not resurrect a cancelled task");
+
+    // The same race against the lease rescue.
+    let id = queue.enqueue(&[NewTask::new("x", json!({}))]).await.unwrap()[0].id;
+    queue.claim(1, Duration::from_millis(50), "dead").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut cancel = db.pool.begin().await.unwrap();
+    sqlx::query("UPDATE tasks SET cancel_requested = true WHERE id = $1").bind(id).execute(&mut *cancel).await.unwrap();
+    // SKIP LOCKED: the rescue passes over the locked row instead of deciding from a stale copy.
+    assert!(queue.rescue_expired(10).await.unwrap().is_empty());
+    cancel.commit().await.unwrap();
+    assert_eq!(queue.rescue_expired(10).await.unwrap(), vec![(id, TaskStatus::Cancelled)]);
+}
