@@ -39,6 +39,7 @@ impl Application {
         let app = routes::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         tracing::info!(addr = %self.local_addr(), profile = %state.settings.profile, "api listening");
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
+        let cache_recovery = tokio::spawn(settle_cache(state.clone()));
         let drain_state = state.clone();
         let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
@@ -50,6 +51,7 @@ impl Application {
             })
             .await;
         housekeeping.abort();
+        cache_recovery.abort();
         state.db.close().await;
         tracing::info!("api stopped");
         result
@@ -79,5 +81,14 @@ async fn housekeeping(state: AppState) {
             (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "housekeeping failed"),
         }
         tokio::time::sleep(HOUSEKEEPING_EVERY).await;
+    }
+}
+
+/// Writes invalidations missed while Redis was unreachable as soon as it is back, even
+/// when no request comes along to do it.
+async fn settle_cache(state: AppState) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        state.cache.settle().await;
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use flowforge_testkit::RedisServer;
+use flowforge_testkit::{eventually, RedisServer};
 use serde_json::{json, Value};
 
 use crate::helpers::{assert_error, TestApp};
@@ -94,4 +94,46 @@ async fn with_the_database_unreachable_the_api_answers_503_quickly() {
     let health: Value = dead.client.get(format!("{}/health", dead.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(health, json!({"status": "degraded", "database": "disconnected"}));
     assert_eq!(dead.client.get(format!("{}/ready", dead.base)).send().await.unwrap().status(), 503);
+}
+
+#[tokio::test]
+async fn an_invalidation_missed_during_an_outage_reaches_the_other_replicas_afterwards() {
+    let redis_server = RedisServer::start();
+    let overrides = [("REDIS_URL", redis_server.url()), ("RATE_LIMIT_PER_MINUTE", "0".into())];
+    let overrides: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let a = TestApp::spawn_with(&overrides).await;
+    // Replica B: same database, same Redis, same key prefix.
+    let b_app = flowforge_api::Application::build(crate::helpers::settings(&a.db, &overrides)).await.unwrap();
+    let b = format!("http://{}", b_app.local_addr());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopped = stop.clone();
+    tokio::spawn(b_app.run_until_stopped(async move { stopped.cancelled().await }));
+    let id = a.create(&a.admin, &json!({"title": "shared"})).await["id"].as_i64().unwrap();
+    a.finish(id, "completed").await;
+    let path = format!("/tasks/{id}");
+    read_via(&a, &b, &path).await;
+    assert_eq!(read_via(&a, &b, &path).await["data"]["description"], "", "B has it cached");
+
+    // Redis stops taking writes: A's invalidation cannot land.
+    let client = redis::Client::open(redis_server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CLIENT").arg("PAUSE").arg(1500).arg("WRITE").query_async::<()>(&mut conn).await.unwrap();
+    let r = a.patch(&path, &a.admin, &json!({"description": "changed"})).await;
+    assert_eq!(r.status(), 200);
+    let own: Value = a.get(&path, &a.admin).await.json().await.unwrap();
+    assert_eq!(own["data"]["description"], "changed", "the writer never reads its stale entry");
+
+    // Once Redis takes writes again, the missed tombstone is written and B sees the change.
+    let started = Instant::now();
+    eventually(Duration::from_secs(6), "replica B to see the change", || async {
+        (read_via(&a, &b, &path).await["data"]["description"] == "changed").then_some(())
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(4), "took {:?}", started.elapsed());
+    stop.cancel();
+}
+
+/// GET `path` from the replica at `base` with `app`'s admin token.
+async fn read_via(app: &TestApp, base: &str, path: &str) -> Value {
+    app.client.get(format!("{base}{path}")).bearer_auth(&app.admin).send().await.unwrap().json().await.unwrap()
 }
