@@ -94,7 +94,7 @@ pub async fn authenticate(db: &PgPool, token: &str) -> sqlx::Result<Option<Calle
     .await
 }
 
-pub async fn create_user(db: &PgPool, name: &str, role: Role) -> sqlx::Result<User> {
+pub async fn create_user(db: impl sqlx::PgExecutor<'_>, name: &str, role: Role) -> sqlx::Result<User> {
     sqlx::query_as("INSERT INTO users (name, role) VALUES ($1, $2) RETURNING id, name, role, created_at")
         .bind(name)
         .bind(role)
@@ -116,7 +116,7 @@ pub async fn ensure_user(db: &PgPool, name: &str, role: Role) -> sqlx::Result<Us
     .await
 }
 
-pub async fn issue_token(db: &PgPool, user_id: i64, name: &str) -> sqlx::Result<IssuedToken> {
+pub async fn issue_token(db: impl sqlx::PgExecutor<'_>, user_id: i64, name: &str) -> sqlx::Result<IssuedToken> {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));

@@ -135,6 +135,12 @@ impl From<sqlx::Error> for ApiError {
                 tracing::warn!(error = %e, "database unavailable");
                 ApiError::Unavailable
             }
+            // Class 22, data exception: a value PostgreSQL cannot store or compare (a
+            // backstop behind validation, which should have named the field).
+            sqlx::Error::Database(db) if db.code().as_deref().is_some_and(|c| c.starts_with("22")) => {
+                tracing::warn!(error = %e, "value refused by the database");
+                ApiError::invalid("body", "a value is malformed or out of range")
+            }
             _ => ApiError::Internal(e.into()),
         }
     }

@@ -1,10 +1,10 @@
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use flowforge_api::{ApiSettings, Application};
+use flowforge_platform::probe;
 
 #[derive(Parser)]
 #[command(name = "api", version, about = "FlowForge task API service")]
@@ -54,17 +54,11 @@ fn serve(settings: ApiSettings) -> ExitCode {
 }
 
 fn healthcheck(listen: SocketAddr) -> ExitCode {
-    let addr = SocketAddr::from(([127, 0, 0, 1], listen.port()));
-    let probe = || -> std::io::Result<bool> {
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(3)))?;
-        stream.write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
-        let mut head = [0u8; 12];
-        stream.read_exact(&mut head)?;
-        Ok(head.starts_with(b"HTTP/1.") && &head[9..12] == b"200")
-    };
-    match probe() {
-        Ok(true) => ExitCode::SUCCESS,
-        _ => ExitCode::FAILURE,
+    match probe::health(listen, Duration::from_secs(3)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }

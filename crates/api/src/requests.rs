@@ -135,6 +135,9 @@ impl Check<'_> {
         if raw.chars().count() > MAX_DESCRIPTION_CHARS {
             self.fail("description", format!("must be at most {MAX_DESCRIPTION_CHARS} characters"));
             None
+        } else if raw.contains('\0') {
+            self.fail("description", "must not contain NUL characters");
+            None
         } else {
             Some(raw)
         }
@@ -160,6 +163,10 @@ impl Check<'_> {
         if size > MAX_PAYLOAD_BYTES {
             self.fail("payload", format!("must be at most {MAX_PAYLOAD_BYTES} bytes as JSON"));
             None
+        } else if has_nul(&value) {
+            // PostgreSQL's jsonb cannot store U+0000.
+            self.fail("payload", "must not contain NUL characters (\\u0000) in strings or keys");
+            None
         } else {
             Some(value)
         }
@@ -175,12 +182,24 @@ impl Check<'_> {
     }
 
     fn run_at(&mut self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        if at > Utc::now() + Duration::days(MAX_SCHEDULE_AHEAD_DAYS) {
+        if at < DateTime::UNIX_EPOCH {
+            self.fail("run_at", "must not be before 1970-01-01");
+            None
+        } else if at > Utc::now() + Duration::days(MAX_SCHEDULE_AHEAD_DAYS) {
             self.fail("run_at", format!("must be within {MAX_SCHEDULE_AHEAD_DAYS} days from now"));
             None
         } else {
             Some(at)
         }
+    }
+}
+
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
     }
 }
 

@@ -59,14 +59,18 @@ pub async fn create_user(
         return Err(ApiError::Forbidden("only admins can create users"));
     }
     accounts::validate_name(&body.name).map_err(|m| ApiError::invalid("name", m))?;
-    let user = match accounts::create_user(&state.db, &body.name, body.role.unwrap_or(Role::User)).await {
+    // The user and their first token together, or neither: a user without a token could
+    // never sign in, and retrying would only answer `user_exists`.
+    let mut tx = state.db.begin().await?;
+    let user = match accounts::create_user(&mut *tx, &body.name, body.role.unwrap_or(Role::User)).await {
         Ok(u) => u,
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             return Err(ApiError::conflict("user_exists", format!("a user called {:?} exists", body.name)))
         }
         Err(e) => return Err(e.into()),
     };
-    let token = accounts::issue_token(&state.db, user.id, "initial").await?;
+    let token = accounts::issue_token(&mut *tx, user.id, "initial").await?;
+    tx.commit().await?;
     Ok(audited(
         StatusCode::CREATED,
         json!({ "success": true, "data": { "user": user, "token": token } }),
@@ -90,8 +94,8 @@ pub async fn create_token(
     ApiJson(body): ApiJson<CreateToken>,
 ) -> ApiResult<Response> {
     let name = body.name.unwrap_or_default();
-    if name.chars().count() > 100 {
-        return Err(ApiError::invalid("name", "must be at most 100 characters"));
+    if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid("name", "at most 100 characters, no control characters"));
     }
     let token = accounts::issue_token(&state.db, caller.user_id, &name).await?;
     let target = format!("token:{}", token.id);

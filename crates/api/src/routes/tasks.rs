@@ -283,6 +283,9 @@ pub async fn list_tasks(
     if let Some(statuses) = statuses {
         qb.push(" AND status = ANY(").push_bind(statuses).push("::text[]::task_status[])");
     }
+    if [&params.kind, &params.q].into_iter().flatten().any(|s| s.contains('\0')) {
+        return Err(ApiError::bad_request("invalid_query", "query parameters must not contain NUL characters"));
+    }
     if let Some(kind) = &params.kind {
         qb.push(" AND kind = ").push_bind(kind.clone());
     }
@@ -376,6 +379,8 @@ pub async fn patch_task(
     update(&state, &caller, id, &headers, body.parse(false).map_err(ApiError::Validation)?).await
 }
 
+/// All of a PUT/PATCH in one transaction on the locked row: either every requested
+/// change is made or none is.
 async fn update(
     state: &AppState,
     caller: &Caller,
@@ -384,37 +389,49 @@ async fn update(
     changes: TaskChanges,
 ) -> ApiResult<Response> {
     let expected = if_match(headers)?;
-    let current = load_visible(state, caller, id).await?;
+    let mut tx = state.db.begin().await?;
+    let current: Task = sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 FOR UPDATE"))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .filter(|t: &Task| caller.can_see(t.owner_id))
+        .ok_or(ApiError::NotFound)?;
     if expected.is_some_and(|v| v != current.version) {
         return Err(ApiError::PreconditionFailed);
     }
+    if changes.touches_queue_fields() && current.status != TaskStatus::Pending {
+        return Err(ApiError::conflict(
+            "task_not_pending",
+            format!(
+                "the task is {}: only title and description can change once it has left pending",
+                current.status.as_str()
+            ),
+        ));
+    }
     let mut task = current;
     if changes.touches_fields() {
-        let updated = apply_fields(state, id, &changes, expected).await;
-        state.cache.invalidate(id).await;
-        task = match updated? {
-            Some(t) => t,
-            None => return Err(explain_refused_update(state, caller, id, expected, &changes).await),
-        };
+        task = apply_fields(&mut tx, id, &changes).await?;
     }
     let mut status = StatusCode::OK;
     match changes.status {
         None => {}
-        Some(StatusChange::Cancel) => (task, status) = cancel(state, id).await?,
+        Some(StatusChange::Cancel) => (task, status) = cancel_outcome(Queue::cancel_on(&mut tx, id).await?)?,
         Some(StatusChange::Retry) if task.status == TaskStatus::Pending => {}
-        Some(StatusChange::Retry) => task = retry(state, id).await?,
+        Some(StatusChange::Retry) => task = retry_outcome(Queue::retry_on(&mut tx, id).await?)?,
     }
+    tx.commit().await?;
+    state.cache.invalidate(id).await;
     Ok(task_response(status, &task))
 }
 
-async fn apply_fields(state: &AppState, id: i64, c: &TaskChanges, expected: Option<i64>) -> sqlx::Result<Option<Task>> {
+async fn apply_fields(conn: &mut sqlx::PgConnection, id: i64, c: &TaskChanges) -> sqlx::Result<Task> {
     sqlx::query_as(&format!(
         "UPDATE tasks SET
              title = COALESCE($2, title), description = COALESCE($3, description), kind = COALESCE($4, kind),
              payload = COALESCE($5, payload), priority = COALESCE($6, priority), run_at = COALESCE($7, run_at),
              max_attempts = COALESCE($8, max_attempts), timeout_secs = COALESCE($9, timeout_secs),
              updated_at = now(), version = version + 1
-         WHERE id = $1 AND ($10::int8 IS NULL OR version = $10) AND (NOT $11 OR status = 'pending')
+         WHERE id = $1
          RETURNING {TASK_COLUMNS}"
     ))
     .bind(id)
@@ -426,38 +443,12 @@ async fn apply_fields(state: &AppState, id: i64, c: &TaskChanges, expected: Opti
     .bind(c.run_at)
     .bind(c.max_attempts)
     .bind(c.timeout_secs)
-    .bind(expected)
-    .bind(c.touches_queue_fields())
-    .fetch_optional(&state.db)
+    .fetch_one(conn)
     .await
 }
 
-/// Why a guarded update matched no row, read after the fact.
-async fn explain_refused_update(
-    state: &AppState,
-    caller: &Caller,
-    id: i64,
-    expected: Option<i64>,
-    changes: &TaskChanges,
-) -> ApiError {
-    match load_visible(state, caller, id).await {
-        Err(e) => e,
-        Ok(t) if expected.is_some_and(|v| v != t.version) => ApiError::PreconditionFailed,
-        Ok(t) if changes.touches_queue_fields() && t.status != TaskStatus::Pending => ApiError::conflict(
-            "task_not_pending",
-            format!(
-                "the task is {}: only title and description can change once it has left pending",
-                t.status.as_str()
-            ),
-        ),
-        Ok(_) => ApiError::conflict("concurrent_update", "the task changed while updating it; try again"),
-    }
-}
-
-async fn cancel(state: &AppState, id: i64) -> ApiResult<(Task, StatusCode)> {
-    let outcome = state.queue.cancel(id).await;
-    state.cache.invalidate(id).await;
-    match outcome? {
+fn cancel_outcome(outcome: CancelOutcome) -> ApiResult<(Task, StatusCode)> {
+    match outcome {
         CancelOutcome::Cancelled(t) => Ok((t, StatusCode::OK)),
         CancelOutcome::Requested(t) => Ok((t, StatusCode::ACCEPTED)),
         CancelOutcome::AlreadyFinished(t) if t.status == TaskStatus::Cancelled => Ok((t, StatusCode::OK)),
@@ -469,10 +460,8 @@ async fn cancel(state: &AppState, id: i64) -> ApiResult<(Task, StatusCode)> {
     }
 }
 
-async fn retry(state: &AppState, id: i64) -> ApiResult<Task> {
-    let outcome = state.queue.retry(id).await;
-    state.cache.invalidate(id).await;
-    match outcome? {
+fn retry_outcome(outcome: RetryOutcome) -> ApiResult<Task> {
+    match outcome {
         RetryOutcome::Requeued(t) => Ok(t),
         RetryOutcome::NotRetryable(t) => Err(ApiError::conflict(
             "task_not_retryable",
@@ -492,7 +481,9 @@ pub async fn cancel_task(
     Id(id): Id,
 ) -> ApiResult<Response> {
     load_visible(&state, &caller, id).await?;
-    let (task, status) = cancel(&state, id).await?;
+    let outcome = state.queue.cancel(id).await;
+    state.cache.invalidate(id).await;
+    let (task, status) = cancel_outcome(outcome?)?;
     Ok(task_response(status, &task))
 }
 
@@ -506,8 +497,9 @@ pub async fn retry_task(
     Id(id): Id,
 ) -> ApiResult<Response> {
     load_visible(&state, &caller, id).await?;
-    let task = retry(&state, id).await?;
-    Ok(task_response(StatusCode::OK, &task))
+    let outcome = state.queue.retry(id).await;
+    state.cache.invalidate(id).await;
+    Ok(task_response(StatusCode::OK, &retry_outcome(outcome?)?))
 }
 
 /// Delete a task that is not running. Honours `If-Match`.

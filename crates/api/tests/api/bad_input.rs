@@ -60,6 +60,17 @@ async fn bad_bodies_are_refused_cleanly() {
         invalid["error"]["details"].as_array().unwrap().iter().map(|d| d["field"].as_str().unwrap()).collect();
     assert_eq!(fields, ["title", "kind", "priority", "max_attempts"], "every problem at once");
 
+    for body in [
+        json!({"title": "nul", "description": "a\0b"}),
+        json!({"title": "nul", "payload": {"k": "a\0b"}}),
+        json!({"title": "nul", "payload": {"a\0": 1}}),
+        json!({"title": "ancient", "run_at": "-10000-01-01T00:00:00Z"}),
+        json!({"title": "ancient", "run_at": "1900-01-01T00:00:00Z"}),
+    ] {
+        assert_error(app.post("/tasks", &app.admin, &body).await, 422, "validation_failed").await;
+    }
+    assert_error(app.post("/api/v1/tokens", &app.admin, &json!({"name": "a\0"})).await, 422, "validation_failed").await;
+
     let bulk = json!({"tasks": [{"title": "ok"}, {"title": ""}, {"title": "ok too"}]});
     let r = assert_error(app.post("/tasks/bulk", &app.admin, &bulk).await, 422, "validation_failed").await;
     assert_eq!(r["error"]["details"][0]["field"], "tasks[1].title");
@@ -122,6 +133,8 @@ async fn bad_ids_queries_and_routes_are_refused_cleanly() {
     assert_error(app.get("/tasks?status=done", &app.admin).await, 400, "invalid_status").await;
     assert_error(app.get("/tasks?sort=title", &app.admin).await, 400, "invalid_sort").await;
     assert_error(app.get("/tasks?colour=red", &app.admin).await, 400, "invalid_query").await;
+    assert_error(app.get("/tasks?q=a%00b", &app.admin).await, 400, "invalid_query").await;
+    assert_error(app.get("/tasks?kind=%00", &app.admin).await, 400, "invalid_query").await;
     assert_error(app.get("/nowhere", &app.admin).await, 404, "not_found").await;
     let r = app.request(Method::PUT, "/tasks", &app.admin).json(&json!({})).send().await.unwrap();
     assert_error(r, 405, "method_not_allowed").await;

@@ -304,3 +304,33 @@ async fn request_ids_are_echoed_and_stored_with_the_task() {
     let id = r.headers()["x-request-id"].to_str().unwrap();
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
 }
+
+#[tokio::test]
+async fn a_patch_is_all_or_nothing_and_if_match_guards_status_changes_too() {
+    let app = TestApp::spawn().await;
+    let id = app.create(&app.admin, &json!({"title": "original"})).await["id"].as_i64().unwrap();
+    app.finish(id, "completed").await;
+    let path = format!("/tasks/{id}");
+    // A retry of a completed task is refused, so the title change in the same request is not made.
+    assert_error(
+        app.patch(&path, &app.admin, &json!({"title": "half", "status": "pending"})).await,
+        409,
+        "task_not_retryable",
+    )
+    .await;
+    let task: Value = app.get(&path, &app.admin).await.json().await.unwrap();
+    assert_eq!(task["data"]["title"], "original");
+    let version = task["data"]["version"].as_i64().unwrap();
+    app.finish(id, "failed").await;
+    assert_eq!(app.patch(&path, &app.admin, &json!({"description": "moves the version on"})).await.status(), 200);
+    let stale = app
+        .request(Method::PATCH, &path, &app.admin)
+        .header("If-Match", format!("\"{version}\""))
+        .json(&json!({"status": "pending"}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(stale, 412, "precondition_failed").await;
+    let task: Value = app.get(&path, &app.admin).await.json().await.unwrap();
+    assert_eq!(task["data"]["status"], "failed", "a stale If-Match changed the status");
+}
