@@ -50,7 +50,8 @@ impl Webhook {
     pub fn new(settings: &WebhookSettings) -> Self {
         // Redirects are not followed: a receiver could otherwise bounce the request (and
         // its signature) anywhere, including addresses the SSRF guard refuses.
-        let mut builder = Client::builder().timeout(settings.timeout).redirect(redirect::Policy::none());
+        // No proxy: a proxy would resolve the target itself, out of the SSRF guard's sight.
+        let mut builder = Client::builder().timeout(settings.timeout).redirect(redirect::Policy::none()).no_proxy();
         if !settings.allow_private {
             builder = builder.dns_resolver(Arc::new(PublicOnly));
         }
@@ -205,17 +206,51 @@ fn refuse_private(host: &str, addrs: &[SocketAddr]) -> Result<(), String> {
     }
 }
 
-/// Whether `ip` is outside loopback, private, link-local, unspecified and broadcast
-/// ranges (IPv4-mapped IPv6 addresses are judged as the IPv4 address they carry).
+/// Whether `ip` is a globally routable unicast address. Refused: loopback, private,
+/// shared (CGNAT, 100.64/10 — where some clouds keep their metadata service), link-local,
+/// benchmarking (198.18/15), IETF protocol (192.0.0/24), documentation, reserved
+/// (240/4), multicast, broadcast, unspecified; for IPv6 also unique-local, site-local,
+/// and any form that embeds an IPv4 address (mapped, compatible, NAT64, 6to4), judged
+/// as that address.
 fn is_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
-            !(v4.is_loopback() || v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast())
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 198 && (18..20).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || a >= 240)
         }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public(IpAddr::V4(v4)),
-            None => !(v6.is_loopback() || v6.is_unspecified() || v6.is_unique_local() || v6.is_unicast_link_local()),
-        },
+        IpAddr::V6(v6) => {
+            let seg = v6.segments();
+            let embedded =
+                |hi: u16, lo: u16| std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                is_public(IpAddr::V4(v4))
+            } else if seg[..6] == [0, 0, 0, 0, 0, 0] {
+                // IPv4-compatible (::a.b.c.d), including :: and ::1.
+                is_public(IpAddr::V4(embedded(seg[6], seg[7])))
+            } else if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                is_public(IpAddr::V4(embedded(seg[6], seg[7]))) // NAT64
+            } else if seg[0] == 0x2002 {
+                is_public(IpAddr::V4(embedded(seg[1], seg[2]))) // 6to4
+            } else {
+                !(v6.is_loopback()
+                    || v6.is_unspecified()
+                    || v6.is_multicast()
+                    || v6.is_unique_local()
+                    || v6.is_unicast_link_local()
+                    || (seg[0] & 0xffc0) == 0xfec0) // site-local (deprecated, still routable inside)
+            }
+        }
     }
 }
 
@@ -278,10 +313,21 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "100.100.100.200",
+            "100.64.0.1",
+            "198.18.0.1",
+            "192.0.0.1",
+            "240.0.0.1",
+            "224.0.0.1",
+            "::127.0.0.1",
+            "64:ff9b::10.0.0.1",
+            "2002:a00:1::",
+            "fec0::1",
+            "ff02::1",
         ] {
             assert!(!is_public(private.parse().unwrap()), "{private}");
         }
-        for public in ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111"] {
+        for public in ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "64:ff9b::808:808", "2002:808:808::"] {
             assert!(is_public(public.parse().unwrap()), "{public}");
         }
     }
