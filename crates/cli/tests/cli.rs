@@ -53,7 +53,7 @@ fn bad_configuration_fails_fast_listing_every_problem() {
             ("FLOWFORGE_LOG_FORMAT", "xml"),
         ],
     );
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     for key in ["FLOWFORGE_DATABASE_URL", "FLOWFORGE_DATABASE_MAX_CONNECTIONS", "FLOWFORGE_LOG_FORMAT"] {
         assert!(stderr.contains(key), "{key} not reported in: {stderr}");

@@ -17,5 +17,4 @@ mod startup;
 
 pub use config::{HandlerSettings, WebhookSettings, WorkerSettings};
 pub use handlers::{registry, sign};
-pub use server::probe_health;
 pub use startup::WorkerApp;

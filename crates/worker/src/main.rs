@@ -2,8 +2,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use flowforge_platform::probe;
 use flowforge_platform::{shutdown, telemetry};
-use flowforge_worker::{probe_health, WorkerApp, WorkerSettings};
+use flowforge_worker::{WorkerApp, WorkerSettings};
 
 /// FlowForge worker: runs queued tasks. Configured through FLOWFORGE_* variables.
 #[derive(Parser)]
@@ -35,7 +36,7 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(settings),
-        Command::Healthcheck => match probe_health(settings.metrics_addr, Duration::from_secs(3)) {
+        Command::Healthcheck => match probe::health(settings.metrics_addr, Duration::from_secs(3)) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("unhealthy: {e}");

@@ -1,9 +1,4 @@
-//! The worker's side HTTP server (metrics and probes) and the client of its `/health`
-//! used as the container's health check.
-
-use std::io::{BufRead, BufReader, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
-use std::time::Duration;
+//! The worker's side HTTP server: metrics and probes.
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -56,28 +51,5 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
                 Json(json!({ "status": "unavailable", "reason": "database unreachable" })),
             )
         }
-    }
-}
-
-/// `GET /health` of the worker serving on `metrics_addr`, over plain HTTP/1.0 so the
-/// check needs nothing but the binary (the image has no shell or curl). A wildcard
-/// listen address is probed on loopback.
-pub fn probe_health(metrics_addr: SocketAddr, timeout: Duration) -> Result<(), String> {
-    let ip = match metrics_addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    let addr = SocketAddr::new(ip, metrics_addr.port());
-    let fail = |e: std::io::Error| format!("GET http://{addr}/health: {e}");
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(fail)?;
-    stream.set_read_timeout(Some(timeout)).map_err(fail)?;
-    stream.set_write_timeout(Some(timeout)).map_err(fail)?;
-    write!(stream, "GET /health HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(fail)?;
-    let mut status_line = String::new();
-    BufReader::new(stream).read_line(&mut status_line).map_err(fail)?;
-    match status_line.split_whitespace().nth(1) {
-        Some("200") => Ok(()),
-        _ => Err(format!("GET http://{addr}/health answered {:?}", status_line.trim_end())),
     }
 }

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Makes sure the base images every Dockerfile starts FROM exist locally. On a connected
+# host they are pulled as usual; where no registry is reachable they are built here, under
+# the same names, from Debian's packages (debootstrap) and the host's Rust toolchain — so
+# the same Dockerfiles build in both places.
+set -euo pipefail
+
+DEBIAN_IMAGE=${DEBIAN_IMAGE:-debian:bookworm-slim}
+RUST_IMAGE=${RUST_IMAGE:-rust:1.95-slim-bookworm}
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+have() { docker image inspect "$1" >/dev/null 2>&1; }
+pull() { timeout 60 docker pull -q "$1" >/dev/null 2>&1; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+if ! have "$DEBIAN_IMAGE" && ! pull "$DEBIAN_IMAGE"; then
+    echo "building $DEBIAN_IMAGE from Debian's packages (debootstrap)"
+    command -v debootstrap >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
+    debootstrap --variant=minbase bookworm "$work/rootfs" "$DEBIAN_MIRROR" >"$work/debootstrap.log" 2>&1 ||
+        { tail -20 "$work/debootstrap.log"; exit 1; }
+    # What the official slim image trims: package caches, docs, man pages.
+    rm -rf "$work"/rootfs/var/cache/apt/archives/*.deb "$work"/rootfs/var/lib/apt/lists/* \
+        "$work"/rootfs/usr/share/doc/* "$work"/rootfs/usr/share/man/*
+    tar -C "$work/rootfs" -c . | docker import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'CMD ["bash"]' - "$DEBIAN_IMAGE" >/dev/null
+fi
+
+if ! have "$RUST_IMAGE" && ! pull "$RUST_IMAGE"; then
+    echo "building $RUST_IMAGE from $DEBIAN_IMAGE and this host's Rust toolchain"
+    sysroot=$(rustc --print sysroot)
+    mkdir -p "$work/rust/toolchain"
+    # The toolchain without its documentation, laid out as in the official image.
+    tar -C "$sysroot" --exclude=./share/doc -c . | tar -C "$work/rust/toolchain" -x
+    cat >"$work/rust/Dockerfile" <<DOCKERFILE
+FROM $DEBIAN_IMAGE
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates gcc libc6-dev \\
+    && rm -rf /var/lib/apt/lists/*
+COPY toolchain /usr/local/rust
+ENV RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo \\
+    PATH=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+RUN mkdir -p /usr/local/cargo/bin && rustc --version && cargo --version
+DOCKERFILE
+    docker build -q -t "$RUST_IMAGE" "$work/rust" >/dev/null
+fi
+
+docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E "^(${DEBIAN_IMAGE}|${RUST_IMAGE})  "
