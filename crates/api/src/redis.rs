@@ -48,29 +48,26 @@ impl Redis {
     }
 
     async fn connection(&self) -> Option<ConnectionManager> {
-        let mut guard = self.conn.lock().await;
-        match &*guard {
-            Connection::Up(c) => Some(c.clone()),
-            Connection::Down { retry_at } if Instant::now() < *retry_at => None,
-            Connection::Down { .. } => {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(self.timeout)
-                    .set_response_timeout(self.timeout)
-                    .set_number_of_retries(1);
-                match tokio::time::timeout(self.timeout * 2, self.client.get_connection_manager_with_config(config))
-                    .await
-                {
-                    Ok(Ok(c)) => {
-                        tracing::info!("connected to redis");
-                        *guard = Connection::Up(c.clone());
-                        Some(c)
-                    }
-                    _ => {
-                        *guard = Connection::Down { retry_at: Instant::now() + RECONNECT_EVERY };
-                        None
-                    }
-                }
+        {
+            let mut guard = self.conn.lock().await;
+            match &*guard {
+                Connection::Up(c) => return Some(c.clone()),
+                Connection::Down { retry_at } if Instant::now() < *retry_at => return None,
+                // This request tries; everyone else carries on without Redis meanwhile.
+                Connection::Down { .. } => *guard = Connection::Down { retry_at: Instant::now() + RECONNECT_EVERY },
             }
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout)
+            .set_number_of_retries(1);
+        match tokio::time::timeout(self.timeout * 2, self.client.get_connection_manager_with_config(config)).await {
+            Ok(Ok(c)) => {
+                tracing::info!("connected to redis");
+                *self.conn.lock().await = Connection::Up(c.clone());
+                Some(c)
+            }
+            _ => None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! `flowforge bench`: how fast does the queue burn down no-op tasks, and how long from
 //! enqueue to handler start? Runs the real engine in-process against the configured
 //! PostgreSQL, with durable commits as configured there. Uses its own task kinds
-//! (`bench.*`) and deletes them afterwards.
+//! (`bench.*`), deletes them afterwards and vacuums `tasks` before starting: meant for a
+//! scratch database.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -86,6 +87,9 @@ pub async fn run(db: PgPool, args: BenchArgs) -> anyhow::Result<()> {
     );
     let queue = Queue::new(db.clone());
     sqlx::query("DELETE FROM tasks WHERE kind LIKE 'bench.%'").execute(&db).await?;
+    // Start every run from a table without the previous runs' dead rows, or each run is
+    // slower than the last and runs cannot be compared.
+    sqlx::query("VACUUM (ANALYZE) tasks").execute(&db).await?;
     let (pg_version, sync_commit, fsync): (String, String, String) = sqlx::query_as(
         "SELECT current_setting('server_version'), current_setting('synchronous_commit'), current_setting('fsync')",
     )

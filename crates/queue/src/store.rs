@@ -213,21 +213,22 @@ impl Queue {
                      END::task_status AS next_status
                  FROM tasks t JOIN input i ON t.id = i.id
                  WHERE t.lease_token = i.token AND t.status = 'running'
-                 -- Lock and read the latest version: a cancel committed while this
-                 -- statement waited must decide the outcome, not the snapshot.
-                 ORDER BY t.id
-                 FOR UPDATE OF t
              )
+             -- `decided` reads the statement's snapshot. Under a held lease only
+             -- `cancel_requested` can change meanwhile, so the SET expressions consult `t`,
+             -- which is the latest row version if this UPDATE had to wait for the row: a
+             -- cancel committed meanwhile wins over a retry or a release.
              UPDATE tasks t SET
-                 status = d.next_status,
+                 status = CASE WHEN d.next_status = 'pending' AND t.cancel_requested
+                               THEN 'cancelled'::task_status ELSE d.next_status END,
                  result = CASE WHEN d.outcome = 'completed' THEN d.result ELSE t.result END,
                  last_error = COALESCE(d.error, t.last_error),
                  errors = CASE WHEN d.error IS NULL THEN t.errors ELSE t.errors || jsonb_build_array(
                      jsonb_build_object('attempt', t.attempts, 'at', now(), 'error', d.error, 'worker', t.leased_by)) END,
                  attempts = CASE WHEN d.outcome = 'released' THEN t.attempts - 1 ELSE t.attempts END,
-                 run_at = CASE WHEN d.next_status = 'pending' AND d.outcome = 'failed'
+                 run_at = CASE WHEN d.next_status = 'pending' AND d.outcome = 'failed' AND NOT t.cancel_requested
                                THEN now() + make_interval(secs => d.retry_in) ELSE t.run_at END,
-                 completed_at = CASE WHEN d.next_status IN ('completed', 'failed', 'cancelled') THEN now() END,
+                 completed_at = CASE WHEN d.next_status <> 'pending' OR t.cancel_requested THEN now() END,
                  lease_token = NULL, lease_expires_at = NULL, updated_at = now(), version = t.version + 1
              FROM decided d
              WHERE t.id = d.id AND t.lease_token = d.token AND t.status = 'running'
@@ -256,9 +257,15 @@ impl Queue {
         }
         let (ids, tokens): (Vec<i64>, Vec<Uuid>) = leases.iter().copied().unzip();
         sqlx::query_as(
-            "UPDATE tasks t SET lease_expires_at = now() + make_interval(secs => $3)
-             FROM unnest($1::int8[], $2::uuid[]) AS i(id, token)
-             WHERE t.id = i.id AND t.lease_token = i.token AND t.status = 'running'
+            "WITH held AS (
+                 SELECT t.id FROM tasks t JOIN unnest($1::int8[], $2::uuid[]) AS i(id, token) ON t.id = i.id
+                 WHERE t.lease_token = i.token AND t.status = 'running'
+                 -- The same lock order as `record`, so the two never deadlock.
+                 ORDER BY t.id
+                 FOR UPDATE OF t
+             )
+             UPDATE tasks t SET lease_expires_at = now() + make_interval(secs => $3)
+             FROM held WHERE t.id = held.id
              RETURNING t.id, t.cancel_requested",
         )
         .bind(ids)

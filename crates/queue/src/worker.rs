@@ -116,6 +116,15 @@ struct Shared {
 }
 
 impl Shared {
+    /// Removes the task's entry if it is still this attempt's (a newer attempt of the same
+    /// task may have replaced it).
+    fn forget(&self, id: i64, token: Uuid) {
+        let mut running = self.running.lock().expect("running map");
+        if running.get(&id).is_some_and(|r| r.token == token) {
+            running.remove(&id);
+        }
+    }
+
     fn stop(&self, id: i64, token: Option<Uuid>, reason: StopReason) {
         if let Some(r) = self.running.lock().expect("running map").get(&id) {
             if token.is_none_or(|t| t == r.token) {
@@ -272,16 +281,13 @@ fn start(shared: &Arc<Shared>, handlers: &TaskTracker, task: ClaimedTask, permit
             let _permit = permit;
             let (id, token, kind) = (task.id, task.lease_token, task.kind.clone());
             let outcome = execute(&shared, task, cancel, &reason).await;
-            {
-                let mut running = shared.running.lock().expect("running map");
-                // Only our own entry: a newer attempt of the same task may have replaced it.
-                if running.get(&id).is_some_and(|r| r.token == token) {
-                    running.remove(&id);
-                }
-            }
             shared.metrics.in_flight.dec();
-            if let Some(outcome) = outcome {
-                let _ = shared.outcomes.send(Reported { id, token, kind, outcome });
+            match outcome {
+                // Stays in the running map (heartbeated) until the completer has written it.
+                Some(outcome) => {
+                    let _ = shared.outcomes.send(Reported { id, token, kind, outcome });
+                }
+                None => shared.forget(id, token),
             }
         }
         .instrument(span),
@@ -414,11 +420,16 @@ async fn record(shared: &Shared, batch: &mut Vec<Reported>) {
             }
             Err(e) => {
                 error!(error = %e, outcomes = rows.len(), "giving up recording outcomes; their tasks will be rescued");
-                batch.clear();
+                for r in batch.drain(..) {
+                    shared.forget(r.id, r.token);
+                }
                 return;
             }
         }
     };
+    for r in batch.iter() {
+        shared.forget(r.id, r.token);
+    }
     let status: HashMap<i64, TaskStatus> = changed.into_iter().collect();
     let m = &shared.metrics;
     for r in batch.drain(..) {
