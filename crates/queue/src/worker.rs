@@ -11,10 +11,12 @@
 //! * listener (`LISTEN`), lease rescue, queue-depth gauge and retention cleanup.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures::FutureExt;
 use sqlx::postgres::PgListener;
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -324,14 +326,15 @@ async fn execute(
         cancelled: cancel.clone(),
     };
     let started = Instant::now();
-    // A task of its own, so a panic ends up as a JoinError here, not in the worker.
-    let mut run = tokio::spawn(async move { handler.run(ctx).await }.in_current_span());
+    // A panic in the handler unwinds to here and becomes a failed attempt, not a dead
+    // worker. Dropping `run` (cancellation, timeout) stops the handler.
+    let run = AssertUnwindSafe(handler.run(ctx)).catch_unwind();
+    tokio::pin!(run);
     // Biased, cancellation first: a handler that returns because it saw the cancellation
     // must still be recorded as cancelled/released, not as its own result.
     let finished = tokio::select! {
         biased;
         _ = cancel.cancelled() => {
-            run.abort();
             return match reason.get() {
                 Some(StopReason::Cancelled) => { info!("cancelled while running"); Some(Outcome::Cancelled) }
                 Some(StopReason::Shutdown) => { info!("released at shutdown"); Some(Outcome::Released) }
@@ -344,23 +347,19 @@ async fn execute(
     shared.metrics.processing.with_label_values(&[&task.kind]).observe(started.elapsed().as_secs_f64());
     let outcome = match finished {
         None => {
-            run.abort();
             cancel.cancel();
             Outcome::Failed { error: format!("timed out after {}s", timeout.as_secs()), retry_in: Some(retry_in) }
         }
         Some(Ok(Ok(value))) => Outcome::Completed(value),
         Some(Ok(Err(HandlerError::Retryable(error)))) => Outcome::Failed { error, retry_in: Some(retry_in) },
         Some(Ok(Err(HandlerError::Permanent(error)))) => Outcome::Failed { error, retry_in: None },
-        Some(Err(join)) => {
+        Some(Err(payload)) => {
             shared.metrics.panics.inc();
-            let message = match join.try_into_panic() {
-                Ok(payload) => payload
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic payload".into()),
-                Err(e) => e.to_string(),
-            };
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
             Outcome::Failed { error: format!("handler panicked: {message}"), retry_in: Some(retry_in) }
         }
     };
