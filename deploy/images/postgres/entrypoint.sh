@@ -1,0 +1,76 @@
+#!/bin/sh
+# Starts PostgreSQL for FlowForge. On the first start (empty data directory) it creates
+# the cluster, the database and the roles, with passwords from secret files. Every start
+# copies the TLS key into a private tmpfs file, because PostgreSQL refuses a key that
+# others could read and mounted secrets keep their host permissions.
+set -eu
+
+secret() {
+    file="/run/secrets/$1"
+    [ -r "$file" ] || { echo "flowforge-postgres: missing secret $file" >&2; exit 2; }
+    cat "$file"
+}
+
+: "${PGDATA:=/var/lib/postgresql/data}"
+run=/run/postgresql
+tls_cert=${POSTGRES_TLS_CERT:-/run/secrets/postgres_tls_cert}
+tls_key=${POSTGRES_TLS_KEY:-/run/secrets/postgres_tls_key}
+if [ ! -r "$tls_cert" ] || [ ! -r "$tls_key" ]; then
+    echo "flowforge-postgres: TLS certificate or key missing ($tls_cert, $tls_key)" >&2
+    exit 2
+fi
+install -m 0600 "$tls_key" "$run/server.key"
+install -m 0644 "$tls_cert" "$run/server.crt"
+
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+    echo "flowforge-postgres: initialising a new cluster in $PGDATA"
+    superuser_pw=$(secret postgres_superuser_password)
+    owner_pw=$(secret postgres_owner_password)
+    app_pw=$(secret postgres_app_password)
+    pwfile="$run/initdb.pw"
+    printf '%s\n' "$superuser_pw" >"$pwfile"
+    initdb --username=postgres --pwfile="$pwfile" --auth-local=peer --auth-host=scram-sha-256 \
+        --encoding=UTF8 --locale=C.UTF-8 --data-checksums >/dev/null
+    rm -f "$pwfile"
+    cat >"$PGDATA/pg_hba.conf" <<HBA
+# Local socket: only the server's own user (health checks, maintenance).
+local   all   postgres                  peer
+# Network: TLS and SCRAM only; anything else is refused.
+hostssl all   all        0.0.0.0/0      scram-sha-256
+hostssl all   all        ::/0           scram-sha-256
+host    all   all        0.0.0.0/0      reject
+host    all   all        ::/0           reject
+HBA
+    pg_ctl --silent --wait --options="-c listen_addresses='' -c unix_socket_directories=$run" start
+    # Passwords go in through psql variables, never on a command line.
+    psql --quiet --set=ON_ERROR_STOP=1 --host="$run" --username=postgres --dbname=postgres \
+        --set=owner_pw="$owner_pw" --set=app_pw="$app_pw" <<'SQL'
+SET password_encryption = 'scram-sha-256';
+CREATE ROLE flowforge_owner LOGIN PASSWORD :'owner_pw';
+CREATE ROLE flowforge_app LOGIN PASSWORD :'app_pw';
+CREATE DATABASE flowforge OWNER flowforge_owner;
+REVOKE ALL ON DATABASE flowforge FROM PUBLIC;
+GRANT CONNECT, TEMPORARY ON DATABASE flowforge TO flowforge_app;
+\connect flowforge
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+ALTER SCHEMA public OWNER TO flowforge_owner;
+GRANT USAGE ON SCHEMA public TO flowforge_app;
+-- Whatever the owner creates later (migrations), the app may use but not alter.
+ALTER DEFAULT PRIVILEGES FOR ROLE flowforge_owner IN SCHEMA public
+    GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO flowforge_app;
+ALTER DEFAULT PRIVILEGES FOR ROLE flowforge_owner IN SCHEMA public
+    GRANT USAGE, SELECT ON SEQUENCES TO flowforge_app;
+SQL
+    pg_ctl --silent --wait stop
+    echo "flowforge-postgres: cluster ready"
+fi
+
+exec postgres \
+    -c listen_addresses='*' \
+    -c unix_socket_directories="$run" \
+    -c ssl=on -c ssl_cert_file="$run/server.crt" -c ssl_key_file="$run/server.key" \
+    -c ssl_min_protocol_version=TLSv1.2 \
+    -c password_encryption=scram-sha-256 \
+    -c log_destination=stderr -c log_line_prefix='%m [%p] %q%u@%d ' \
+    -c log_connections=on -c log_disconnections=on \
+    "$@"

@@ -1,0 +1,32 @@
+#!/bin/sh
+# `flowforge-redis` starts Redis; `flowforge-redis healthcheck` pings it.
+set -eu
+conf=/run/redis/redis.conf
+password_file=${REDIS_PASSWORD_FILE:-/run/secrets/redis_password}
+[ -r "$password_file" ] || { echo "flowforge-redis: missing secret $password_file" >&2; exit 2; }
+
+if [ "${1:-}" = healthcheck ]; then
+    answer=$(REDISCLI_AUTH=$(cat "$password_file") redis-cli -h 127.0.0.1 -p 6379 --no-auth-warning ping)
+    [ "$answer" = PONG ]
+    exit
+fi
+
+umask 077
+mkdir -p /run/redis
+{
+    echo "bind 0.0.0.0 -::*"
+    echo "port 6379"
+    echo "protected-mode yes"
+    printf 'requirepass %s\n' "$(cat "$password_file")"
+    echo "save \"\""
+    echo "appendonly no"
+    echo "dir /run/redis"
+    echo "maxmemory ${REDIS_MAXMEMORY:-128mb}"
+    echo "maxmemory-policy allkeys-lru"
+    # Commands a cache never needs and an intruder would love.
+    echo "rename-command FLUSHALL \"\""
+    echo "rename-command CONFIG \"\""
+    echo "rename-command DEBUG \"\""
+    echo "rename-command MODULE \"\""
+} >"$conf"
+exec redis-server "$conf"
