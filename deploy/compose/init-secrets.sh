@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Creates what the stack needs but git must never hold, in ./secrets (git-ignored), once:
+# random passwords and keys, a private CA, and certificates signed by it for PostgreSQL
+# and the proxy. Existing files are kept, so a real certificate dropped in as
+# secrets/proxy_tls.pem (certificate chain + key) replaces the self-signed one.
+set -euo pipefail
+dir=${1:-secrets}
+mkdir -p "$dir"
+chmod 700 "$dir"
+cd "$dir"
+umask 077
+
+random() { [ -s "$1" ] || openssl rand -hex 32 >"$1"; }
+for name in postgres_superuser_password postgres_owner_password postgres_app_password redis_password \
+    webhook_signing_key; do
+    random "$name"
+done
+
+if [ ! -s ca.pem ]; then
+    openssl req -x509 -newkey rsa:3072 -nodes -days 3650 -subj "/CN=FlowForge local CA" \
+        -keyout ca.key -out ca.pem 2>/dev/null
+fi
+# sign NAME CN SAN: a certificate NAME.pem / NAME.key signed by the local CA.
+sign() {
+    [ -s "$1.pem" ] && return
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
+    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$3" >"$1.ext"
+    openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 825 -extfile "$1.ext" \
+        -out "$1.pem" 2>/dev/null
+    rm -f "$1.csr" "$1.ext"
+}
+sign postgres_tls postgres "DNS:postgres"
+sign proxy_tls_parts localhost "DNS:localhost,IP:127.0.0.1"
+[ -s proxy_tls.pem ] || cat proxy_tls_parts.pem proxy_tls_parts.key >proxy_tls.pem
+
+# Connection strings for the services (the password is part of the URL, so the whole
+# URL is a secret). TLS with the CA checked and the host name verified.
+url() { printf 'postgres://%s:%s@postgres:5432/flowforge?sslmode=verify-full&sslrootcert=/run/secrets/ca.pem' "$1" "$(cat "$2")"; }
+[ -s database_url_app ] || url flowforge_app postgres_app_password >database_url_app
+[ -s database_url_owner ] || url flowforge_owner postgres_owner_password >database_url_owner
+[ -s redis_url ] || printf 'redis://:%s@redis:6379' "$(cat redis_password)" >redis_url
+
+# The containers run as fixed non-root UIDs and read these through bind mounts; the
+# directory itself stays private to the host user.
+chmod 644 ./*
+chmod 600 ca.key
+echo "secrets ready in $PWD"

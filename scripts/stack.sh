@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The whole FlowForge stack in containers, on one host.
+#   scripts/stack.sh up       install/start the engine if needed, build, start, wait until healthy
+#   scripts/stack.sh down     stop and remove the containers (data volume kept; --purge drops it)
+#   scripts/stack.sh status   what runs, and its health
+#   scripts/stack.sh logs [SERVICE]
+#   scripts/stack.sh token    create an admin API token (printed once)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-flowforge}
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# A Docker engine, installed from Debian's packages and started here if none answers.
+ensure_engine() {
+    if docker info >/dev/null 2>&1; then return; fi
+    if ! command -v dockerd >/dev/null 2>&1; then
+        if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+            echo "no Docker engine: install Docker and start it" >&2
+            exit 1
+        fi
+        log "installing Docker from Debian's packages"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-compose debootstrap >/dev/null
+    fi
+    log "starting dockerd"
+    (nohup dockerd >/var/log/flowforge-dockerd.log 2>&1 &)
+    for _ in $(seq 60); do docker info >/dev/null 2>&1 && return; sleep 1; done
+    echo "dockerd did not start; see /var/log/flowforge-dockerd.log" >&2
+    exit 1
+}
+
+compose() {
+    if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi
+}
+
+# A docker CLI that builds with BuildKit: one with buildx, or Debian's 20.10 CLI which has
+# BuildKit built in.
+buildkit_docker() {
+    if docker buildx version >/dev/null 2>&1; then
+        echo docker
+    elif [ -x /usr/bin/docker ]; then
+        echo /usr/bin/docker
+    else
+        echo docker
+    fi
+}
+
+build() {
+    local docker tag=${FLOWFORGE_TAG:-dev} revision
+    docker=$(buildkit_docker)
+    revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    export DOCKER_BUILDKIT=1
+    deploy/images/base-images.sh >/dev/null
+    log "compiling the Rust services (cached after the first time)"
+    "$docker" build -q --secret id=host_ca,src="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" \
+        -f deploy/images/build/Dockerfile -t flowforge-build:latest . >/dev/null
+    for image in api worker migrate; do
+        "$docker" build -q --build-arg VERSION="$tag" --build-arg REVISION="$revision" \
+            -f "deploy/images/$image/Dockerfile" -t "flowforge-$image:$tag" . >/dev/null
+    done
+    for image in postgres redis proxy; do
+        "$docker" build -q --build-arg VERSION="$tag" --build-arg REVISION="$revision" \
+            -t "flowforge-$image:$tag" "deploy/images/$image" >/dev/null
+    done
+    docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep -E "^flowforge-[a-z]+:$tag" | sort >&2
+}
+
+# Waits until every running container of the project is healthy and the one-shot jobs
+# have exited 0.
+wait_healthy() {
+    local deadline=$((SECONDS + ${1:-180})) pending
+    while [ $SECONDS -lt $deadline ]; do
+        pending=$(docker ps -a --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
+            --format '{{.Names}} {{.Status}}' | grep -vE '\(healthy\)|Exited \(0\)' || true)
+        [ -z "$pending" ] && return 0
+        sleep 1
+    done
+    echo "not healthy after ${1:-180}s:" >&2
+    echo "$pending" >&2
+    return 1
+}
+
+case "${1:-}" in
+up)
+    started=$SECONDS
+    ensure_engine
+    build
+    deploy/compose/init-secrets.sh secrets >/dev/null
+    log "starting the stack"
+    compose up -d --no-build --remove-orphans
+    wait_healthy 180
+    log "all services healthy in $((SECONDS - started)) s"
+    cat <<MSG
+
+FlowForge is up: https://localhost:${FLOWFORGE_HTTPS_PORT:-8443}
+  (self-signed: trust secrets/ca.pem, e.g. curl --cacert secrets/ca.pem)
+Create an admin token:  scripts/stack.sh token
+Status / logs / stop:    scripts/stack.sh status | logs [service] | down
+MSG
+    ;;
+down)
+    if [ "${2:-}" = --purge ]; then compose down --volumes; else compose down; fi
+    ;;
+status) compose ps ;;
+logs) shift; compose logs -f --tail=100 "$@" ;;
+token) compose run --rm -T migrate token create --user admin --role admin ;;
+*)
+    sed -n '2,8p' "$0" >&2
+    exit 2
+    ;;
+esac
