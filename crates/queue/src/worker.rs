@@ -313,7 +313,9 @@ async fn execute(
         });
     };
     debug!("started");
-    let retry_in = shared.config.backoff.delay(task.attempts);
+    // Drawn only when an attempt fails: most succeed.
+    let attempt = task.attempts;
+    let retry_in = || Some(shared.config.backoff.delay(attempt));
     let timeout = Duration::from_secs(task.timeout_secs.max(1) as u64);
     let ctx = TaskContext {
         id: task.id,
@@ -348,10 +350,10 @@ async fn execute(
     let outcome = match finished {
         None => {
             cancel.cancel();
-            Outcome::Failed { error: format!("timed out after {}s", timeout.as_secs()), retry_in: Some(retry_in) }
+            Outcome::Failed { error: format!("timed out after {}s", timeout.as_secs()), retry_in: retry_in() }
         }
         Some(Ok(Ok(value))) => Outcome::Completed(value),
-        Some(Ok(Err(HandlerError::Retryable(error)))) => Outcome::Failed { error, retry_in: Some(retry_in) },
+        Some(Ok(Err(HandlerError::Retryable(error)))) => Outcome::Failed { error, retry_in: retry_in() },
         Some(Ok(Err(HandlerError::Permanent(error)))) => Outcome::Failed { error, retry_in: None },
         Some(Err(payload)) => {
             shared.metrics.panics.inc();
@@ -360,7 +362,7 @@ async fn execute(
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic payload".into());
-            Outcome::Failed { error: format!("handler panicked: {message}"), retry_in: Some(retry_in) }
+            Outcome::Failed { error: format!("handler panicked: {message}"), retry_in: retry_in() }
         }
     };
     match &outcome {
