@@ -55,15 +55,40 @@ build() {
     log "compiling the Rust services (cached after the first time)"
     "$docker" build -q --secret id=host_ca,src="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" \
         -f deploy/images/build/Dockerfile -t flowforge-build:latest . >/dev/null
-    for image in api worker migrate; do
+    "$docker" build -q -t flowforge-runtime:latest deploy/images/runtime >/dev/null
+    for image in api worker web migrate; do
         "$docker" build -q --build-arg VERSION="$tag" --build-arg REVISION="$revision" \
             -f "deploy/images/$image/Dockerfile" -t "flowforge-$image:$tag" . >/dev/null
     done
-    for image in postgres redis proxy; do
+    for image in postgres redis proxy prometheus alertmanager postgres-exporter redis-exporter; do
         "$docker" build -q --build-arg VERSION="$tag" --build-arg REVISION="$revision" \
             -t "flowforge-$image:$tag" "deploy/images/$image" >/dev/null
     done
-    docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep -E "^flowforge-[a-z]+:$tag" | sort >&2
+    docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep -E "^flowforge-[a-z-]+:$tag" | sort >&2
+}
+
+# Docker's internal networks stop forwarding, but a container on one can still connect to
+# the host's own addresses (and so to anything listening there, published ports
+# included). Drop everything that enters the host from the project's internal bridges.
+isolate_internal_networks() {
+    if [ "$(id -u)" -ne 0 ] || ! command -v iptables >/dev/null; then
+        log "warning: not root or no iptables: internal networks can still reach this host"
+        return
+    fi
+    release_isolation
+    local net id
+    for net in $(docker network ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"); do
+        [ "$(docker network inspect -f '{{.Internal}}' "$net")" = true ] || continue
+        id=$(docker network inspect -f '{{.Id}}' "$net")
+        iptables -I INPUT -i "br-${id:0:12}" -m comment --comment "flowforge:$COMPOSE_PROJECT_NAME" -j DROP
+    done
+}
+
+release_isolation() {
+    command -v iptables >/dev/null && [ "$(id -u)" -eq 0 ] || return 0
+    local rule
+    { iptables -S INPUT | grep -E -- "--comment \"?flowforge:$COMPOSE_PROJECT_NAME\"? " || true; } |
+        sed 's/^-A /-D /; s/"//g' | while read -r -a rule; do iptables "${rule[@]}"; done
 }
 
 # Waits until every running container of the project is healthy and the one-shot jobs
@@ -89,6 +114,7 @@ up)
     deploy/compose/init-secrets.sh secrets >/dev/null
     log "starting the stack"
     compose up -d --no-build --remove-orphans
+    isolate_internal_networks
     wait_healthy 180
     log "all services healthy in $((SECONDS - started)) s"
     cat <<MSG
@@ -96,11 +122,14 @@ up)
 FlowForge is up: https://localhost:${FLOWFORGE_HTTPS_PORT:-8443}
   (self-signed: trust secrets/ca.pem, e.g. curl --cacert secrets/ca.pem)
 Create an admin token:  scripts/stack.sh token
+Prometheus / Alertmanager: https://localhost:${FLOWFORGE_HTTPS_PORT:-8443}/prometheus/ and /alertmanager/
+  (user operator, password in secrets/operator_password)
 Status / logs / stop:    scripts/stack.sh status | logs [service] | down
 MSG
     ;;
 down)
     if [ "${2:-}" = --purge ]; then compose down --volumes; else compose down; fi
+    release_isolation
     ;;
 status) compose ps ;;
 logs) shift; compose logs -f --tail=100 "$@" ;;

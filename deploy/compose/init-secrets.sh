@@ -11,8 +11,8 @@ cd "$dir"
 umask 077
 
 random() { [ -s "$1" ] || openssl rand -hex 32 >"$1"; }
-for name in postgres_superuser_password postgres_owner_password postgres_app_password redis_password \
-    webhook_signing_key; do
+for name in postgres_superuser_password postgres_owner_password postgres_app_password \
+    postgres_monitor_password redis_password webhook_signing_key operator_password; do
     random "$name"
 done
 
@@ -39,6 +39,14 @@ url() { printf 'postgres://%s:%s@postgres:5432/flowforge?sslmode=verify-full&ssl
 [ -s database_url_app ] || url flowforge_app postgres_app_password >database_url_app
 [ -s database_url_owner ] || url flowforge_owner postgres_owner_password >database_url_owner
 [ -s redis_url ] || printf 'redis://:%s@redis:6379' "$(cat redis_password)" >redis_url
+# redis_exporter reads passwords as a JSON map keyed by the address it scrapes.
+[ -s redis_exporter_passwords.json ] ||
+    printf '{"redis://redis:6379": "%s"}\n' "$(cat redis_password)" >redis_exporter_passwords.json
+# The operators' login for /prometheus/ and /alertmanager/ behind the proxy (user
+# `operator`, password in operator_password), as a HAProxy userlist with a SHA-512 hash.
+[ -s proxy_operators.cfg ] ||
+    printf 'userlist operators\n    user operator password %s\n' \
+        "$(openssl passwd -6 -stdin <operator_password)" >proxy_operators.cfg
 
 # The containers run as fixed non-root UIDs and read these through bind mounts; the
 # directory itself stays private to the host user.

@@ -1,6 +1,4 @@
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use flowforge_api::{ApiSettings, Application};
@@ -31,7 +29,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Healthcheck => healthcheck(settings.listen),
+        Command::Healthcheck => probe::exit_code(settings.listen),
         Command::Serve => serve(settings),
     }
 }
@@ -48,16 +46,6 @@ fn serve(settings: ApiSettings) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "api failed");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn healthcheck(listen: SocketAddr) -> ExitCode {
-    match probe::health(listen, Duration::from_secs(3)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e}");
             ExitCode::FAILURE
         }
     }

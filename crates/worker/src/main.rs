@@ -1,5 +1,4 @@
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use flowforge_platform::probe;
@@ -36,13 +35,7 @@ fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Run) {
         Command::Run => run(settings),
-        Command::Healthcheck => match probe::health(settings.metrics_addr, Duration::from_secs(3)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("unhealthy: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Command::Healthcheck => probe::exit_code(settings.metrics_addr),
     }
 }
 

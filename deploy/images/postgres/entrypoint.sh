@@ -27,6 +27,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     superuser_pw=$(secret postgres_superuser_password)
     owner_pw=$(secret postgres_owner_password)
     app_pw=$(secret postgres_app_password)
+    monitor_pw=$(secret postgres_monitor_password)
     pwfile="$run/initdb.pw"
     printf '%s\n' "$superuser_pw" >"$pwfile"
     initdb --username=postgres --pwfile="$pwfile" --auth-local=peer --auth-host=scram-sha-256 \
@@ -44,13 +45,16 @@ HBA
     pg_ctl --silent --wait --options="-c listen_addresses='' -c unix_socket_directories=$run" start
     # Passwords go in through psql variables, never on a command line.
     psql --quiet --set=ON_ERROR_STOP=1 --host="$run" --username=postgres --dbname=postgres \
-        --set=owner_pw="$owner_pw" --set=app_pw="$app_pw" <<'SQL'
+        --set=owner_pw="$owner_pw" --set=app_pw="$app_pw" --set=monitor_pw="$monitor_pw" <<'SQL'
 SET password_encryption = 'scram-sha-256';
 CREATE ROLE flowforge_owner LOGIN PASSWORD :'owner_pw';
 CREATE ROLE flowforge_app LOGIN PASSWORD :'app_pw';
+-- The metrics exporter: statistics views only, no table data.
+CREATE ROLE flowforge_monitor LOGIN PASSWORD :'monitor_pw' CONNECTION LIMIT 3 IN ROLE pg_monitor;
 CREATE DATABASE flowforge OWNER flowforge_owner;
 REVOKE ALL ON DATABASE flowforge FROM PUBLIC;
 GRANT CONNECT, TEMPORARY ON DATABASE flowforge TO flowforge_app;
+GRANT CONNECT ON DATABASE flowforge TO flowforge_monitor;
 \connect flowforge
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 ALTER SCHEMA public OWNER TO flowforge_owner;
@@ -71,6 +75,7 @@ exec postgres \
     -c ssl=on -c ssl_cert_file="$run/server.crt" -c ssl_key_file="$run/server.key" \
     -c ssl_min_protocol_version=TLSv1.2 \
     -c password_encryption=scram-sha-256 \
+    -c jit=off \
     -c log_destination=stderr -c log_line_prefix='%m [%p] %q%u@%d ' \
     -c log_connections=on -c log_disconnections=on \
     "$@"
