@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole FlowForge stack in containers, on one host.
 #   scripts/stack.sh up       install/start the engine if needed, build, start, wait until healthy
+#   scripts/stack.sh dev      the same, with the Rust services running binaries built on this host
+#   scripts/stack.sh reload   after a code change (dev): rebuild those binaries, restart their containers
 #   scripts/stack.sh down     stop and remove the containers (data volume kept; --purge drops it)
 #   scripts/stack.sh status   what runs, and its health
 #   scripts/stack.sh logs [SERVICE]
@@ -28,6 +30,13 @@ ensure_engine() {
     for _ in $(seq 60); do docker info >/dev/null 2>&1 && return; sleep 1; done
     echo "dockerd did not start; see /var/log/flowforge-dockerd.log" >&2
     exit 1
+}
+
+# Dev mode: binaries built on this host (compose.dev.yaml); the same build `cargo test`
+# uses, so it is usually incremental.
+dev_build() {
+    log "building the Rust services on this host (debug)"
+    cargo build --locked -p flowforge-api -p flowforge-worker -p flowforge-web -p flowforge-cli --bins
 }
 
 compose() {
@@ -106,17 +115,25 @@ wait_healthy() {
     return 1
 }
 
-case "${1:-}" in
-up)
-    started=$SECONDS
+up_and_wait() {
+    local started=$SECONDS
     ensure_engine
     build
+    [ "${1:-}" = dev ] && dev_build
     deploy/compose/init-secrets.sh secrets >/dev/null
     log "starting the stack"
     compose up -d --no-build --remove-orphans
     isolate_internal_networks
     wait_healthy 180
     log "all services healthy in $((SECONDS - started)) s"
+}
+
+case "${1:-}" in
+dev | reload) export COMPOSE_FILE=compose.yaml:compose.dev.yaml ;;
+esac
+case "${1:-}" in
+up | dev)
+    up_and_wait "$1"
     cat <<MSG
 
 FlowForge is up: https://localhost:${FLOWFORGE_HTTPS_PORT:-8443}
@@ -127,15 +144,29 @@ Prometheus / Alertmanager: https://localhost:${FLOWFORGE_HTTPS_PORT:-8443}/prome
 Status / logs / stop:    scripts/stack.sh status | logs [service] | down
 MSG
     ;;
+reload)
+    dev_build
+    compose restart migrate api worker web
+    wait_healthy 120
+    log "reloaded"
+    ;;
 down)
-    if [ "${2:-}" = --purge ]; then compose down --volumes; else compose down; fi
+    args=(down --remove-orphans)
+    [ "${2:-}" = --purge ] && args+=(--volumes)
+    # Docker 20.10 can refuse to remove a network while a just-removed container is still
+    # detaching from it ("has active endpoints"); a second pass succeeds.
+    for attempt in 1 2 3; do
+        compose "${args[@]}" && break
+        [ "$attempt" -lt 3 ] || exit 1
+        sleep 2
+    done
     release_isolation
     ;;
 status) compose ps ;;
 logs) shift; compose logs -f --tail=100 "$@" ;;
 token) compose run --rm -T migrate token create --user admin --role admin ;;
 *)
-    sed -n '2,8p' "$0" >&2
+    sed -n '2,10p' "$0" >&2
     exit 2
     ;;
 esac

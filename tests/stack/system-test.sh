@@ -34,11 +34,54 @@ started=$SECONDS
 scripts/stack.sh up >/tmp/ffsystest-up.log 2>&1 || { cat /tmp/ffsystest-up.log; exit 1; }
 ok "stack up and healthy in $((SECONDS - started)) s"
 TOKEN=$(scripts/stack.sh token 2>/dev/null | tail -n 1)
+OPERATOR="operator:$(cat secrets/operator_password)"
+
+# --- the images ------------------------------------------------------------------------
+images=$(docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E "^flowforge-[a-z-]+:${FLOWFORGE_TAG:-dev}$" | sort)
+echo "images:"
+for image in $images; do
+    printf '  %-36s %6.1f MB\n' "$image" "$(docker image inspect -f '{{.Size}}' "$image" | awk '{ print $1 / 1e6 }')"
+done
+small_rust_images() {
+    local image size
+    for image in api worker web migrate; do
+        size=$(docker image inspect -f '{{.Size}}' "flowforge-$image:${FLOWFORGE_TAG:-dev}")
+        [ "$size" -lt 20000000 ] || { echo "  flowforge-$image is $size bytes"; return 1; }
+    done
+}
+check "Rust service images under 20 MB" small_rust_images
+labelled() {
+    local image
+    for image in $images; do
+        [ -n "$(docker image inspect -f '{{index .Config.Labels "org.opencontainers.image.title"}}' "$image")" ] ||
+            { echo "  $image has no OCI title label"; return 1; }
+    done
+}
+check "every image carries OCI labels" labelled
+# No generated secret appears in any image layer or container configuration.
+secrets_leak() {
+    local value image c values
+    mapfile -t values < <(cat secrets/*password* secrets/webhook_signing_key)
+    for value in "${values[@]}"; do
+        for image in $images; do
+            docker history --no-trunc "$image" | grep -qF "$value" && { echo "  secret in $image history"; return 0; }
+        done
+        for c in $(docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"); do
+            docker inspect -f '{{.Config.Env}} {{.Config.Cmd}}' "$c" | grep -qF "$value" &&
+                { echo "  secret in the environment of $c"; return 0; }
+        done
+    done
+    return 1
+}
+no_secret_leaks() { ! secrets_leak; }
+check "no secret in any image history or container environment" no_secret_leaks
 
 # --- every container: non-root, read-only root, no capabilities --------------------
 hardened() {
     local c user ro caps uids
     for c in $(docker ps -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"); do
+        [ "$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{end}}' "$c")" = healthy ] ||
+            { echo "  $(docker inspect -f '{{.Name}}' "$c") has no passing health check"; return 1; }
         user=$(docker inspect -f '{{.Config.User}}' "$c")
         ro=$(docker inspect -f '{{.HostConfig.ReadonlyRootfs}}' "$c")
         caps=$(docker inspect -f '{{.HostConfig.CapDrop}}' "$c")
@@ -51,7 +94,7 @@ hardened() {
         if grep -qx 0 <<<"$uids"; then echo "  $c has a root process"; return 1; fi
     done
 }
-check "every container non-root, read-only, all capabilities dropped" hardened
+check "every container healthy, non-root, read-only, all capabilities dropped" hardened
 
 # --- a task over HTTPS through the proxy, completed by a worker ----------------------
 redirect=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "http://localhost:$FLOWFORGE_HTTP_PORT/tasks")
@@ -61,6 +104,23 @@ id=$(api -H 'Content-Type: application/json' -d '{"title":"system test","kind":"
 completed() { [ "$(status_of "$id")" = completed ]; }
 check "task $id created over HTTPS is completed by a worker" wait_for 30 completed
 check "metrics are not exposed through the proxy" [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert secrets/ca.pem "$base/metrics")" = 404 ]
+web_page() {
+    local headers
+    headers=$(curl -sS --max-time 10 --cacert secrets/ca.pem -D - -o /tmp/ffsystest-page.html "$base/")
+    grep -qi '^content-security-policy: default-src' <<<"$headers" && grep -qi '^strict-transport-security' <<<"$headers" &&
+        grep -q '<title>FlowForge</title>' /tmp/ffsystest-page.html
+}
+check "the web UI is served at / with CSP and HSTS" web_page
+promql() {
+    curl -sS --max-time 10 --cacert secrets/ca.pem -u "$OPERATOR" "$base/prometheus/api/v1/query" \
+        --data-urlencode "query=$1" | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "")'
+}
+check "Prometheus asks for the operator password" \
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert secrets/ca.pem "$base/prometheus/graph")" = 401 ]
+completed_in_prometheus() { [ "$(promql 'sum(tasks_completed_total{kind="echo"})')" = 1 ]; }
+check "Prometheus shows the completed task (tasks_completed_total{kind=\"echo\"} = 1)" wait_for 30 completed_in_prometheus
+all_targets_up() { [ "$(promql 'count(up == 1)')" = "$(promql 'count(up)')" ] && [ "$(promql 'count(up)')" -ge 9 ]; }
+check "Prometheus scrapes every target: $(promql 'count(up == 1)') of $(promql 'count(up)') up" wait_for 30 all_targets_up
 
 # --- kill -9 an api replica during a stream of requests ------------------------------
 victim=$(container api 1)
@@ -116,13 +176,44 @@ reach() { docker run --rm --network "${COMPOSE_PROJECT_NAME}_$1" debian:bookworm
 check "from the edge network the proxy answers (control)" reach edge
 data_blocked() { ! reach data; }
 check "from the data network nothing on another network answers" data_blocked
+# The host itself: its main address and the data network's own gateway, at the published
+# HTTPS port. Reachable from the edge network (control); dropped from the data network.
+host_ip=$(ip -4 route get 1.1.1.1 | awk '{ for (i = 1; i < NF; i++) if ($i == "src") print $(i + 1) }')
+gateway=$(docker network inspect -f '{{(index .IPAM.Config 0).Gateway}}' "${COMPOSE_PROJECT_NAME}_data")
+reach_host() { docker run --rm --network "${COMPOSE_PROJECT_NAME}_$1" debian:bookworm-slim \
+    timeout 3 bash -c "exec 3<>/dev/tcp/$2/$FLOWFORGE_HTTPS_PORT" >/dev/null 2>&1; }
+check "from the edge network the host's published port answers (control)" reach_host edge "$host_ip"
+host_blocked() { ! reach_host data "$host_ip" && ! reach_host data "$gateway"; }
+check "from the data network the host ($host_ip, gateway $gateway) does not answer" host_blocked
+
+# --- the dev override: host-built binaries, reload after a change ---------------------
+scripts/stack.sh down --purge >/dev/null 2>&1
+dev_up() { scripts/stack.sh dev >/tmp/ffsystest-dev.log 2>&1 || { tail -20 /tmp/ffsystest-dev.log; return 1; }; }
+check "dev override: the stack comes up healthy" dev_up
+api_container=$(container api 1)
+check "dev override: the api runs the host-built binary" \
+    [ "$(docker inspect -f '{{.Path}}' "$api_container")" = /opt/flowforge/api ]
+before=$(docker inspect -f '{{.State.StartedAt}}' "$api_container")
+touch crates/api/src/lib.rs
+started=$SECONDS
+reloaded() {
+    scripts/stack.sh reload >/tmp/ffsystest-reload.log 2>&1 || { tail -20 /tmp/ffsystest-reload.log; return 1; }
+    [ "$(docker inspect -f '{{.State.StartedAt}}' "$api_container")" != "$before" ]
+}
+check "dev override: reload rebuilds and restarts the api" reloaded
+echo "     reload took $((SECONDS - started)) s"
+TOKEN=$(scripts/stack.sh token 2>/dev/null | tail -n 1)
+id=$(api -H 'Content-Type: application/json' -d '{"title":"dev","kind":"noop"}' "$base/tasks" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])')
+check "dev override: a task through HTTPS is completed after the reload" wait_for 30 completed
 
 # --- teardown ------------------------------------------------------------------------
 scripts/stack.sh down --purge >/dev/null 2>&1
 leftovers=$(docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" | wc -l)
 leftovers=$((leftovers + $(docker network ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" | wc -l)))
 leftovers=$((leftovers + $(docker volume ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" | wc -l)))
-check "teardown leaves no container, network or volume ($leftovers left)" [ "$leftovers" -eq 0 ]
+leftovers=$((leftovers + $(iptables -S INPUT | grep -c "flowforge:$COMPOSE_PROJECT_NAME" || true)))
+check "teardown leaves no container, network, volume or firewall rule ($leftovers left)" [ "$leftovers" -eq 0 ]
 
 echo "system: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
