@@ -75,6 +75,29 @@ secrets_leak() {
 }
 no_secret_leaks() { ! secrets_leak; }
 check "no secret in any image history or container environment" no_secret_leaks
+# The Rust and Go images have no shell and no package manager: nothing to exec into.
+shell_free() {
+    local image c files
+    for image in api worker web migrate prometheus alertmanager postgres-exporter redis-exporter; do
+        c=$(docker create "flowforge-$image:${FLOWFORGE_TAG:-dev}")
+        files=$(docker export "$c" | tar -t)
+        docker rm "$c" >/dev/null
+        if grep -qE '^(usr/)?bin/(sh|bash|dash|busybox)$|^(usr/)?bin/(apt|apt-get|dpkg)$' <<<"$files"; then
+            echo "  flowforge-$image has a shell or package manager"
+            return 1
+        fi
+    done
+}
+check "no shell or package manager in the Rust and Go images" shell_free
+# A bad configuration stops a service at once, with every problem named (prod profile:
+# the database URL must ask for TLS; the worker count must be a number).
+fail_fast() {
+    local out code=0
+    out=$(docker run --rm -e FLOWFORGE_DATABASE_URL=postgres://u:p@db/x -e FLOWFORGE_WORKER_CONCURRENCY=many \
+        "flowforge-worker:${FLOWFORGE_TAG:-dev}" 2>&1) || code=$?
+    [ "$code" -eq 2 ] && grep -q sslmode <<<"$out" && grep -q FLOWFORGE_WORKER_CONCURRENCY <<<"$out"
+}
+check "a misconfigured service exits 2 at start, naming every problem" fail_fast
 
 # --- every container: non-root, read-only root, no capabilities --------------------
 hardened() {
