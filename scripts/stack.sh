@@ -59,17 +59,17 @@ build() {
     local docker tag=${FLOWFORGE_TAG:-dev} revision
     docker=$(buildkit_docker)
     revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-    export DOCKER_BUILDKIT=1
+    export DOCKER_BUILDKIT=1 DOCKER_BUILD_CLI="$docker"
     deploy/images/base-images.sh >/dev/null
     log "compiling the Rust services (cached after the first time)"
     "$docker" build -q --secret id=host_ca,src="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" \
         -f deploy/images/build/Dockerfile -t flowforge-build:latest . >/dev/null
     "$docker" build -q -t flowforge-runtime:latest deploy/images/runtime >/dev/null
-    for image in api worker web migrate; do
+    for image in api worker web cli; do
         "$docker" build -q --build-arg VERSION="$tag" --build-arg REVISION="$revision" \
             -f "deploy/images/$image/Dockerfile" -t "flowforge-$image:$tag" . >/dev/null
     done
-    for image in postgres redis proxy prometheus alertmanager postgres-exporter redis-exporter; do
+    for image in postgres redis proxy prometheus alertmanager postgres-exporter redis-exporter node-exporter; do
         "$docker" build -q --build-arg VERSION="$tag" --build-arg REVISION="$revision" \
             -t "flowforge-$image:$tag" "deploy/images/$image" >/dev/null
     done

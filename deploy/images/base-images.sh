@@ -43,7 +43,9 @@ ENV RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo \\
     PATH=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 RUN mkdir -p /usr/local/cargo/bin && rustc --version && cargo --version
 DOCKERFILE
-    docker build -q -t "$RUST_IMAGE" "$work/rust" >/dev/null
+    # DOCKER_BUILD_CLI: a CLI that can build with the caller's DOCKER_BUILDKIT setting
+    # (scripts/stack.sh passes Debian's 20.10 CLI when the default one lacks buildx).
+    "${DOCKER_BUILD_CLI:-docker}" build -q -t "$RUST_IMAGE" "$work/rust" >/dev/null
 fi
 
 docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E "^(${DEBIAN_IMAGE}|${RUST_IMAGE})  "
