@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole FlowForge stack in containers, on one host.
 #   scripts/stack.sh up       install/start the engine if needed, build, start, wait until healthy
-#   scripts/stack.sh dev      the same, with the Rust services running binaries built on this host
+#   scripts/stack.sh build    only build the images (base images too, if missing)
+#   scripts/stack.sh dev      the same as up, with the Rust services running binaries built on this host
 #   scripts/stack.sh reload   after a code change (dev): rebuild those binaries, restart their containers
 #   scripts/stack.sh down     stop and remove the containers (data volume kept; --purge drops it)
 #   scripts/stack.sh status   what runs, and its health
@@ -144,6 +145,10 @@ Prometheus / Alertmanager: https://localhost:${FLOWFORGE_HTTPS_PORT:-8443}/prome
 Status / logs / stop:    scripts/stack.sh status | logs [service] | down
 MSG
     ;;
+build)
+    ensure_engine
+    build
+    ;;
 reload)
     dev_build
     compose restart migrate api worker web
@@ -166,7 +171,7 @@ status) compose ps ;;
 logs) shift; compose logs -f --tail=100 "$@" ;;
 token) compose run --rm -T migrate token create --user admin --role admin ;;
 *)
-    sed -n '2,10p' "$0" >&2
+    sed -n '2,11p' "$0" >&2
     exit 2
     ;;
 esac

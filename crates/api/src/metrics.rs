@@ -1,3 +1,4 @@
+use flowforge_queue::DepthGauges;
 use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
 
 /// The api service's Prometheus metrics.
@@ -9,6 +10,8 @@ pub struct ApiMetrics {
     pub cache_requests: IntCounterVec,
     pub rate_limited: IntCounter,
     pub redis_errors: IntCounter,
+    /// The backlog, read from the database like the workers do, so it is visible with none.
+    pub depth: DepthGauges,
 }
 
 impl ApiMetrics {
@@ -31,6 +34,7 @@ impl ApiMetrics {
             )?,
             rate_limited: IntCounter::new("rate_limited_requests_total", "Requests refused by the rate limit")?,
             redis_errors: IntCounter::new("redis_errors_total", "Redis commands that failed or timed out")?,
+            depth: DepthGauges::new(&registry)?,
             registry,
         };
         m.registry.register(Box::new(m.http_requests.clone()))?;

@@ -40,6 +40,12 @@ impl Application {
         tracing::info!(addr = %self.local_addr(), profile = %state.settings.profile, "api listening");
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let cache_recovery = tokio::spawn(settle_cache(state.clone()));
+        let depth_stop = tokio_util::sync::CancellationToken::new();
+        let depth = tokio::spawn(state.metrics.depth.clone().refresh(
+            state.queue.clone(),
+            QUEUE_DEPTH_EVERY,
+            depth_stop.clone(),
+        ));
         let drain_state = state.clone();
         let result = axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
@@ -52,11 +58,16 @@ impl Application {
             .await;
         housekeeping.abort();
         cache_recovery.abort();
+        depth_stop.cancel();
+        let _ = depth.await;
         state.db.close().await;
         tracing::info!("api stopped");
         result
     }
 }
+
+/// How often the queue-depth gauges are read from the database.
+const QUEUE_DEPTH_EVERY: Duration = Duration::from_secs(5);
 
 /// How often expired idempotency keys and old audit records are deleted. Every replica
 /// runs it; the deletes are idempotent.

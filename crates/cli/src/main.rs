@@ -1,8 +1,10 @@
 //! `flowforge`: operate a FlowForge deployment.
 
+mod alert_receiver;
 mod bench;
 mod check;
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +46,13 @@ enum Command {
     },
     /// Benchmark the queue: enqueue and burn down no-op tasks, then measure enqueue→start latency.
     Bench(bench::BenchArgs),
+    /// Serve the stack's Alertmanager webhook receiver (records what it gets).
+    AlertReceiver(alert_receiver::ReceiverArgs),
+    /// Exit 0 if the HTTP service at IP:PORT answers /health (a HEALTHCHECK without a shell).
+    Healthcheck {
+        #[arg(long, default_value = "127.0.0.1:9095")]
+        addr: SocketAddr,
+    },
 }
 
 #[derive(Subcommand)]
@@ -116,6 +125,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             flowforge_api::migrate(&db).await?;
             bench::run(db, args).await?;
         }
+        Command::AlertReceiver(args) => {
+            let mut source = Source::from_env();
+            let log = TelemetrySettings::from_source(&mut source);
+            source.finish()?;
+            telemetry::init("alert-receiver", &log);
+            alert_receiver::run(args).await?;
+        }
+        Command::Healthcheck { addr } => return Ok(flowforge_platform::probe::exit_code(addr)),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -144,3 +144,56 @@ async fn bench_prints_throughput_and_latency_and_cleans_up() {
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks").fetch_one(&db.pool).await.unwrap();
     assert_eq!(left, 0, "bench tasks are removed afterwards");
 }
+
+/// Kills the child process when the test ends, pass or fail.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn alert_receiver_records_what_alertmanager_sends() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let _receiver = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_flowforge"))
+            .args(["alert-receiver", "--listen", &addr])
+            .env("FLOWFORGE_LOG", "warn")
+            .spawn()
+            .expect("start the receiver"),
+    );
+    let healthy = || flowforge(&["healthcheck", "--addr", &addr], &[]).status.success();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !healthy() {
+        assert!(std::time::Instant::now() < deadline, "receiver never became healthy");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let client = reqwest::Client::new();
+    let notification = serde_json::json!({
+        "version": "4", "status": "firing", "receiver": "operators",
+        "groupLabels": { "alertname": "QueueBacklog" },
+        "alerts": [{ "status": "firing", "labels": { "alertname": "QueueBacklog", "severity": "warning" },
+                     "annotations": { "summary": "150 tasks are due" } }]
+    });
+    let sent = client.post(format!("http://{addr}/alerts")).json(&notification).send().await.unwrap();
+    assert_eq!(sent.status(), 200);
+    let not_alertmanager =
+        client.post(format!("http://{addr}/alerts")).json(&serde_json::json!({"x": 1})).send().await.unwrap();
+    assert_eq!(not_alertmanager.status(), 422);
+    let garbage = client
+        .post(format!("http://{addr}/alerts"))
+        .body("{")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(garbage.status(), 400);
+
+    let received: Vec<Value> = client.get(format!("http://{addr}/alerts")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(received, vec![notification], "exactly the valid notification is kept");
+}

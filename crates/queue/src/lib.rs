@@ -19,7 +19,7 @@ mod worker;
 
 pub use backoff::Backoff;
 pub use handler::{Handler, HandlerError, Registry, TaskContext};
-pub use metrics::QueueMetrics;
+pub use metrics::{DepthGauges, QueueMetrics};
 pub use model::{ClaimedTask, NewTask, Task, TaskStatus, TASK_COLUMNS};
 pub use store::{CancelOutcome, Outcome, Queue, QueueDepth, RetryOutcome};
 pub use worker::{Worker, WorkerConfig};

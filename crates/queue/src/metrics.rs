@@ -1,6 +1,11 @@
+use std::time::Duration;
+
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{Queue, QueueDepth};
 
 /// The queue engine's Prometheus metrics, registered into the service's registry.
 #[derive(Clone)]
@@ -19,8 +24,51 @@ pub struct QueueMetrics {
     pub stale_outcomes: IntCounter,
     pub panics: IntCounter,
     pub in_flight: IntGauge,
+    pub depth: DepthGauges,
+}
+
+/// How much work is waiting, read from the database: exported by every worker and api
+/// replica, so the backlog stays visible when no worker runs.
+#[derive(Clone)]
+pub struct DepthGauges {
     pub queue_depth: IntGauge,
     pub tasks_by_status: IntGaugeVec,
+}
+
+impl DepthGauges {
+    pub fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let g = DepthGauges {
+            queue_depth: IntGauge::new("queue_depth", "Pending tasks that are due now")?,
+            tasks_by_status: IntGaugeVec::new(
+                Opts::new("queue_tasks", "Tasks waiting or running, by state (scheduled = pending, not yet due)"),
+                &["state"],
+            )?,
+        };
+        registry.register(Box::new(g.queue_depth.clone()))?;
+        registry.register(Box::new(g.tasks_by_status.clone()))?;
+        Ok(g)
+    }
+
+    pub fn set(&self, d: &QueueDepth) {
+        self.queue_depth.set(d.ready);
+        self.tasks_by_status.with_label_values(&["ready"]).set(d.ready);
+        self.tasks_by_status.with_label_values(&["scheduled"]).set(d.scheduled);
+        self.tasks_by_status.with_label_values(&["running"]).set(d.running);
+    }
+
+    /// Refreshes the gauges every `interval` until `close` is cancelled.
+    pub async fn refresh(self, queue: Queue, interval: Duration, close: CancellationToken) {
+        loop {
+            match queue.depth().await {
+                Ok(d) => self.set(&d),
+                Err(e) => tracing::debug!(error = %e, "queue depth unavailable"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = close.cancelled() => return,
+            }
+        }
+    }
 }
 
 impl QueueMetrics {
@@ -64,11 +112,7 @@ impl QueueMetrics {
             )?,
             panics: IntCounter::new("task_handler_panics_total", "Handler panics caught")?,
             in_flight: IntGauge::new("tasks_in_flight", "Tasks running in this worker now")?,
-            queue_depth: IntGauge::new("queue_depth", "Pending tasks that are due now")?,
-            tasks_by_status: IntGaugeVec::new(
-                Opts::new("queue_tasks", "Tasks waiting or running, by state (scheduled = pending, not yet due)"),
-                &["state"],
-            )?,
+            depth: DepthGauges::new(registry)?,
         };
         registry.register(Box::new(m.outcomes.clone()))?;
         registry.register(Box::new(m.completed.clone()))?;
@@ -82,8 +126,6 @@ impl QueueMetrics {
         registry.register(Box::new(m.stale_outcomes.clone()))?;
         registry.register(Box::new(m.panics.clone()))?;
         registry.register(Box::new(m.in_flight.clone()))?;
-        registry.register(Box::new(m.queue_depth.clone()))?;
-        registry.register(Box::new(m.tasks_by_status.clone()))?;
         Ok(m)
     }
 

@@ -181,7 +181,11 @@ impl Worker {
         loops.spawn(listen(shared.clone(), background.clone()));
         loops.spawn(heartbeat(shared.clone(), background.clone()));
         loops.spawn(rescue(shared.clone(), background.clone()));
-        loops.spawn(gauge_depth(shared.clone(), background.clone()));
+        loops.spawn(shared.metrics.depth.clone().refresh(
+            shared.queue.clone(),
+            shared.config.depth_interval,
+            background.clone(),
+        ));
         if shared.config.retention.is_some() {
             loops.spawn(retention(shared.clone(), background.clone()));
         }
@@ -556,25 +560,6 @@ async fn rescue(shared: Arc<Shared>, close: CancellationToken) {
                 shared.metrics.lease_expiries.inc_by(rescued.len() as u64);
             }
             Err(e) => warn!(error = %e, "lease rescue failed"),
-        }
-    }
-}
-
-async fn gauge_depth(shared: Arc<Shared>, close: CancellationToken) {
-    loop {
-        match shared.queue.depth().await {
-            Ok(d) => {
-                let m = &shared.metrics;
-                m.queue_depth.set(d.ready);
-                m.tasks_by_status.with_label_values(&["ready"]).set(d.ready);
-                m.tasks_by_status.with_label_values(&["scheduled"]).set(d.scheduled);
-                m.tasks_by_status.with_label_values(&["running"]).set(d.running);
-            }
-            Err(e) => debug!(error = %e, "queue depth unavailable"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(shared.config.depth_interval) => {}
-            _ = close.cancelled() => return,
         }
     }
 }
