@@ -7,6 +7,7 @@
 #   scripts/stack.sh down     stop and remove the containers (data volume kept; --purge drops it)
 #   scripts/stack.sh status   what runs, and its health
 #   scripts/stack.sh logs [SERVICE]
+#   scripts/stack.sh search ID  every stored log line, of every service, with this request or trace id
 #   scripts/stack.sh token    create an admin API token (printed once)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,7 +71,8 @@ build() {
         "$docker" build -q --build-arg VERSION="$tag" --build-arg REVISION="$revision" \
             -f "deploy/images/$image/Dockerfile" -t "flowforge-$image:$tag" . >/dev/null
     done
-    for image in postgres redis proxy prometheus alertmanager postgres-exporter redis-exporter node-exporter; do
+    for image in postgres redis proxy prometheus alertmanager postgres-exporter redis-exporter node-exporter \
+        log-collector; do
         "$docker" build -q --build-arg VERSION="$tag" --build-arg REVISION="$revision" \
             -t "flowforge-$image:$tag" "deploy/images/$image" >/dev/null
     done
@@ -156,22 +158,43 @@ reload)
     log "reloaded"
     ;;
 down)
+    purge=false
+    [ "${2:-}" = --purge ] && purge=true
     args=(down --remove-orphans)
-    [ "${2:-}" = --purge ] && args+=(--volumes)
-    # Docker 20.10 can refuse to remove a network while a just-removed container is still
-    # detaching from it ("has active endpoints"); a second pass succeeds.
-    for attempt in 1 2 3; do
+    $purge && args+=(--volumes)
+    # Docker 20.10 sometimes keeps a stale endpoint on a network after its containers are
+    # gone (moby/moby#43286): the network then can't be removed until dockerd restarts.
+    # Retry, then say so; the containers, volumes and firewall rules still go.
+    for _ in 1 2 3; do
         compose "${args[@]}" && break
-        [ "$attempt" -lt 3 ] || exit 1
         sleep 2
+    done
+    project=label=com.docker.compose.project=$COMPOSE_PROJECT_NAME
+    if $purge; then
+        docker volume ls -q --filter "$project" | xargs -r docker volume rm >/dev/null
+    fi
+    for net in $(docker network ls -q --filter "$project"); do
+        if [ -n "$(docker network inspect -f '{{range .Containers}}{{.Name}} {{end}}' "$net")" ]; then
+            echo "network $net still has containers attached" >&2
+            exit 1
+        fi
+        log "warning: Docker kept network $(docker network inspect -f '{{.Name}}' "$net") with a stale endpoint" \
+            "(moby/moby#43286); the next 'up' reuses it, a dockerd restart removes it"
     done
     release_isolation
     ;;
 status) compose ps ;;
 logs) shift; compose logs -f --tail=100 "$@" ;;
+search)
+    [ -n "${2:-}" ] || { echo "usage: scripts/stack.sh search REQUEST_OR_TRACE_ID" >&2; exit 2; }
+    # Day files in date order, so the lines come out in time order. ($1 expands in the
+    # container's shell, not here.)
+    # shellcheck disable=SC2016
+    compose exec -T log-collector sh -c 'grep -hF -- "$1" /var/log/flowforge/*.jsonl' search "$2"
+    ;;
 token) compose run --rm -T migrate token create --user admin --role admin ;;
 *)
-    sed -n '2,11p' "$0" >&2
+    sed -n '2,12p' "$0" >&2
     exit 2
     ;;
 esac

@@ -286,8 +286,17 @@ fn start(shared: &Arc<Shared>, handlers: &TaskTracker, task: ClaimedTask, permit
         async move {
             let _permit = permit;
             let (id, token, kind) = (task.id, task.lease_token, task.kind.clone());
+            let started = std::time::Instant::now();
             let outcome = execute(&shared, task, cancel, &reason).await;
             shared.metrics.in_flight.dec();
+            // One line per attempt, in the task's span (task, request and trace ids): what
+            // lets an operator follow a request from the proxy to the worker. Silence it
+            // with FLOWFORGE_LOG=info,flowforge_queue::worker=warn at very high rates.
+            let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+            match &outcome {
+                Some(o) => info!(outcome = o.label(), elapsed_ms, "attempt finished"),
+                None => info!(outcome = "lease lost", elapsed_ms, "attempt finished"),
+            }
             match outcome {
                 // Stays in the running map (heartbeated) until the completer has written it.
                 Some(outcome) => {
