@@ -6,6 +6,7 @@ pub mod config;
 pub mod db;
 pub mod metrics;
 pub mod probe;
+pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 

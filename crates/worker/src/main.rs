@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use flowforge_platform::probe;
-use flowforge_platform::{shutdown, telemetry};
+use flowforge_platform::{service, shutdown};
 use flowforge_worker::{WorkerApp, WorkerSettings};
 
 /// FlowForge worker: runs queued tasks. Configured through FLOWFORGE_* variables.
@@ -21,42 +21,17 @@ enum Command {
     Healthcheck,
 }
 
-/// Exit code of a configuration error, distinct from a runtime failure (1).
-const CONFIG_ERROR: u8 = 2;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match WorkerSettings::from_env() {
+    let settings = match service::settings_or_exit(WorkerSettings::from_env()) {
         Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(CONFIG_ERROR);
-        }
+        Err(code) => return code,
     };
     match cli.command.unwrap_or(Command::Run) {
-        Command::Run => run(settings),
         Command::Healthcheck => probe::exit_code(settings.metrics_addr),
-    }
-}
-
-fn run(settings: WorkerSettings) -> ExitCode {
-    telemetry::init("worker", &settings.telemetry);
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
-            return ExitCode::FAILURE;
-        }
-    };
-    let outcome = runtime.block_on(async {
-        let app = WorkerApp::build(settings).await?;
-        app.run_until_stopped(shutdown::token_on_signal()).await
-    });
-    match outcome {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "worker failed");
-            ExitCode::FAILURE
-        }
+        Command::Run => service::run("worker", &settings.telemetry.clone(), async {
+            let app = WorkerApp::build(settings).await?;
+            app.run_until_stopped(shutdown::token_on_signal()).await
+        }),
     }
 }
