@@ -224,6 +224,24 @@ kill -9 "$(docker inspect -f '{{.State.Pid}}' "$worker")"
 all_done() { local t; for t in "${ids[@]}"; do [ "$(status_of "$t")" = completed ] || return 1; done; }
 check "every task completed after kill -9 of its worker (lease rescue)" wait_for 90 all_done
 
+# --- every alert rule is unit-tested ------------------------------------------------
+# promtool from the Prometheus image's build stage runs deploy/images/prometheus/tests;
+# every alert in the rules must appear there.
+rules_tested() {
+    local cli alert names missing=0
+    cli=$(if docker buildx version >/dev/null 2>&1; then echo docker; else echo /usr/bin/docker; fi)
+    DOCKER_BUILDKIT=1 "$cli" build -q --target pkg -t ffsystest-promtool:latest deploy/images/prometheus >/dev/null
+    docker run --rm -v "$PWD/deploy/images/prometheus:/p:ro" -w /p/tests --entrypoint promtool \
+        ffsystest-promtool:latest test rules alerts.test.yml | tail -n 2
+    mapfile -t names < <(grep -ho 'alert: [A-Za-z]*' deploy/images/prometheus/rules/*.yml | cut -d' ' -f2)
+    for alert in "${names[@]}"; do
+        grep -q "alertname: $alert\$" deploy/images/prometheus/tests/alerts.test.yml || { echo "  $alert has no test"; missing=1; }
+    done
+    return $missing
+}
+alerts=$(grep -ho 'alert: [A-Za-z]*' deploy/images/prometheus/rules/*.yml | wc -l)
+check "all $alerts alert rules pass their promtool unit tests" rules_tested
+
 # --- every dashboard panel's query returns data ---------------------------------------
 # A task that fails once, is retried, fails again and is dead-lettered; a completed task
 # read twice (the second read is a cache hit): the series the queue and cache panels show.

@@ -88,6 +88,7 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
     let trace_id = req.extensions().get::<TraceId>().map(|t| t.0.clone()).unwrap_or_default();
     let span = tracing::info_span!("request", %request_id, %trace_id, method = %method, route = %route);
+    flowforge_queue::trace::continue_trace(&span, &trace_id);
     let response = next.run(req).instrument(span.clone()).await;
     let status = response.status().as_u16();
     let elapsed = started.elapsed();

@@ -31,12 +31,15 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(app) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "{service} failed");
-            ExitCode::FAILURE
-        }
+    let outcome = runtime.block_on(app);
+    if let Err(e) = &outcome {
+        tracing::error!(error = format!("{e:#}"), "{service} failed");
+    }
+    telemetry::flush();
+    if outcome.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -1,8 +1,15 @@
 //! One telemetry set-up for every binary: structured logs through `tracing`, JSON in
 //! staging/prod (one object per line, what log shippers expect), human-readable in dev.
-//! Panics are logged through the same pipeline so they stay machine-readable.
+//! Panics are logged through the same pipeline so they stay machine-readable. With
+//! `FLOWFORGE_OTLP_ENDPOINT` set, spans are also exported over OTLP/HTTP (protobuf).
 
 use std::str::FromStr;
+use std::sync::OnceLock;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
 
 use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter};
 
@@ -29,6 +36,9 @@ impl FromStr for LogFormat {
 pub struct TelemetrySettings {
     pub format: LogFormat,
     pub filter: String,
+    /// Base URL of an OTLP/HTTP collector (`http://collector:4318`); spans are exported
+    /// only when set.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl TelemetrySettings {
@@ -39,7 +49,18 @@ impl TelemetrySettings {
         if let Err(e) = EnvFilter::try_new(&filter) {
             s.problem(format!("FLOWFORGE_LOG: {e}"));
         }
-        TelemetrySettings { format, filter }
+        let otlp: String = s.parse_or("OTLP_ENDPOINT", String::new());
+        let otlp_endpoint = match otlp.trim() {
+            "" => None,
+            url if url.starts_with("http://") => Some(url.trim_end_matches('/').to_string()),
+            url => {
+                s.problem(format!(
+                    "FLOWFORGE_OTLP_ENDPOINT must be an http:// URL of an OTLP/HTTP collector, not {url:?}"
+                ));
+                None
+            }
+        };
+        TelemetrySettings { format, filter, otlp_endpoint }
     }
 }
 
@@ -47,7 +68,15 @@ impl TelemetrySettings {
 /// (later calls are ignored), which tests rely on.
 pub fn init(service: &'static str, settings: &TelemetrySettings) {
     let filter = EnvFilter::try_new(&settings.filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let provider = settings.otlp_endpoint.as_deref().and_then(|endpoint| match otlp_provider(service, endpoint) {
+        Ok(provider) => Some(provider),
+        Err(e) => {
+            eprintln!("OTLP export to {endpoint} disabled: {e}");
+            None
+        }
+    });
+    let spans = provider.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
+    let registry = tracing_subscriber::registry().with(filter).with(spans);
     let installed = match settings.format {
         LogFormat::Json => registry
             .with(
@@ -59,6 +88,9 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) {
             .try_init(),
     };
     if installed.is_ok() {
+        if let Some(provider) = provider {
+            let _ = PROVIDER.set(provider);
+        }
         std::panic::set_hook(Box::new(move |info| {
             let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
             let message = info
@@ -69,5 +101,29 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) {
                 .unwrap_or_else(|| "non-string panic payload".into());
             tracing::error!(service, panic = %message, %location, "panic");
         }));
+    }
+}
+
+/// The span exporter, when OTLP export is on: kept to flush it before the process exits.
+static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+fn otlp_provider(service: &'static str, endpoint: &str) -> anyhow::Result<SdkTracerProvider> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpBinary)
+        .with_endpoint(format!("{endpoint}/v1/traces"))
+        .build()?;
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(Resource::builder().with_service_name(service).build())
+        .build())
+}
+
+/// Sends every span recorded so far (no-op without OTLP export).
+pub fn flush() {
+    if let Some(provider) = PROVIDER.get() {
+        if let Err(e) = provider.force_flush() {
+            eprintln!("OTLP flush failed: {e}");
+        }
     }
 }

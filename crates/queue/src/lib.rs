@@ -15,6 +15,7 @@ mod handler;
 mod metrics;
 mod model;
 mod store;
+pub mod trace;
 mod worker;
 
 pub use backoff::Backoff;

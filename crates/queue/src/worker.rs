@@ -281,6 +281,9 @@ fn start(shared: &Arc<Shared>, handlers: &TaskTracker, task: ClaimedTask, permit
     let span = info_span!("task", task_id = task.id, kind = %task.kind, attempt = task.attempts,
                           request_id = task.request_id.as_deref().unwrap_or(""),
                           trace_id = task.trace_id.as_deref().unwrap_or(""));
+    if let Some(trace_id) = task.trace_id.as_deref() {
+        crate::trace::continue_trace(&span, trace_id);
+    }
     let shared = shared.clone();
     handlers.spawn(
         async move {
