@@ -69,6 +69,13 @@ fn hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.as_bytes()).to_vec()
 }
 
+/// 256 random bits, base64url: tokens, session ids, CSRF tokens.
+fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
 /// Checks a user name the way the database does, for a clear error before it.
 pub fn validate_name(name: &str) -> Result<(), String> {
     let ok = (1..=64).contains(&name.len())
@@ -117,9 +124,7 @@ pub async fn ensure_user(db: &PgPool, name: &str, role: Role) -> sqlx::Result<Us
 }
 
 pub async fn issue_token(db: impl sqlx::PgExecutor<'_>, user_id: i64, name: &str) -> sqlx::Result<IssuedToken> {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    let token = format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+    let token = format!("{TOKEN_PREFIX}{}", random_secret());
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO api_tokens (user_id, name, token_hash, prefix) VALUES ($1, $2, $3, $4) RETURNING id",
     )
@@ -145,6 +150,80 @@ pub async fn revoke_token(db: &PgPool, caller: &Caller, token_id: i64) -> sqlx::
     Ok(result.rows_affected() == 1)
 }
 
+/// The browser's session cookie. `__Host-` makes the browser insist on Secure, Path=/ and
+/// no Domain, so no other host or path can plant or read it.
+pub const SESSION_COOKIE: &str = "__Host-flowforge_session";
+
+/// A session just opened: the only time its id exists in plaintext.
+#[derive(Debug, Clone)]
+pub struct OpenedSession {
+    pub id: String,
+    pub csrf_token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What a session cookie resolves to.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub caller: Caller,
+    pub id_hash: Vec<u8>,
+    pub csrf_token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    #[sqlx(flatten)]
+    caller: Caller,
+    csrf_token: String,
+    expires_at: DateTime<Utc>,
+}
+
+/// Opens a session for the caller, tied to the token they signed in with.
+pub async fn open_session(db: &PgPool, caller: &Caller, ttl: std::time::Duration) -> sqlx::Result<OpenedSession> {
+    let id = random_secret();
+    let csrf_token = random_secret();
+    let expires_at: DateTime<Utc> = sqlx::query_scalar(
+        "INSERT INTO sessions (id_hash, token_id, csrf_token, expires_at)
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING expires_at",
+    )
+    .bind(hash(&id))
+    .bind(caller.token_id)
+    .bind(&csrf_token)
+    .bind(ttl.as_secs_f64())
+    .fetch_one(db)
+    .await?;
+    Ok(OpenedSession { id, csrf_token, expires_at })
+}
+
+/// The live session with this id: not expired, and its token neither revoked nor expired.
+pub async fn session(db: &PgPool, id: &str) -> sqlx::Result<Option<Session>> {
+    if id.is_empty() || id.len() > 128 {
+        return Ok(None);
+    }
+    let id_hash = hash(id);
+    let row: Option<SessionRow> = sqlx::query_as(
+        "SELECT u.id AS user_id, t.id AS token_id, u.name, u.role, s.csrf_token, s.expires_at
+         FROM sessions s JOIN api_tokens t ON t.id = s.token_id JOIN users u ON u.id = t.user_id
+         WHERE s.id_hash = $1 AND s.expires_at > now()
+           AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())",
+    )
+    .bind(&id_hash)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| Session { caller: r.caller, id_hash, csrf_token: r.csrf_token, expires_at: r.expires_at }))
+}
+
+pub async fn close_session(db: &PgPool, id_hash: &[u8]) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM sessions WHERE id_hash = $1").bind(id_hash).execute(db).await?;
+    Ok(())
+}
+
+/// Compares secrets in time independent of where they differ.
+pub fn secrets_match(given: &str, expected: &str) -> bool {
+    given.len() == expected.len() && given.bytes().zip(expected.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -153,5 +232,13 @@ mod tests {
         assert!(super::validate_name("").is_err());
         assert!(super::validate_name("a b").is_err());
         assert!(super::validate_name(&"x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(super::secrets_match("abc", "abc"));
+        assert!(!super::secrets_match("abd", "abc"));
+        assert!(!super::secrets_match("ab", "abc"));
+        assert!(!super::secrets_match("", "abc"));
     }
 }

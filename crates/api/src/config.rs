@@ -32,6 +32,10 @@ pub struct ApiSettings {
     pub idempotency_key_ttl: Duration,
     /// How long audit records are kept.
     pub audit_retention: Duration,
+    /// How long a web UI session lasts after signing in.
+    pub session_ttl: Duration,
+    /// Prometheus (with any route prefix), read by the operations view; none turns it off.
+    pub prometheus_url: Option<String>,
 }
 
 impl ApiSettings {
@@ -58,6 +62,15 @@ impl ApiSettings {
         let bulk_max_tasks = s.parse_or("BULK_MAX_TASKS", 1000usize);
         let idempotency_key_ttl = s.duration_or("IDEMPOTENCY_KEY_TTL", Duration::from_secs(24 * 3600));
         let audit_retention = s.duration_or("AUDIT_RETENTION", Duration::from_secs(90 * 24 * 3600));
+        let session_ttl = s.duration_or("SESSION_TTL", Duration::from_secs(8 * 3600));
+        let prometheus_url: Option<String> = s.parse_or("PROMETHEUS_URL", String::new()).into();
+        let prometheus_url = prometheus_url.filter(|u| !u.is_empty());
+        if prometheus_url.as_deref().is_some_and(|u| !u.starts_with("http://") && !u.starts_with("https://")) {
+            s.problem("FLOWFORGE_PROMETHEUS_URL must be an http:// or https:// URL");
+        }
+        if session_ttl < Duration::from_secs(60) {
+            s.problem("FLOWFORGE_SESSION_TTL must be at least 1m");
+        }
         if max_body_bytes < 1024 {
             s.problem("FLOWFORGE_MAX_BODY_BYTES must be at least 1024");
         }
@@ -86,6 +99,8 @@ impl ApiSettings {
             bulk_max_tasks,
             idempotency_key_ttl,
             audit_retention,
+            session_ttl,
+            prometheus_url,
         })
     }
 }

@@ -31,6 +31,8 @@ pub enum ApiError {
     Unauthorized(&'static str),
     #[error("{0}")]
     Forbidden(&'static str),
+    #[error("changes made with a session cookie need its X-CSRF-Token header")]
+    CsrfFailed,
     #[error("not found")]
     NotFound,
     #[error("{message}")]
@@ -45,6 +47,9 @@ pub enum ApiError {
     RateLimited { retry_after: u64 },
     #[error("a dependency is unavailable; retry shortly")]
     Unavailable,
+    /// Prometheus, which the operations view reads, is not configured or not answering.
+    #[error("{0}")]
+    MetricsUnavailable(&'static str),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -71,6 +76,7 @@ impl ApiError {
             ApiError::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::CsrfFailed => (StatusCode::FORBIDDEN, "csrf_failed"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             ApiError::PreconditionFailed => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
@@ -78,6 +84,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::MetricsUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "metrics_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -99,7 +106,7 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited { retry_after } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
-            ApiError::Unavailable => {
+            ApiError::Unavailable | ApiError::MetricsUnavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static(UNAVAILABLE_RETRY_AFTER));
             }
             ApiError::Unauthorized(_) => {

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, OriginalUri, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -127,33 +127,54 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The value of cookie `name`, if the request carries it.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find_map(|(k, v)| (k == name).then_some(v))
+}
+
+const CSRF_HEADER: HeaderName = HeaderName::from_static("x-csrf-token");
+
 fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// Authenticates the bearer token, applies the caller's rate limit, and writes the audit
-/// record of every state-changing request, refused ones included.
-pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let caller = match bearer(req.headers()) {
-        None => Err(ApiError::Unauthorized("missing bearer token (Authorization: Bearer <token>)")),
-        Some(token) => match accounts::authenticate(&state.db, token).await {
-            Ok(Some(caller)) => Ok(caller),
-            Ok(None) => Err(ApiError::Unauthorized("invalid, expired or revoked token")),
-            Err(e) => Err(ApiError::from(e)),
-        },
+/// Who is calling: a bearer token (API clients) or else a session cookie (the web UI).
+/// A change made with a cookie must also carry the session's CSRF token, which a
+/// cross-site page cannot know; the cookie's SameSite=Strict is the second fence.
+async fn identify(state: &AppState, req: &mut Request) -> Result<Caller, ApiError> {
+    if let Some(token) = bearer(req.headers()) {
+        return accounts::authenticate(&state.db, token)
+            .await?
+            .ok_or(ApiError::Unauthorized("invalid, expired or revoked token"));
+    }
+    let Some(id) = cookie(req.headers(), accounts::SESSION_COOKIE) else {
+        return Err(ApiError::Unauthorized("sign in: send Authorization: Bearer <token>, or sign in to the web UI"));
     };
-    let audit = changes_state(req.method()).then(|| AuditRecord {
-        method: req.method().to_string(),
-        route: req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default(),
-        path: req.uri().path().to_owned(),
-        request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
-        client_ip: client_ip(&state, &req),
-        user_agent: req
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(256).collect()),
-    });
+    let session = accounts::session(&state.db, id)
+        .await?
+        .ok_or(ApiError::Unauthorized("your session has ended; sign in again"))?;
+    if changes_state(req.method()) {
+        let given = req.headers().get(&CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !accounts::secrets_match(given, &session.csrf_token) {
+            return Err(ApiError::CsrfFailed);
+        }
+    }
+    let caller = session.caller.clone();
+    req.extensions_mut().insert(session);
+    Ok(caller)
+}
+
+/// Authenticates the caller, applies their rate limit, and writes the audit record of
+/// every state-changing request, refused ones included.
+pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let caller = identify(&state, &mut req).await;
+    let audit = AuditRecord::of(&state, &req);
     let (caller, response) = match caller {
         Err(e) => (None, e.into_response()),
         Ok(caller) => match state.limiter.check(&format!("user:{}", caller.user_id)).await {
@@ -183,6 +204,27 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     response
 }
 
+/// For the routes that take no credentials but change state (signing in): a rate limit
+/// per client address, so secrets cannot be guessed at speed, and the audit record, naming
+/// the user the handler reports in its response's extensions.
+pub async fn public_change(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let audit = AuditRecord::of(&state, &req);
+    let subject = format!("ip:{}", client_ip(&state, &req).unwrap_or_default());
+    let response = match state.limiter.check(&subject).await {
+        Decision::Limited { retry_after, .. } => {
+            state.metrics.rate_limited.inc();
+            ApiError::RateLimited { retry_after }.into_response()
+        }
+        _ => next.run(req).await,
+    };
+    if let Some(record) = audit {
+        let caller = response.extensions().get::<Caller>().cloned();
+        let target = response.extensions().get::<AuditTarget>().map(|t| t.0.clone());
+        record.write(&state, caller.as_ref(), target, response.status().as_u16()).await;
+    }
+    response
+}
+
 struct AuditRecord {
     method: String,
     route: String,
@@ -193,6 +235,23 @@ struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// The record of `req`, if it is one that changes state.
+    fn of(state: &AppState, req: &Request) -> Option<AuditRecord> {
+        changes_state(req.method()).then(|| AuditRecord {
+            method: req.method().to_string(),
+            route: req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default(),
+            // Inside a nested router the URI lost its prefix; the original has it.
+            path: req.extensions().get::<OriginalUri>().map_or(req.uri(), |o| &o.0).path().to_owned(),
+            request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+            client_ip: client_ip(state, req),
+            user_agent: req
+                .headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(256).collect()),
+        })
+    }
+
     /// Best effort: a lost audit row is logged (with everything it held) but does not
     /// turn a completed change into an error for the client.
     async fn write(self, state: &AppState, caller: Option<&Caller>, target: Option<String>, status: u16) {

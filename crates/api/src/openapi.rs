@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{accounts, health, tasks};
+use crate::routes::{accounts, health, live, session, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,10 +15,12 @@ use crate::routes::{accounts, health, tasks};
         tasks::create_task, tasks::create_tasks, tasks::list_tasks, tasks::get_task, tasks::replace_task,
         tasks::patch_task, tasks::delete_task, tasks::cancel_task, tasks::retry_task,
         accounts::me, accounts::create_user, accounts::create_token, accounts::revoke_token,
+        session::sign_in, session::current, session::sign_out, live::events, live::ops_metrics,
         health::health, health::ready, health::metrics,
     ),
     modifiers(&BearerAuth),
-    tags((name = "tasks"), (name = "accounts"), (name = "probes"))
+    tags((name = "tasks"), (name = "accounts"), (name = "session", description = "The web UI's cookie session"),
+         (name = "live", description = "Live task changes and operations metrics"), (name = "probes"))
 )]
 pub struct ApiDoc;
 

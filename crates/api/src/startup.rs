@@ -41,6 +41,7 @@ impl Application {
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let cache_recovery = tokio::spawn(settle_cache(state.clone()));
         let depth_stop = tokio_util::sync::CancellationToken::new();
+        let feed = tokio::spawn(state.feed.clone().run(state.db.clone(), depth_stop.clone()));
         let depth = tokio::spawn(state.metrics.depth.clone().refresh(
             state.queue.clone(),
             QUEUE_DEPTH_EVERY,
@@ -59,7 +60,7 @@ impl Application {
         housekeeping.abort();
         cache_recovery.abort();
         depth_stop.cancel();
-        let _ = depth.await;
+        let _ = tokio::join!(depth, feed);
         state.db.close().await;
         tracing::info!("api stopped");
         result

@@ -1,12 +1,14 @@
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use flowforge_queue::Queue;
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::cache::TaskCache;
 use crate::config::ApiSettings;
+use crate::events::TaskFeed;
 use crate::metrics::ApiMetrics;
+use crate::ops::Prometheus;
 use crate::rate_limit::RateLimiter;
 use crate::redis::Redis;
 
@@ -19,8 +21,10 @@ pub struct AppState {
     pub cache: TaskCache,
     pub limiter: RateLimiter,
     pub metrics: Arc<ApiMetrics>,
+    pub feed: TaskFeed,
+    pub prometheus: Prometheus,
     pub settings: Arc<ApiSettings>,
-    draining: Arc<AtomicBool>,
+    draining: CancellationToken,
 }
 
 impl AppState {
@@ -36,19 +40,26 @@ impl AppState {
             queue: Queue::new(db.clone()),
             cache: TaskCache::new(redis.clone(), settings.cache_ttl, metrics.clone()),
             limiter: RateLimiter::new(redis.clone(), settings.rate_limit_per_minute),
+            feed: TaskFeed::default(),
+            prometheus: Prometheus::new(settings.prometheus_url.as_deref())?,
             redis,
             db,
             metrics,
             settings: Arc::new(settings),
-            draining: Arc::new(AtomicBool::new(false)),
+            draining: CancellationToken::new(),
         })
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+        self.draining.is_cancelled()
     }
 
     pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Release);
+        self.draining.cancel();
+    }
+
+    /// Cancelled when draining starts: long-lived responses end on it.
+    pub fn draining_token(&self) -> CancellationToken {
+        self.draining.clone()
     }
 }

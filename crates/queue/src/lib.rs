@@ -35,5 +35,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = {
 
 /// Channel on which inserts (and re-queues) wake idle workers.
 pub const WAKE_CHANNEL: &str = "flowforge_tasks";
+/// Channel of the change feed: what every statement did to which tasks (see the
+/// `task_events` migration for the payload).
+pub const EVENTS_CHANNEL: &str = "flowforge_task_events";
 /// Channel carrying the id of a running task whose cancellation was requested.
 pub const CANCEL_CHANNEL: &str = "flowforge_cancel";

@@ -2,6 +2,8 @@
 
 pub mod accounts;
 pub mod health;
+pub mod live;
+pub mod session;
 pub mod tasks;
 
 use axum::extract::DefaultBodyLimit;
@@ -57,7 +59,10 @@ pub fn router(state: AppState) -> Router {
     let bulk_limit = state.settings.max_body_bytes.saturating_mul(8);
     let authenticated = Router::new()
         .merge(tasks::router(bulk_limit))
-        .nest("/api/v1", tasks::router(bulk_limit).merge(accounts::router()))
+        .nest(
+            "/api/v1",
+            tasks::router(bulk_limit).merge(accounts::router()).merge(session::router()).merge(live::router()),
+        )
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authenticate));
     Router::new()
         .route("/health", get(health::health))
@@ -66,6 +71,11 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::document))
         .route("/api/v1/openapi.json", get(openapi::document))
         .merge(authenticated)
+        .nest(
+            "/api/v1",
+            session::public_router()
+                .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::public_change)),
+        )
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

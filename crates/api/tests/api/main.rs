@@ -5,3 +5,4 @@ mod cache;
 mod helpers;
 mod lifecycle;
 mod tasks;
+mod web;

@@ -1,0 +1,110 @@
+//! What the web UI watches: `/api/v1/events` (server-sent task changes) and
+//! `/api/v1/ops/metrics` (the operations view, admins only).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use futures::{stream, Stream, StreamExt};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::accounts::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::events::TaskEvent;
+use crate::extract::ApiQuery;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/events", get(events)).route("/ops/metrics", get(ops_metrics))
+}
+
+/// Below the proxy's idle timeout, so a quiet stream stays open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+fn sse_event(event: &TaskEvent) -> Event {
+    match event {
+        TaskEvent::Changed(task) => Event::default().event("task").json_data(task).unwrap_or_default(),
+        TaskEvent::Deleted { id, .. } => Event::default().event("deleted").data(json!({ "id": id }).to_string()),
+        TaskEvent::Resync => Event::default().event("resync").data("{}"),
+    }
+}
+
+fn visible(caller: &Caller, event: &TaskEvent) -> bool {
+    match event {
+        TaskEvent::Changed(task) => caller.can_see(task.owner_id),
+        TaskEvent::Deleted { owner_id, .. } => caller.can_see(*owner_id),
+        TaskEvent::Resync => true,
+    }
+}
+
+/// Counts open streams in the `event_streams` gauge for as long as it lives.
+struct Open(prometheus::IntGauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Server-sent events: `ready` once, then `task` (the task as it is now), `deleted` and
+/// `resync` (reload: changes were missed) for the tasks the caller may see. Ends when the
+/// replica starts draining, so the browser reconnects to another one.
+#[utoipa::path(get, path = "/api/v1/events", tag = "live",
+    responses((status = 200, description = "text/event-stream of task changes")), security(("bearer" = [])))]
+pub async fn events(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    state.metrics.event_streams.inc();
+    let open = Open(state.metrics.event_streams.clone());
+    let ready = stream::once(async { Event::default().event("ready").data("{}") });
+    let changes = stream::unfold((state.feed.subscribe(), open), move |(mut rx, open)| {
+        let caller = caller.clone();
+        async move {
+            let events: Vec<Event> = match rx.recv().await {
+                Ok(batch) => batch.iter().filter(|e| visible(&caller, e)).map(sse_event).collect(),
+                Err(RecvError::Lagged(_)) => vec![sse_event(&TaskEvent::Resync)],
+                Err(RecvError::Closed) => return None,
+            };
+            Some((stream::iter(events), (rx, open)))
+        }
+    })
+    .flatten();
+    let until_drain = state.draining_token().cancelled_owned();
+    Sse::new(ready.chain(changes).map(Ok).take_until(until_drain)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct OpsParams {
+    /// How far back the series go, 1..=360 minutes (default 15).
+    minutes: Option<u64>,
+}
+
+/// Queue depth, throughput, failures, API errors and latency over time, and each
+/// worker's health, from Prometheus.
+#[utoipa::path(get, path = "/api/v1/ops/metrics", tag = "live", params(OpsParams),
+    responses((status = 200, description = "Series and worker health"), (status = 403, body = crate::routes::ErrorBody),
+              (status = 503, body = crate::routes::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn ops_metrics(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    ApiQuery(params): ApiQuery<OpsParams>,
+) -> ApiResult<Response> {
+    if !caller.is_admin() {
+        return Err(ApiError::Forbidden("the operations view is for admins"));
+    }
+    let minutes = params.minutes.unwrap_or(15);
+    if !(1..=360).contains(&minutes) {
+        return Err(ApiError::bad_request("invalid_minutes", "minutes must be between 1 and 360"));
+    }
+    let metrics = state.prometheus.snapshot(minutes).await?;
+    Ok(Json(json!({ "success": true, "data": metrics })).into_response())
+}
