@@ -9,6 +9,8 @@
 #   scripts/stack.sh logs [SERVICE]
 #   scripts/stack.sh search ID  every stored log line, of every service, with this request or trace id
 #   scripts/stack.sh token    create an admin API token (printed once)
+#   scripts/stack.sh compose ARGS...       any Compose command, on this stack's project and files
+#   scripts/stack.sh docker-build ARGS...  docker build with BuildKit (the CLI that has it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-flowforge}
@@ -193,8 +195,10 @@ search)
     compose exec -T log-collector sh -c 'grep -hF -- "$1" /var/log/flowforge/*.jsonl' search "$2"
     ;;
 token) compose run --rm -T migrate token create --user admin --role admin ;;
+compose) shift; compose "$@" ;;
+docker-build) shift; DOCKER_BUILDKIT=1 "$(buildkit_docker)" build "$@" ;;
 *)
-    sed -n '2,12p' "$0" >&2
+    sed -n '2,14p' "$0" >&2
     exit 2
     ;;
 esac

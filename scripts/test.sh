@@ -40,5 +40,6 @@ fi
 # One closing line with the totals of every test binary and of the system test.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
      /^system: [0-9]+ passed/ { p += $2; f += $4 }
+     /^browser: [0-9]+ passed/ { p += $2; f += $4 }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

@@ -180,6 +180,21 @@ check "Prometheus shows the completed task (tasks_completed_total{kind=\"echo\"}
 all_targets_up() { [ "$(promql 'count(up == 1)')" = "$(promql 'count(up)')" ] && [ "$(promql 'count(up)')" -ge 10 ]; }
 check "Prometheus scrapes every target: $(promql 'count(up == 1)') of $(promql 'count(up)') up" wait_for 30 all_targets_up
 
+# --- the web UI in headless Chromium (issue 5) -------------------------------------------
+# Screenshots of every main screen are kept in artifacts/e2e/ as CI artifacts.
+e2e_log=/tmp/ffsystest-e2e.log
+FLOWFORGE_E2E_URL=$base FLOWFORGE_E2E_TOKEN=$TOKEN FLOWFORGE_E2E_ARTIFACTS="$PWD/artifacts/e2e" \
+    tests/e2e/run.sh >"$e2e_log" 2>&1 || true
+cat "$e2e_log"
+summary=$(grep -aE '^e2e: [0-9]+ passed, [0-9]+ failed' "$e2e_log" | tail -n 1 || true)
+browser_passed=$(awk '{ print $2 }' <<<"${summary:-e2e: 0 passed, 1 failed}")
+browser_failed=$(awk '{ print $4 }' <<<"${summary:-e2e: 0 passed, 1 failed}")
+echo "browser: $browser_passed passed, $browser_failed failed"
+browser_green() { [ "$browser_failed" -eq 0 ] && [ "$browser_passed" -ge 10 ]; }
+check "browser tests through the proxy: $browser_passed passed, $browser_failed failed" browser_green
+screenshots=$(find artifacts/e2e -name '*.png' 2>/dev/null | wc -l)
+check "screenshots saved as artifacts ($screenshots in artifacts/e2e)" [ "$screenshots" -ge 5 ]
+
 # --- kill -9 an api replica during a stream of requests ------------------------------
 victim=$(container api 1)
 codes=$(mktemp)
@@ -228,9 +243,8 @@ check "every task completed after kill -9 of its worker (lease rescue)" wait_for
 # promtool from the Prometheus image's build stage runs deploy/images/prometheus/tests;
 # every alert in the rules must appear there.
 rules_tested() {
-    local cli alert names missing=0
-    cli=$(if docker buildx version >/dev/null 2>&1; then echo docker; else echo /usr/bin/docker; fi)
-    DOCKER_BUILDKIT=1 "$cli" build -q --target pkg -t ffsystest-promtool:latest deploy/images/prometheus >/dev/null
+    local alert names missing=0
+    scripts/stack.sh docker-build -q --target pkg -t ffsystest-promtool:latest deploy/images/prometheus >/dev/null
     docker run --rm -v "$PWD/deploy/images/prometheus:/p:ro" -w /p/tests --entrypoint promtool \
         ffsystest-promtool:latest test rules alerts.test.yml | tail -n 2
     mapfile -t names < <(grep -ho 'alert: [A-Za-z]*' deploy/images/prometheus/rules/*.yml | cut -d' ' -f2)
@@ -262,7 +276,7 @@ if wait_for 90 empty_panels; then ok "all $panels dashboard panel queries return
 else fail "dashboard queries without series: ${empty[*]}"; fi
 
 # --- an alert end to end: workers stopped, backlog grows, Alertmanager notifies -------
-compose() { if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi; }
+compose() { scripts/stack.sh compose "$@"; }
 # What the stack's receiver got, as "status alertname" lines (curl from the proxy, which
 # shares the monitoring network with it).
 notifications() {
