@@ -4,11 +4,13 @@
 #   scripts/stack.sh build    only build the images (base images too, if missing)
 #   scripts/stack.sh dev      the same as up, with the Rust services running binaries built on this host
 #   scripts/stack.sh reload   after a code change (dev): rebuild those binaries, restart their containers
-#   scripts/stack.sh down     stop and remove the containers (data volume kept; --purge drops it)
+#   scripts/stack.sh down     stop and remove the containers (data and backup volumes kept; --purge drops them)
 #   scripts/stack.sh status   what runs, and its health
 #   scripts/stack.sh logs [SERVICE]
 #   scripts/stack.sh search ID  every stored log line, of every service, with this request or trace id
 #   scripts/stack.sh token    create an admin API token (printed once)
+#   scripts/stack.sh backup [--type full|diff|incr]   take a backup now (default full)
+#   scripts/stack.sh restore [--to TIME]   restore the database (to an RFC 3339 moment, else all archived WAL)
 #   scripts/stack.sh compose ARGS...       any Compose command, on this stack's project and files
 #   scripts/stack.sh docker-build ARGS...  docker build with BuildKit (the CLI that has it)
 set -euo pipefail
@@ -78,6 +80,9 @@ build() {
         "$docker" build -q --build-arg VERSION="$tag" --build-arg REVISION="$revision" \
             -t "flowforge-$image:$tag" "deploy/images/$image" >/dev/null
     done
+    "$docker" build -q --build-arg VERSION="$tag" --build-arg REVISION="$revision" \
+        --build-arg POSTGRES_IMAGE="flowforge-postgres:$tag" \
+        -f deploy/images/backup/Dockerfile -t "flowforge-backup:$tag" . >/dev/null
     docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep -E "^flowforge-[a-z-]+:$tag" | sort >&2
 }
 
@@ -196,9 +201,35 @@ search)
     ;;
 token) compose run --rm -T migrate token create --user admin --role admin ;;
 compose) shift; compose "$@" ;;
+backup) shift; compose exec -T backup flowforge backup run "$@" ;;
+restore)
+    shift
+    started=$SECONDS
+    log "stopping the writers and the database"
+    compose stop api worker backup >/dev/null
+    compose stop postgres >/dev/null
+    compose run --rm -T restore restore "$@"
+    log "starting the database: it replays WAL to the target, then opens for writes"
+    compose up -d --no-deps postgres >/dev/null
+    recovered() {
+        [ "$(compose exec -T postgres psql -h /run/postgresql -U postgres -d flowforge -XAtqc \
+            'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ]
+    }
+    deadline=$((SECONDS + 300))
+    until recovered; do
+        [ $SECONDS -lt $deadline ] || { echo "the database did not finish recovery in 300 s" >&2; exit 1; }
+        sleep 1
+    done
+    # The cache may hold tasks the restore took back: Redis keeps nothing on disk, so a
+    # restart empties it.
+    compose restart redis >/dev/null
+    compose up -d --no-deps backup api worker >/dev/null
+    wait_healthy 180
+    log "restored and serving in $((SECONDS - started)) s"
+    ;;
 docker-build) shift; DOCKER_BUILDKIT=1 "$(buildkit_docker)" build "$@" ;;
 *)
-    sed -n '2,14p' "$0" >&2
+    sed -n '2,16p' "$0" >&2
     exit 2
     ;;
 esac

@@ -12,7 +12,7 @@ umask 077
 
 random() { [ -s "$1" ] || openssl rand -hex 32 >"$1"; }
 for name in postgres_superuser_password postgres_owner_password postgres_app_password \
-    postgres_monitor_password redis_password webhook_signing_key operator_password; do
+    postgres_monitor_password redis_password webhook_signing_key operator_password backup_cipher_pass; do
     random "$name"
 done
 

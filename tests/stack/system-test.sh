@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# System test of the container stack (issue 3), against the real engine on this machine:
+# System test of the container stack (issues 3-6), against the real engine on this machine:
 # brings the stack up with scripts/stack.sh, breaks it on purpose, checks what a user and
 # an operator would check, and tears it down. Every wait is bounded; all traffic stays on
 # this machine (loopback and the stack's own networks).
@@ -76,7 +76,7 @@ check "every image carries OCI labels" labelled
 # No generated secret appears in any image layer or container configuration.
 secrets_leak() {
     local value image c values
-    mapfile -t values < <(cat secrets/*password* secrets/webhook_signing_key)
+    mapfile -t values < <(cat secrets/*password* secrets/webhook_signing_key secrets/backup_cipher_pass)
     for value in "${values[@]}"; do
         for image in $images; do
             docker history --no-trunc "$image" | grep -qF "$value" && { echo "  secret in $image history"; return 0; }
@@ -296,6 +296,10 @@ started=$SECONDS
 backlog_resolved() { notifications | grep -qx 'resolved QueueBacklog'; }
 check "workers started: the resolution reached the receiver" wait_for 180 backlog_resolved
 echo "     resolved $((SECONDS - started)) s after the workers came back"
+
+# --- backups: point-in-time restore of a destroyed database (issue 6) ------------------
+# shellcheck source=tests/stack/restore-drill.sh
+source tests/stack/restore-drill.sh
 
 # --- the data network has no way out -------------------------------------------------
 # `internal` networks get no forwarding: nothing on another network (nor beyond the host)

@@ -1,6 +1,7 @@
 //! `flowforge`: operate a FlowForge deployment.
 
 mod alert_receiver;
+mod backup;
 mod bench;
 mod check;
 
@@ -46,6 +47,14 @@ enum Command {
     },
     /// Benchmark the queue: enqueue and burn down no-op tasks, then measure enqueue→start latency.
     Bench(bench::BenchArgs),
+    /// Point-in-time backups (pgBackRest): take one, list them, or run the schedule.
+    Backup {
+        #[command(subcommand)]
+        command: backup::BackupCommand,
+    },
+    /// Restore the database files from the backup repository, to a moment or to the
+    /// newest archived WAL. The database must be stopped; it recovers when it starts.
+    Restore(backup::RestoreArgs),
     /// Serve the stack's Alertmanager webhook receiver (records what it gets).
     AlertReceiver(alert_receiver::ReceiverArgs),
     /// Exit 0 if the HTTP service at IP:PORT answers /health (a HEALTHCHECK without a shell).
@@ -86,6 +95,15 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Log settings only, for the commands that need no database.
+fn logging(service: &'static str) -> anyhow::Result<()> {
+    let mut source = Source::from_env();
+    let log = TelemetrySettings::from_source(&mut source);
+    source.finish()?;
+    telemetry::init(service, &log);
+    Ok(())
 }
 
 /// Reads the database settings (and log settings) the way the services do.
@@ -135,11 +153,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             bench::run(db, args).await?;
         }
         Command::AlertReceiver(args) => {
-            let mut source = Source::from_env();
-            let log = TelemetrySettings::from_source(&mut source);
-            source.finish()?;
-            telemetry::init("alert-receiver", &log);
+            logging("alert-receiver")?;
             alert_receiver::run(args).await?;
+        }
+        Command::Backup { command } => {
+            logging("backup")?;
+            backup::run(command).await?;
+        }
+        Command::Restore(args) => {
+            logging("restore")?;
+            backup::restore(args).await?;
         }
         Command::Healthcheck { addr } => return Ok(flowforge_platform::probe::exit_code(addr)),
     }

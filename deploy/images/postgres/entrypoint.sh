@@ -2,7 +2,8 @@
 # Starts PostgreSQL for FlowForge. On the first start (empty data directory) it creates
 # the cluster, the database and the roles, with passwords from secret files. Every start
 # copies the TLS key into a private tmpfs file, because PostgreSQL refuses a key that
-# others could read and mounted secrets keep their host permissions.
+# others could read and mounted secrets keep their host permissions. WAL is archived to
+# the backup repository (pgBackRest) continuously.
 set -eu
 
 secret() {
@@ -19,8 +20,14 @@ if [ ! -r "$tls_cert" ] || [ ! -r "$tls_key" ]; then
     echo "flowforge-postgres: TLS certificate or key missing ($tls_cert, $tls_key)" >&2
     exit 2
 fi
-install -m 0600 "$tls_key" "$run/server.key"
-install -m 0644 "$tls_cert" "$run/server.crt"
+# /tmp is this container's own tmpfs; /run/postgresql (the socket) is shared with the
+# backup service, which must not read the key.
+install -m 0600 "$tls_key" /tmp/server.key
+install -m 0644 "$tls_cert" /tmp/server.crt
+flowforge-pgbackrest-conf
+# The socket directory is a volume (shared with the backup service): a socket or lock
+# left by a killed server would otherwise stop this one.
+rm -f "$run"/.s.PGSQL.*
 
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     echo "flowforge-postgres: initialising a new cluster in $PGDATA"
@@ -72,7 +79,9 @@ fi
 exec postgres \
     -c listen_addresses='*' \
     -c unix_socket_directories="$run" \
-    -c ssl=on -c ssl_cert_file="$run/server.crt" -c ssl_key_file="$run/server.key" \
+    -c ssl=on -c ssl_cert_file=/tmp/server.crt -c ssl_key_file=/tmp/server.key \
+    -c archive_mode=on -c archive_command='pgbackrest archive-push %p' \
+    -c archive_timeout="${FLOWFORGE_ARCHIVE_TIMEOUT:-10}" \
     -c ssl_min_protocol_version=TLSv1.2 \
     -c password_encryption=scram-sha-256 \
     -c jit=off \
