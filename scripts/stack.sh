@@ -10,6 +10,7 @@
 #   scripts/stack.sh search ID  every stored log line, of every service, with this request or trace id
 #   scripts/stack.sh token    create an admin API token (printed once)
 #   scripts/stack.sh backup [--type full|diff|incr]   take a backup now (default full)
+#   scripts/stack.sh update   rolling update of api, worker and web to the images FLOWFORGE_TAG names (also: rollback)
 #   scripts/stack.sh restore [--to TIME]   restore the database (to an RFC 3339 moment, else all archived WAL)
 #   scripts/stack.sh compose ARGS...       any Compose command, on this stack's project and files
 #   scripts/stack.sh docker-build ARGS...  docker build with BuildKit (the CLI that has it)
@@ -125,6 +126,38 @@ wait_healthy() {
     return 1
 }
 
+# Replaces SERVICE's containers with ones on the image FLOWFORGE_TAG names, one at a
+# time: start a new container, wait until it is healthy, then stop an old one (SIGTERM:
+# the api reports not-ready and drains; a worker finishes or releases its tasks). The
+# service never runs fewer healthy replicas than it had.
+rolling_update() {
+    local service=$1 old known c new fresh state deadline
+    mapfile -t old < <(compose ps -q "$service")
+    known=" ${old[*]} "
+    for c in "${old[@]}"; do
+        compose up -d --no-deps --no-recreate --scale "$service=$((${#old[@]} + 1))" "$service" >/dev/null
+        new=""
+        for fresh in $(compose ps -q "$service"); do
+            [[ $known == *" $fresh "* ]] || new=$fresh
+        done
+        [ -n "$new" ] || { echo "no new $service container started" >&2; return 1; }
+        known+="$new "
+        deadline=$((SECONDS + 120))
+        until [ "$(docker inspect -f '{{.State.Health.Status}}' "$new")" = healthy ]; do
+            state=$(docker inspect -f '{{.State.Status}}' "$new")
+            if [ $SECONDS -ge $deadline ] || [ "$state" = exited ]; then
+                echo "the new $service container $new did not become healthy ($state); the old ones still serve" >&2
+                docker rm -f "$new" >/dev/null
+                return 1
+            fi
+            sleep 1
+        done
+        docker stop -t 30 "$c" >/dev/null
+        docker rm "$c" >/dev/null
+        log "$service: $(docker inspect -f '{{.Name}}' "$new" | tr -d /) replaced ${c:0:12}"
+    done
+}
+
 up_and_wait() {
     local started=$SECONDS
     ensure_engine
@@ -202,6 +235,16 @@ search)
 token) compose run --rm -T migrate token create --user admin --role admin ;;
 compose) shift; compose "$@" ;;
 backup) shift; compose exec -T backup flowforge backup run "$@" ;;
+update)
+    started=$SECONDS
+    build
+    log "migrating to ${FLOWFORGE_TAG:-dev} (migrations only add: the running version keeps working)"
+    compose run --rm -T migrate >/dev/null
+    for service in api worker web; do
+        rolling_update "$service"
+    done
+    log "updated to ${FLOWFORGE_TAG:-dev} in $((SECONDS - started)) s"
+    ;;
 restore)
     shift
     started=$SECONDS
@@ -229,7 +272,7 @@ restore)
     ;;
 docker-build) shift; DOCKER_BUILDKIT=1 "$(buildkit_docker)" build "$@" ;;
 *)
-    sed -n '2,16p' "$0" >&2
+    sed -n '2,17p' "$0" >&2
     exit 2
     ;;
 esac

@@ -5,7 +5,6 @@
 # Then the same disaster without a target, to measure what continuous archiving loses.
 
 # shellcheck shell=bash disable=SC2154
-psql_super() { compose exec -T postgres psql -h /run/postgresql -U postgres -d flowforge -XAtq "$@"; }
 # One line per task: its id and the MD5 of the whole row.
 row_sums() { psql_super -c 'SELECT id, md5(t::text) FROM tasks t ORDER BY id'; }
 write_tasks() { # COUNT LABEL

@@ -25,6 +25,7 @@ trap cleanup EXIT
 api() { curl -sS --max-time 10 --cacert secrets/ca.pem -H "Authorization: Bearer $TOKEN" "$@"; }
 container() { docker ps -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
     --filter "label=com.docker.compose.service=$1" | head -n "${2:-1}" | tail -n 1; }
+psql_super() { scripts/stack.sh compose exec -T postgres psql -h /run/postgresql -U postgres -d flowforge -XAtq "$@"; }
 status_of() { api "$base/tasks/$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["status"])'; }
 # wait_for SECONDS COMMAND...: true once COMMAND succeeds, false after SECONDS.
 wait_for() {
@@ -300,6 +301,12 @@ echo "     resolved $((SECONDS - started)) s after the workers came back"
 # --- backups: point-in-time restore of a destroyed database (issue 6) ------------------
 # shellcheck source=tests/stack/restore-drill.sh
 source tests/stack/restore-drill.sh
+
+# --- zero-downtime rolling update and rollback under load (issue 6) --------------------
+# shellcheck source=tests/stack/load-lib.sh
+source tests/stack/load-lib.sh
+# shellcheck source=tests/stack/update.sh
+source tests/stack/update.sh
 
 # --- the data network has no way out -------------------------------------------------
 # `internal` networks get no forwarding: nothing on another network (nor beyond the host)

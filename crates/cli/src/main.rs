@@ -4,6 +4,7 @@ mod alert_receiver;
 mod backup;
 mod bench;
 mod check;
+mod load;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -55,6 +56,8 @@ enum Command {
     /// Restore the database files from the backup repository, to a moment or to the
     /// newest archived WAL. The database must be stopped; it recovers when it starts.
     Restore(backup::RestoreArgs),
+    /// Create tasks at a steady rate against a running stack, counting what the client sees.
+    Load(load::LoadArgs),
     /// Serve the stack's Alertmanager webhook receiver (records what it gets).
     AlertReceiver(alert_receiver::ReceiverArgs),
     /// Exit 0 if the HTTP service at IP:PORT answers /health (a HEALTHCHECK without a shell).
@@ -164,6 +167,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             logging("restore")?;
             backup::restore(args).await?;
         }
+        Command::Load(args) => load::run(args).await?,
         Command::Healthcheck { addr } => return Ok(flowforge_platform::probe::exit_code(addr)),
     }
     Ok(ExitCode::SUCCESS)

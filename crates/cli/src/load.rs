@@ -1,0 +1,140 @@
+//! `flowforge load`: steady client load against a running stack, for the chaos suite and
+//! rolling updates. Every request is a task creation with its own Idempotency-Key; what
+//! the API acknowledged is written out, so a test can check that nothing acknowledged was
+//! lost. Outcomes are counted the way a client sees them.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use flowforge_platform::config::HumanDuration;
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+#[derive(clap::Args)]
+pub struct LoadArgs {
+    /// The stack's base URL, e.g. https://localhost:8443.
+    #[arg(long)]
+    pub url: String,
+    /// File holding an API token.
+    #[arg(long)]
+    pub token_file: PathBuf,
+    /// CA certificate (PEM) to trust for the URL, e.g. secrets/ca.pem.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Task creations per second.
+    #[arg(long, default_value_t = 50)]
+    pub rate: u32,
+    #[arg(long, default_value = "30s")]
+    pub duration: HumanDuration,
+    /// Kind of the tasks created.
+    #[arg(long, default_value = "noop")]
+    pub kind: String,
+    /// Payload of the tasks created (JSON).
+    #[arg(long, default_value = "{}")]
+    pub payload: String,
+    /// Longest wait for one answer.
+    #[arg(long, default_value = "10s")]
+    pub timeout: HumanDuration,
+    /// Where to write the ids of the tasks the API acknowledged, one per line.
+    #[arg(long)]
+    pub ids_out: Option<PathBuf>,
+}
+
+#[derive(Default)]
+struct Tally {
+    created: Vec<i64>,
+    /// 503 with Retry-After: the API said "not now" in time, as promised during outages.
+    unavailable: u64,
+    /// Anything else that was not a 201: other statuses, timeouts, connection errors.
+    failed: u64,
+    failures: Vec<String>,
+    latencies_ms: Vec<f64>,
+}
+
+pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
+    let token = std::fs::read_to_string(&args.token_file).context("reading --token-file")?.trim().to_owned();
+    let payload: Value = serde_json::from_str(&args.payload).context("--payload is not JSON")?;
+    let mut client = reqwest::Client::builder().timeout(args.timeout.0);
+    if let Some(ca) = &args.ca_file {
+        let pem = std::fs::read(ca).context("reading --ca-file")?;
+        client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    }
+    let client = client.build()?;
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut requests = Vec::new();
+    let mut n: u64 = 0;
+    // Keys unique to this run: a replay of another run's key would be a 409.
+    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    while started.elapsed() < args.duration.0 {
+        ticker.tick().await;
+        n += 1;
+        let (client, tally, token) = (client.clone(), tally.clone(), token.clone());
+        let url = format!("{}/tasks", args.url.trim_end_matches('/'));
+        let body = json!({ "title": format!("load {n}"), "kind": args.kind, "payload": payload });
+        let key = format!("load-{run}-{n}");
+        requests.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let answer = client.post(url).bearer_auth(token).header("Idempotency-Key", key).json(&body).send().await;
+            let ms = sent.elapsed().as_secs_f64() * 1000.0;
+            let mut t = tally.lock().await;
+            t.latencies_ms.push(ms);
+            match answer {
+                Ok(r) if r.status() == reqwest::StatusCode::CREATED => {
+                    match r.json::<Value>().await.ok().and_then(|v| v["data"]["id"].as_i64()) {
+                        Some(id) => t.created.push(id),
+                        None => {
+                            t.failed += 1;
+                            t.failures.push("201 without a task id".into());
+                        }
+                    }
+                }
+                Ok(r)
+                    if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                        && r.headers().contains_key("retry-after") =>
+                {
+                    t.unavailable += 1
+                }
+                Ok(r) => {
+                    t.failed += 1;
+                    t.failures.push(format!("{}", r.status()));
+                }
+                Err(e) => {
+                    t.failed += 1;
+                    t.failures.push(if e.is_timeout() { "timeout".into() } else { format!("{e}") });
+                }
+            }
+        }));
+    }
+    for r in requests {
+        r.await?;
+    }
+    let mut t = Arc::try_unwrap(tally).map_err(|_| anyhow::anyhow!("requests still running"))?.into_inner();
+    if let Some(path) = &args.ids_out {
+        let text: String = t.created.iter().map(|id| format!("{id}\n")).collect();
+        std::fs::write(path, text).context("writing --ids-out")?;
+    }
+    t.latencies_ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| t.latencies_ms.get(((t.latencies_ms.len() as f64 - 1.0) * p).round() as usize).copied();
+    let mut failures = t.failures.clone();
+    failures.sort();
+    failures.dedup();
+    println!(
+        "{}",
+        json!({
+            "sent": n,
+            "created": t.created.len(),
+            "unavailable_503": t.unavailable,
+            "failed": t.failed,
+            "failure_kinds": failures,
+            "latency_ms": { "p50": pct(0.5), "p99": pct(0.99), "max": t.latencies_ms.last() },
+            "seconds": started.elapsed().as_secs_f64(),
+        })
+    );
+    Ok(())
+}

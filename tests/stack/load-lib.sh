@@ -1,0 +1,28 @@
+# Client load for the stack-level scenarios (sourced): `flowforge load` from the CLI image,
+# on the host's network, through the proxy like any client. Each run writes the ids the
+# API acknowledged and a JSON summary of what the client saw into $load_dir.
+
+# shellcheck shell=bash disable=SC2154
+load_dir=$(mktemp -d /tmp/ffsystest-load.XXXX)
+chmod 0777 "$load_dir"
+printf '%s' "$TOKEN" >"$load_dir/token"
+cp secrets/ca.pem "$load_dir/ca.pem"
+chmod a+r "$load_dir"/*
+
+# load NAME SECONDS RATE KIND PAYLOAD. Keep RATE under the per-user rate limit
+# (FLOWFORGE_RATE_LIMIT_PER_MINUTE, 1200/min = 20/s).
+load() {
+    docker run --rm --network host -v "$load_dir:/load" "flowforge-cli:${FLOWFORGE_TAG:-dev}" load \
+        --url "$base" --token-file /load/token --ca-file /load/ca.pem --duration "$2s" --rate "$3" \
+        --kind "$4" --payload "$5" --ids-out "/load/$1.ids" >"$load_dir/$1.json"
+}
+# load_field NAME KEY: a number from the run's summary.
+load_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$load_dir/$1.json" "$2"; }
+acknowledged() { wc -l <"$load_dir/$1.ids"; }
+# in_status NAME STATUS: how many of the run's acknowledged tasks are in STATUS.
+in_status() {
+    local ids
+    ids=$(paste -sd, "$load_dir/$1.ids")
+    psql_super -c "SELECT count(*) FROM tasks WHERE id = ANY('{${ids:-0}}'::bigint[]) AND status = '$2'"
+}
+all_completed() { [ "$(in_status "$1" completed)" = "$(acknowledged "$1")" ]; }
