@@ -85,7 +85,7 @@ impl Prometheus {
         Ok(Prometheus { client, base: base.map(|b| b.trim_end_matches('/').to_owned()) })
     }
 
-    async fn query(&self, path: &str, params: &[(&str, String)]) -> Result<Vec<PromSeries>, ApiError> {
+    async fn query(&self, path: &str, params: &[(&str, &str)]) -> Result<Vec<PromSeries>, ApiError> {
         let base = self.base.as_deref().ok_or(NOT_CONFIGURED)?;
         let response = self.client.get(format!("{base}/api/v1/{path}")).query(params).send().await;
         let body = match response.and_then(|r| r.error_for_status()) {
@@ -102,29 +102,14 @@ impl Prometheus {
     pub async fn snapshot(&self, minutes: u64) -> Result<OpsMetrics, ApiError> {
         let end = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
         let step = minutes.max(5); // seconds: 60 points per range
-        let range = |query: &str| {
-            vec![
-                ("query", query.to_owned()),
-                ("start", (end - minutes * 60).to_string()),
-                ("end", end.to_string()),
-                ("step", step.to_string()),
-            ]
-        };
-        let (up, in_flight, completed) = (
-            [("query", WORKERS_UP.to_owned())],
-            [("query", WORKERS_IN_FLIGHT.to_owned())],
-            [("query", WORKERS_COMPLETED.to_owned())],
-        );
-        let ranges = futures::future::try_join_all(SERIES.iter().map(|(_, q)| {
-            let params = range(q);
+        let (start, end_text, step_text) = ((end - minutes * 60).to_string(), end.to_string(), step.to_string());
+        let ranges = futures::future::try_join_all(SERIES.iter().map(|(_, query)| {
+            let params = [("query", *query), ("start", &start), ("end", &end_text), ("step", &step_text)];
             async move { self.query("query_range", &params).await }
         }));
-        let (ranges, up, in_flight, completed) = tokio::try_join!(
-            ranges,
-            self.query("query", &up),
-            self.query("query", &in_flight),
-            self.query("query", &completed),
-        )?;
+        let instant = |query| async move { self.query("query", &[("query", query)]).await };
+        let (ranges, up, in_flight, completed) =
+            tokio::try_join!(ranges, instant(WORKERS_UP), instant(WORKERS_IN_FLIGHT), instant(WORKERS_COMPLETED))?;
         let series = SERIES
             .iter()
             .zip(ranges)

@@ -3,6 +3,7 @@
 //! the API acknowledged is written out, so a test can check that nothing acknowledged was
 //! lost. Outcomes are counted the way a client sees them.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,7 +50,8 @@ struct Tally {
     unavailable: u64,
     /// Anything else that was not a 201: other statuses, timeouts, connection errors.
     failed: u64,
-    failures: Vec<String>,
+    /// What went wrong, each kind once.
+    failures: BTreeSet<String>,
     latencies_ms: Vec<f64>,
 }
 
@@ -90,7 +92,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
                         Some(id) => t.created.push(id),
                         None => {
                             t.failed += 1;
-                            t.failures.push("201 without a task id".into());
+                            t.failures.insert("201 without a task id".into());
                         }
                     }
                 }
@@ -102,11 +104,11 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
                 }
                 Ok(r) => {
                     t.failed += 1;
-                    t.failures.push(format!("{}", r.status()));
+                    t.failures.insert(r.status().to_string());
                 }
                 Err(e) => {
                     t.failed += 1;
-                    t.failures.push(if e.is_timeout() { "timeout".into() } else { format!("{e}") });
+                    t.failures.insert(if e.is_timeout() { "timeout".into() } else { e.to_string() });
                 }
             }
         }));
@@ -121,9 +123,6 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     }
     t.latencies_ms.sort_by(f64::total_cmp);
     let pct = |p: f64| t.latencies_ms.get(((t.latencies_ms.len() as f64 - 1.0) * p).round() as usize).copied();
-    let mut failures = t.failures.clone();
-    failures.sort();
-    failures.dedup();
     println!(
         "{}",
         json!({
@@ -131,7 +130,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             "created": t.created.len(),
             "unavailable_503": t.unavailable,
             "failed": t.failed,
-            "failure_kinds": failures,
+            "failure_kinds": t.failures,
             "latency_ms": { "p50": pct(0.5), "p99": pct(0.99), "max": t.latencies_ms.last() },
             "seconds": started.elapsed().as_secs_f64(),
         })

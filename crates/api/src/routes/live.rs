@@ -46,6 +46,13 @@ fn visible(caller: &Caller, event: &TaskEvent) -> bool {
 /// Counts open streams in the `event_streams` gauge for as long as it lives.
 struct Open(prometheus::IntGauge);
 
+impl Open {
+    fn new(gauge: &prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Open(gauge.clone())
+    }
+}
+
 impl Drop for Open {
     fn drop(&mut self) {
         self.0.dec();
@@ -61,19 +68,15 @@ pub async fn events(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    state.metrics.event_streams.inc();
-    let open = Open(state.metrics.event_streams.clone());
+    let open = Open::new(&state.metrics.event_streams);
     let ready = stream::once(async { Event::default().event("ready").data("{}") });
-    let changes = stream::unfold((state.feed.subscribe(), open), move |(mut rx, open)| {
-        let caller = caller.clone();
-        async move {
-            let events: Vec<Event> = match rx.recv().await {
-                Ok(batch) => batch.iter().filter(|e| visible(&caller, e)).map(sse_event).collect(),
-                Err(RecvError::Lagged(_)) => vec![sse_event(&TaskEvent::Resync)],
-                Err(RecvError::Closed) => return None,
-            };
-            Some((stream::iter(events), (rx, open)))
-        }
+    let changes = stream::unfold((state.feed.subscribe(), caller, open), |(mut rx, caller, open)| async move {
+        let events: Vec<Event> = match rx.recv().await {
+            Ok(batch) => batch.iter().filter(|e| visible(&caller, e)).map(sse_event).collect(),
+            Err(RecvError::Lagged(_)) => vec![sse_event(&TaskEvent::Resync)],
+            Err(RecvError::Closed) => return None,
+        };
+        Some((stream::iter(events), (rx, caller, open)))
     })
     .flatten();
     let until_drain = state.draining_token().cancelled_owned();
