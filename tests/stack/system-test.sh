@@ -188,8 +188,7 @@ FLOWFORGE_E2E_URL=$base FLOWFORGE_E2E_TOKEN=$TOKEN FLOWFORGE_E2E_ARTIFACTS="$PWD
     tests/e2e/run.sh >"$e2e_log" 2>&1 || true
 cat "$e2e_log"
 summary=$(grep -aE '^e2e: [0-9]+ passed, [0-9]+ failed' "$e2e_log" | tail -n 1 || true)
-browser_passed=$(awk '{ print $2 }' <<<"${summary:-e2e: 0 passed, 1 failed}")
-browser_failed=$(awk '{ print $4 }' <<<"${summary:-e2e: 0 passed, 1 failed}")
+read -r _ browser_passed _ browser_failed _ <<<"${summary:-e2e: 0 passed, 1 failed}"
 echo "browser: $browser_passed passed, $browser_failed failed"
 browser_green() { [ "$browser_failed" -eq 0 ] && [ "$browser_passed" -ge 10 ]; }
 check "browser tests through the proxy: $browser_passed passed, $browser_failed failed" browser_green
