@@ -179,8 +179,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         Err(e) => (None, e.into_response()),
         Ok(caller) => match state.limiter.check(&format!("user:{}", caller.user_id)).await {
             Decision::Limited { limit, retry_after } => {
-                state.metrics.rate_limited.inc();
-                let mut r = ApiError::RateLimited { retry_after }.into_response();
+                let mut r = rate_limited(&state, retry_after);
                 r.headers_mut().insert("x-ratelimit-limit", HeaderValue::from(limit));
                 r.headers_mut().insert("x-ratelimit-remaining", HeaderValue::from(0));
                 (Some(caller), r)
@@ -198,10 +197,14 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         },
     };
     if let Some(record) = audit {
-        let target = response.extensions().get::<AuditTarget>().map(|t| t.0.clone());
-        record.write(&state, caller.as_ref(), target, response.status().as_u16()).await;
+        record.write(&state, caller.as_ref(), Outcome::of(&response)).await;
     }
     response
+}
+
+fn rate_limited(state: &AppState, retry_after: u64) -> Response {
+    state.metrics.rate_limited.inc();
+    ApiError::RateLimited { retry_after }.into_response()
 }
 
 /// For the routes that take no credentials but change state (signing in): a rate limit
@@ -211,18 +214,28 @@ pub async fn public_change(State(state): State<AppState>, req: Request, next: Ne
     let audit = AuditRecord::of(&state, &req);
     let subject = format!("ip:{}", client_ip(&state, &req).unwrap_or_default());
     let response = match state.limiter.check(&subject).await {
-        Decision::Limited { retry_after, .. } => {
-            state.metrics.rate_limited.inc();
-            ApiError::RateLimited { retry_after }.into_response()
-        }
+        Decision::Limited { retry_after, .. } => rate_limited(&state, retry_after),
         _ => next.run(req).await,
     };
     if let Some(record) = audit {
         let caller = response.extensions().get::<Caller>().cloned();
-        let target = response.extensions().get::<AuditTarget>().map(|t| t.0.clone());
-        record.write(&state, caller.as_ref(), target, response.status().as_u16()).await;
+        record.write(&state, caller.as_ref(), Outcome::of(&response)).await;
     }
     response
+}
+
+/// How a request ended, for its audit record: the status and the object its handler
+/// named (`AuditTarget`).
+struct Outcome {
+    target: Option<String>,
+    status: u16,
+}
+
+impl Outcome {
+    fn of(response: &Response) -> Outcome {
+        let target = response.extensions().get::<AuditTarget>().map(|t| t.0.clone());
+        Outcome { target, status: response.status().as_u16() }
+    }
 }
 
 struct AuditRecord {
@@ -254,7 +267,7 @@ impl AuditRecord {
 
     /// Best effort: a lost audit row is logged (with everything it held) but does not
     /// turn a completed change into an error for the client.
-    async fn write(self, state: &AppState, caller: Option<&Caller>, target: Option<String>, status: u16) {
+    async fn write(self, state: &AppState, caller: Option<&Caller>, Outcome { target, status }: Outcome) {
         let result = sqlx::query(
             "INSERT INTO audit_log (user_id, token_id, method, route, path, target, status, request_id, client_ip, user_agent)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
