@@ -31,7 +31,7 @@ pub struct WorkerSettings {
 #[derive(Debug, Clone)]
 pub struct HandlerSettings {
     pub webhook: WebhookSettings,
-    /// Registers the `panic` handler, for chaos tests.
+    /// Registers the `panic` and `fill_scratch` handlers, for chaos tests.
     pub chaos_handlers: bool,
 }
 
@@ -39,6 +39,9 @@ pub struct HandlerSettings {
 pub struct WebhookSettings {
     /// HMAC-SHA256 key of the `X-FlowForge-Signature` header.
     pub signing_key: Secret,
+    /// The key being rotated out, if any: while set, every request is signed with both
+    /// keys, so receivers that still verify with the old key keep accepting.
+    pub previous_signing_key: Option<Secret>,
     /// Whole-request limit: connect, send and read the response.
     pub timeout: Duration,
     /// Whether webhook URLs may point at loopback, private or link-local addresses.
@@ -63,6 +66,9 @@ impl WorkerSettings {
         let signing_key = s.parse_dev_default("WEBHOOK_SIGNING_KEY", "key that signs webhook requests", || {
             Secret::new("dev-webhook-signing-key")
         });
+        // Empty (or an empty secret file) means "not rotating": deployments mount the
+        // secret file either way.
+        let previous_signing_key = s.parse_or("WEBHOOK_SIGNING_KEY_PREVIOUS", OptionalSecret(None)).0;
         let webhook_timeout = positive_duration(&mut s, "WEBHOOK_TIMEOUT", Duration::from_secs(10));
         let allow_private = s.parse_or("WEBHOOK_ALLOW_PRIVATE", profile.is_dev());
         let chaos_handlers = s.parse_or("CHAOS_HANDLERS", false);
@@ -78,6 +84,7 @@ impl WorkerSettings {
             handlers: HandlerSettings {
                 webhook: WebhookSettings {
                     signing_key: signing_key.expect(missing),
+                    previous_signing_key,
                     timeout: webhook_timeout,
                     allow_private,
                 },
@@ -170,6 +177,17 @@ impl FromStr for Retention {
     }
 }
 
+/// A secret that may be absent: an empty (or whitespace-only) value is `None`.
+struct OptionalSecret(Option<Secret>);
+
+impl FromStr for OptionalSecret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        Ok(OptionalSecret((!s.is_empty()).then(|| Secret::new(s))))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +214,7 @@ mod tests {
         assert!(s.runtime.id.contains(&format!("-{}-", std::process::id())), "{}", s.runtime.id);
         assert_eq!(s.metrics_addr, "0.0.0.0:9090".parse().unwrap());
         assert_eq!(s.handlers.webhook.signing_key.expose(), "dev-webhook-signing-key");
+        assert_eq!(s.handlers.webhook.previous_signing_key, None);
         assert_eq!(s.handlers.webhook.timeout, Duration::from_secs(10));
         assert!(s.handlers.webhook.allow_private);
         assert!(!s.handlers.chaos_handlers);
@@ -261,6 +280,55 @@ mod tests {
             assert!(text.contains(key), "{key} missing from:\n{text}");
         }
         assert_eq!(err.problems.len(), keys.len(), "{text}");
+    }
+
+    #[test]
+    fn previous_signing_key_from_the_environment() {
+        let s = settings(&[("WEBHOOK_SIGNING_KEY", "new-key"), ("WEBHOOK_SIGNING_KEY_PREVIOUS", "old-key")]).unwrap();
+        assert_eq!(s.handlers.webhook.signing_key.expose(), "new-key");
+        assert_eq!(s.handlers.webhook.previous_signing_key.as_ref().map(Secret::expose), Some("old-key"));
+        let debug = format!("{s:?}");
+        assert!(!debug.contains("old-key") && !debug.contains("new-key"), "a signing key leaked: {debug}");
+        for empty in ["", "  "] {
+            let s = settings(&[("WEBHOOK_SIGNING_KEY_PREVIOUS", empty)]).unwrap();
+            assert_eq!(s.handlers.webhook.previous_signing_key, None, "{empty:?}");
+        }
+    }
+
+    #[test]
+    fn previous_signing_key_from_a_file_where_an_empty_file_means_none() {
+        let dir = std::env::temp_dir().join(format!("ff-worker-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, text: &str| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.to_str().unwrap().to_owned()
+        };
+        let key = file("key", "new-key\n");
+        let previous = file("previous", "old-key\n");
+        let s = settings(&[
+            ("PROFILE", "prod"),
+            ("DATABASE_URL", "postgres://w@db/flowforge?sslmode=require"),
+            ("WEBHOOK_SIGNING_KEY_FILE", &key),
+            ("WEBHOOK_SIGNING_KEY_PREVIOUS_FILE", &previous),
+        ])
+        .unwrap();
+        assert_eq!(s.handlers.webhook.signing_key.expose(), "new-key");
+        assert_eq!(s.handlers.webhook.previous_signing_key.as_ref().map(Secret::expose), Some("old-key"));
+        for (name, text) in [("empty", ""), ("newline", "\n"), ("blank", " \r\n\t\n")] {
+            let path = file(name, text);
+            let s = settings(&[("WEBHOOK_SIGNING_KEY_PREVIOUS_FILE", &path)]).unwrap();
+            assert_eq!(s.handlers.webhook.previous_signing_key, None, "{text:?}");
+        }
+        // The same rules as every `_FILE` setting: both forms, or an unreadable file, are problems.
+        let err =
+            settings(&[("WEBHOOK_SIGNING_KEY_PREVIOUS", "old-key"), ("WEBHOOK_SIGNING_KEY_PREVIOUS_FILE", &previous)])
+                .unwrap_err();
+        assert!(err.to_string().contains("both set"), "{err}");
+        let missing = dir.join("missing");
+        let err = settings(&[("WEBHOOK_SIGNING_KEY_PREVIOUS_FILE", missing.to_str().unwrap())]).unwrap_err();
+        assert!(err.to_string().contains("FLOWFORGE_WEBHOOK_SIGNING_KEY_PREVIOUS_FILE"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 const KEY: &str = "test-signing-key";
+const PREVIOUS_KEY: &str = "previous-signing-key";
 
 struct Received {
     method: Method,
@@ -68,11 +69,17 @@ struct Setup {
 
 impl Setup {
     async fn new(allow_private: bool) -> Setup {
+        Setup::with_previous_key(allow_private, None).await
+    }
+
+    /// A worker signing with [`KEY`] and, while rotating, `previous_key` too.
+    async fn with_previous_key(allow_private: bool, previous_key: Option<&str>) -> Setup {
         let db = TestDb::new(&[&MIGRATOR]).await;
         let queue = Queue::new(db.pool.clone());
         let handlers = registry(&HandlerSettings {
             webhook: WebhookSettings {
                 signing_key: Secret::new(KEY),
+                previous_signing_key: previous_key.map(Secret::new),
                 timeout: Duration::from_millis(500),
                 allow_private,
             },
@@ -117,6 +124,20 @@ fn header<'a>(r: &'a Received, name: &str) -> &'a str {
     r.headers.get(name).unwrap_or_else(|| panic!("no {name} header")).to_str().unwrap()
 }
 
+/// The values of the one `X-FlowForge-Signature` header, split as receivers do.
+fn signatures(r: &Received) -> Vec<&str> {
+    assert_eq!(r.headers.get_all("x-flowforge-signature").iter().count(), 1, "expected one signature header");
+    header(r, "x-flowforge-signature").split(", ").collect()
+}
+
+/// A receiver holding only `key`: accepts if any `sha256=` value is its own HMAC.
+fn verifies_with(r: &Received, key: &str) -> bool {
+    let timestamp: u64 = header(r, "x-flowforge-timestamp").parse().unwrap();
+    let ours = sign(key, timestamp, &r.body);
+    let ours = ours.strip_prefix("sha256=").unwrap();
+    signatures(r).iter().filter_map(|s| s.strip_prefix("sha256=")).any(|theirs| theirs == ours)
+}
+
 #[tokio::test]
 async fn delivers_a_signed_request_with_the_task_headers() {
     let (receiver, addr) = Receiver::start(&[]).await;
@@ -147,6 +168,31 @@ async fn delivers_a_signed_request_with_the_task_headers() {
     assert!(now.abs_diff(timestamp) < 60, "timestamp {timestamp} is not now ({now})");
     assert_eq!(header(r, "x-flowforge-signature"), sign(KEY, timestamp, &r.body));
     assert_ne!(header(r, "x-flowforge-signature"), sign("another-key", timestamp, &r.body));
+    assert_eq!(signatures(r).len(), 1, "without a previous key there is exactly one signature");
+}
+
+#[tokio::test]
+async fn during_a_key_rotation_requests_carry_both_signatures() {
+    let (receiver, addr) = Receiver::start(&[ok(500), ok(200)]).await;
+    let setup = Setup::with_previous_key(true, Some(PREVIOUS_KEY)).await;
+    let id = setup.enqueue(json!({"url": format!("http://{addr}/hook"), "body": {"order": 42}}), 3).await;
+    setup.finished(id, TaskStatus::Completed).await;
+    setup.shutdown().await;
+
+    let received = receiver.received.lock().unwrap();
+    assert_eq!(received.len(), 2, "a retried delivery is signed the same way");
+    for r in received.iter() {
+        let timestamp: u64 = header(r, "x-flowforge-timestamp").parse().unwrap();
+        // Current key first, comma+space separated, in one header.
+        assert_eq!(
+            header(r, "x-flowforge-signature"),
+            format!("{}, {}", sign(KEY, timestamp, &r.body), sign(PREVIOUS_KEY, timestamp, &r.body))
+        );
+        assert_eq!(signatures(r), [sign(KEY, timestamp, &r.body), sign(PREVIOUS_KEY, timestamp, &r.body)]);
+        assert!(verifies_with(r, KEY), "a receiver with the new key refused");
+        assert!(verifies_with(r, PREVIOUS_KEY), "a receiver with the old key refused");
+        assert!(!verifies_with(r, "another-key"), "a receiver with an unrelated key accepted");
+    }
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 
 mod webhook;
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,7 +17,7 @@ pub use webhook::{sign, Webhook};
 
 use crate::config::HandlerSettings;
 
-/// Every built-in handler, keyed by kind. `panic` only with `chaos_handlers`.
+/// Every built-in handler, keyed by kind. `panic` and `fill_scratch` only with `chaos_handlers`.
 pub fn registry(settings: &HandlerSettings) -> Registry {
     let registry = Registry::new()
         .register("noop", Noop)
@@ -24,7 +26,7 @@ pub fn registry(settings: &HandlerSettings) -> Registry {
         .register("fail", Fail)
         .register("webhook", Webhook::new(&settings.webhook));
     if settings.chaos_handlers {
-        registry.register("panic", Panic)
+        registry.register("panic", Panic).register("fill_scratch", FillScratch::new(std::env::temp_dir()))
     } else {
         registry
     }
@@ -125,6 +127,58 @@ impl Handler for Panic {
     }
 }
 
+/// Writes `{"bytes": N}` to a file in the worker's scratch space (its tmpfs) and removes it
+/// again: to prove that a full scratch space fails the task that hit it, frees what it
+/// wrote, and leaves the worker serving.
+pub struct FillScratch {
+    dir: PathBuf,
+}
+
+impl FillScratch {
+    pub fn new(dir: PathBuf) -> Self {
+        FillScratch { dir }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FillScratchPayload {
+    bytes: u64,
+}
+
+/// Deletes the scratch file however the write ends (error, panic or cancellation).
+struct ScratchFile(PathBuf);
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[async_trait]
+impl Handler for FillScratch {
+    async fn run(&self, ctx: TaskContext) -> Result<Value, HandlerError> {
+        let FillScratchPayload { bytes } = payload(&ctx, r#"{"bytes": N}"#)?;
+        let file = ScratchFile(self.dir.join(format!("flowforge-scratch-{}-{}", ctx.id, ctx.attempt)));
+        tokio::task::spawn_blocking(move || {
+            let chunk = vec![0u8; 1 << 20];
+            let mut out = std::fs::File::create(&file.0)?;
+            let mut written = 0u64;
+            while written < bytes {
+                let n = chunk.len().min(usize::try_from(bytes - written).unwrap_or(usize::MAX));
+                out.write_all(&chunk[..n])?;
+                written += n as u64;
+            }
+            out.sync_all()?;
+            Ok::<_, std::io::Error>(written)
+        })
+        .await
+        .map_err(|e| HandlerError::Retryable(format!("scratch writer stopped: {e}")))?
+        .map(|written| json!({ "written_bytes": written }))
+        .map_err(|e| HandlerError::Retryable(format!("scratch space: {e}")))
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -191,6 +245,7 @@ pub(crate) mod tests {
         let mut settings = HandlerSettings {
             webhook: crate::config::WebhookSettings {
                 signing_key: flowforge_platform::Secret::new("k"),
+                previous_signing_key: None,
                 timeout: Duration::from_secs(1),
                 allow_private: false,
             },
@@ -201,5 +256,20 @@ pub(crate) mod tests {
         assert_eq!(kinds, ["echo", "fail", "noop", "sleep", "webhook"]);
         settings.chaos_handlers = true;
         assert!(registry(&settings).get("panic").is_some());
+        assert!(registry(&settings).get("fill_scratch").is_some());
+    }
+
+    #[tokio::test]
+    async fn fill_scratch_writes_then_removes_its_file() {
+        let dir = std::env::temp_dir().join(format!("flowforge-scratch-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let result = FillScratch::new(dir.clone()).run(context("fill_scratch", json!({"bytes": 3_000_000}), 1)).await;
+        assert_eq!(result.unwrap(), json!({"written_bytes": 3_000_000}));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the scratch file is removed");
+        // A scratch space that cannot be written fails the attempt (retryably), it does not panic.
+        let missing = FillScratch::new(dir.join("gone")).run(context("fill_scratch", json!({"bytes": 1}), 1)).await;
+        assert!(matches!(missing, Err(HandlerError::Retryable(m)) if m.starts_with("scratch space: ")));
+        permanent_error(FillScratch::new(dir.clone()).run(context("fill_scratch", json!({"bytes": "1"}), 1)).await);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

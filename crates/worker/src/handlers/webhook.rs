@@ -1,7 +1,15 @@
 //! `webhook`: delivers a signed JSON request to a URL the task names.
 //!
-//! Receivers verify `X-FlowForge-Signature` = `sha256=HEX(HMAC-SHA256(key, "{timestamp}.{body}"))`
-//! with `timestamp` from `X-FlowForge-Timestamp`, and reject old timestamps to stop replays.
+//! Each request carries `X-FlowForge-Timestamp` (unix seconds) and `X-FlowForge-Signature`,
+//! one or more `sha256=HEX(HMAC-SHA256(key, "{timestamp}.{body}"))` values separated by
+//! `", "`. Usually there is one. While the signing key is being rotated
+//! (`FLOWFORGE_WEBHOOK_SIGNING_KEY_PREVIOUS` set) there are two, the current key's first:
+//! `sha256=NEW, sha256=OLD`.
+//!
+//! Receivers split the header on `", "` and accept the request if any `sha256=` value
+//! equals their own HMAC of `"{timestamp}.{body}"` (compared in constant time), ignoring
+//! values with another scheme; and they reject old timestamps to stop replays. A receiver
+//! so written keeps accepting through a rotation whichever of the two keys it holds.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -31,7 +39,8 @@ const MAX_RESPONSE_BYTES: usize = 4096;
 /// would contradict the body or the connection.
 const FRAMING_HEADERS: [HeaderName; 4] = [CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION, HOST];
 
-/// The `X-FlowForge-Signature` value for a request body sent at `timestamp` (unix seconds).
+/// One `X-FlowForge-Signature` value (`sha256=…`) for a request body sent at `timestamp`
+/// (unix seconds) and signed with `key`.
 pub fn sign(key: &str, timestamp: u64, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
     mac.update(timestamp.to_string().as_bytes());
@@ -42,7 +51,8 @@ pub fn sign(key: &str, timestamp: u64, body: &[u8]) -> String {
 
 pub struct Webhook {
     client: Client,
-    signing_key: Secret,
+    /// The current key, then the previous one while a rotation is under way.
+    signing_keys: Vec<Secret>,
     allow_private: bool,
 }
 
@@ -55,11 +65,21 @@ impl Webhook {
         if !settings.allow_private {
             builder = builder.dns_resolver(Arc::new(PublicOnly));
         }
+        let mut signing_keys = vec![settings.signing_key.clone()];
+        // A previous key equal to the current one would only repeat the same signature.
+        signing_keys.extend(settings.previous_signing_key.iter().filter(|k| **k != settings.signing_key).cloned());
         Webhook {
             client: builder.build().expect("a rustls client with these options always builds"),
-            signing_key: settings.signing_key.clone(),
+            signing_keys,
             allow_private: settings.allow_private,
         }
+    }
+
+    /// The `X-FlowForge-Signature` header: one signature per key, current key first,
+    /// separated by `", "`.
+    fn signature(&self, timestamp: u64, body: &[u8]) -> HeaderValue {
+        let signatures: Vec<String> = self.signing_keys.iter().map(|k| sign(k.expose(), timestamp, body)).collect();
+        HeaderValue::try_from(signatures.join(", ")).expect("hex is a valid header value")
     }
 }
 
@@ -118,8 +138,7 @@ impl Handler for Webhook {
         headers.insert("x-flowforge-task-id", HeaderValue::from(ctx.id));
         headers.insert("x-flowforge-attempt", HeaderValue::from(ctx.attempt));
         headers.insert("x-flowforge-timestamp", HeaderValue::from(timestamp));
-        let signature = sign(self.signing_key.expose(), timestamp, &body);
-        headers.insert("x-flowforge-signature", HeaderValue::try_from(signature).expect("hex is a valid header value"));
+        headers.insert("x-flowforge-signature", self.signature(timestamp, &body));
         // A request id that is not a valid header value is left out rather than failing delivery.
         if let Some(request_id) = ctx.request_id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()) {
             headers.insert("x-request-id", request_id);
@@ -338,10 +357,78 @@ mod tests {
         assert!(refused.to_string().contains("non-public"), "{refused}");
     }
 
+    /// A local receiver that records the headers and body of every request it gets.
+    async fn receiver() -> (Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, axum::body::Bytes)>>>, SocketAddr) {
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = received.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                record.lock().unwrap().push((headers, body));
+                "received"
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (received, addr)
+    }
+
+    /// Delivers one request to a local receiver with these keys; returns the timestamp,
+    /// body and the `X-FlowForge-Signature` values it got.
+    async fn deliver(key: &str, previous: Option<&str>) -> (u64, Vec<u8>, Vec<String>) {
+        let (received, addr) = receiver().await;
+        let webhook = Webhook::new(&WebhookSettings {
+            signing_key: Secret::new(key),
+            previous_signing_key: previous.map(Secret::new),
+            timeout: std::time::Duration::from_secs(5),
+            allow_private: true,
+        });
+        let payload = json!({"url": format!("http://{addr}/hook"), "body": {"order": 42}});
+        let result = webhook.run(context("webhook", payload, 1)).await.unwrap();
+        assert_eq!(result, json!({"status": 200, "body": "received"}));
+        let (headers, body) = received.lock().unwrap().pop().expect("the receiver got the request");
+        let timestamp = headers["x-flowforge-timestamp"].to_str().unwrap().parse().unwrap();
+        let signatures =
+            headers.get_all("x-flowforge-signature").iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>();
+        assert_eq!(signatures.len(), 1, "one header, however many signatures: {signatures:?}");
+        (timestamp, body.to_vec(), signatures[0].split(", ").map(String::from).collect())
+    }
+
+    /// What a receiver holding `key` does: accept if any `sha256=` value matches.
+    fn receiver_accepts(signatures: &[String], key: &str, timestamp: u64, body: &[u8]) -> bool {
+        let ours = sign(key, timestamp, body);
+        let ours = ours.strip_prefix("sha256=").unwrap();
+        signatures.iter().filter_map(|s| s.strip_prefix("sha256=")).any(|theirs| theirs == ours)
+    }
+
+    #[tokio::test]
+    async fn during_a_rotation_both_keys_sign_the_request_current_first() {
+        let (timestamp, body, signatures) = deliver("new-key", Some("old-key")).await;
+        assert_eq!(signatures, [sign("new-key", timestamp, &body), sign("old-key", timestamp, &body)]);
+        assert!(receiver_accepts(&signatures, "new-key", timestamp, &body), "a receiver with the new key refused");
+        assert!(receiver_accepts(&signatures, "old-key", timestamp, &body), "a receiver with the old key refused");
+        assert!(!receiver_accepts(&signatures, "other-key", timestamp, &body), "any key verified");
+    }
+
+    #[tokio::test]
+    async fn without_a_previous_key_there_is_exactly_one_signature() {
+        let (timestamp, body, signatures) = deliver("new-key", None).await;
+        assert_eq!(signatures, [sign("new-key", timestamp, &body)]);
+        assert!(!receiver_accepts(&signatures, "old-key", timestamp, &body));
+    }
+
+    #[tokio::test]
+    async fn a_previous_key_equal_to_the_current_one_signs_once() {
+        let (timestamp, body, signatures) = deliver("same-key", Some("same-key")).await;
+        assert_eq!(signatures, [sign("same-key", timestamp, &body)]);
+    }
+
     #[tokio::test]
     async fn bad_payloads_fail_permanently() {
         let webhook = Webhook::new(&WebhookSettings {
             signing_key: Secret::new("k"),
+            previous_signing_key: None,
             timeout: std::time::Duration::from_secs(1),
             allow_private: false,
         });
