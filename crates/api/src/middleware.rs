@@ -268,6 +268,15 @@ impl AuditRecord {
     /// Best effort: a lost audit row is logged (with everything it held) but does not
     /// turn a completed change into an error for the client.
     async fn write(self, state: &AppState, caller: Option<&Caller>, Outcome { target, status }: Outcome) {
+        // A 503 means the database was unreachable a moment ago and nothing changed:
+        // waiting for the pool again would only hold the answer back (by the acquire
+        // timeout) while clients are being told to retry. The log keeps the record.
+        if status == 503 {
+            tracing::warn!(method = %self.method, path = %self.path, user_id = ?caller.map(|c| c.user_id),
+                           target = ?target, status, client_ip = ?self.client_ip,
+                           "audit record logged only: the database is unavailable");
+            return;
+        }
         let result = sqlx::query(
             "INSERT INTO audit_log (user_id, token_id, method, route, path, target, status, request_id, client_ip, user_agent)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
