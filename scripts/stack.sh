@@ -12,6 +12,7 @@
 #   scripts/stack.sh backup [--type full|diff|incr]   take a backup now (default full)
 #   scripts/stack.sh update   rolling update of api, worker and web to the images FLOWFORGE_TAG names (also: rollback)
 #   scripts/stack.sh restore [--to TIME]   restore the database (to an RFC 3339 moment, else all archived WAL)
+#   scripts/stack.sh rotate database|webhook-key|retire-webhook-key   rotate a secret with no downtime
 #   scripts/stack.sh compose ARGS...       any Compose command, on this stack's project and files
 #   scripts/stack.sh docker-build ARGS...  docker build with BuildKit (the CLI that has it)
 set -euo pipefail
@@ -158,6 +159,73 @@ rolling_update() {
     done
 }
 
+# SQL as the database superuser, over the server's socket, from standard input (so no
+# password ever appears on a command line).
+superuser_psql() { compose exec -T postgres psql -h /run/postgresql -U postgres -d flowforge -XAtq --set=ON_ERROR_STOP=1; }
+
+# The role and password a connection string in ./secrets names (generated passwords are hex).
+url_role() { sed -E 's|^postgres://([^:]+):.*|\1|' "secrets/$1"; }
+url_password() { sed -E 's|^postgres://[^:]+:([^@]+)@.*|\1|' "secrets/$1"; }
+
+# login_role ROLE PASSWORD: ROLE may log in, with PASSWORD. The app's second login role is
+# created on first use: a member of flowforge_app, so it has exactly its privileges.
+login_role() {
+    { printf '\\set role %s\n\\set pw %s\n' "$1" "$2"; cat <<'SQL'; } | superuser_psql >/dev/null
+SET password_encryption = 'scram-sha-256';
+SELECT format('CREATE ROLE %I IN ROLE flowforge_app', :'role')
+    WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
+ALTER ROLE :"role" LOGIN PASSWORD :'pw';
+SQL
+}
+
+# Rewrites a secret file in place (same inode: bind mounts of it stay valid). Builtins
+# only: no secret on any process's command line.
+write_secret() { printf '%s' "$2" >"secrets/$1"; }
+# with_login URL_SECRET ROLE PASSWORD: that connection string, logging in as ROLE.
+with_login() { local url; url=$(<"secrets/$1"); printf 'postgres://%s:%s@%s' "$2" "$3" "${url#*@}"; }
+
+# The database password, with no downtime: the app has two login roles with the same
+# privileges, and uses one at a time. The idle one gets a new password, the services are
+# replaced one by one with the new connection string, then the old role loses its login.
+rotate_database() {
+    local current next password
+    current=$(url_role database_url_app)
+    if [ "$current" = flowforge_app ]; then next=flowforge_app_alt; else next=flowforge_app; fi
+    password=$(openssl rand -hex 32)
+    log "database: $next gets a new password; api and worker still connect as $current"
+    login_role "$next" "$password"
+    write_secret database_url_app "$(with_login database_url_app "$next" "$password")"
+    if [ "$next" = flowforge_app ]; then write_secret postgres_app_password "$password"; fi
+    rolling_update api
+    rolling_update worker
+    log "database: api and worker connect as $next; $current may no longer log in"
+    { printf '\\set role %s\n' "$current"; cat <<'SQL'; } | superuser_psql >/dev/null
+ALTER ROLE :"role" NOLOGIN PASSWORD NULL;
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = :'role';
+SQL
+    # The owner role only runs migrations (a one-shot job): a new password is enough.
+    password=$(openssl rand -hex 32)
+    login_role flowforge_owner "$password"
+    write_secret database_url_owner "$(with_login database_url_owner flowforge_owner "$password")"
+    write_secret postgres_owner_password "$password"
+    log "database: the owner role (migrations) has a new password"
+}
+
+# The webhook signing key: the current key becomes the previous one, which workers keep
+# signing with as well until it is retired (receivers accept either meanwhile).
+rotate_webhook_key() {
+    write_secret webhook_signing_key_previous "$(cat secrets/webhook_signing_key)"
+    write_secret webhook_signing_key "$(openssl rand -hex 32)"
+    rolling_update worker
+    log "webhooks: signed with the new key and the previous one; retire-webhook-key once receivers have the new key"
+}
+
+retire_webhook_key() {
+    write_secret webhook_signing_key_previous ""
+    rolling_update worker
+    log "webhooks: signed with the current key only"
+}
+
 up_and_wait() {
     local started=$SECONDS
     ensure_engine
@@ -238,6 +306,8 @@ backup) shift; compose exec -T backup flowforge backup run "$@" ;;
 update)
     started=$SECONDS
     build
+    # A new version may read secrets the previous one did not have.
+    deploy/compose/init-secrets.sh secrets >/dev/null
     log "migrating to ${FLOWFORGE_TAG:-dev} (migrations only add: the running version keeps working)"
     compose run --rm -T migrate >/dev/null
     for service in api worker web; do
@@ -248,8 +318,8 @@ update)
 restore)
     shift
     started=$SECONDS
-    log "stopping the writers and the database"
-    compose stop api worker backup >/dev/null
+    log "stopping the database and every client of it"
+    compose stop api worker backup postgres-exporter >/dev/null
     compose stop postgres >/dev/null
     compose run --rm -T restore restore "$@"
     log "starting the database: it replays WAL to the target, then opens for writes"
@@ -263,12 +333,29 @@ restore)
         [ $SECONDS -lt $deadline ] || { echo "the database did not finish recovery in 300 s" >&2; exit 1; }
         sleep 1
     done
+    # PostgreSQL 15 plans its checkpointer's next wake-up during recovery, when
+    # archive_timeout does not apply, and then sleeps until checkpoint_timeout (5 min):
+    # writes in those minutes would wait for a full segment to be archived. A checkpoint
+    # now wakes it, and archive_timeout holds from the first write.
+    echo CHECKPOINT | superuser_psql
+    # A restore to a moment before a password rotation brings the old passwords back:
+    # the roles get the ones the services hold now.
+    login_role "$(url_role database_url_app)" "$(url_password database_url_app)"
+    login_role flowforge_owner "$(url_password database_url_owner)"
     # The cache may hold tasks the restore took back: Redis keeps nothing on disk, so a
     # restart empties it.
     compose restart redis >/dev/null
-    compose up -d --no-deps backup api worker >/dev/null
+    compose up -d --no-deps backup api worker postgres-exporter >/dev/null
     wait_healthy 180
     log "restored and serving in $((SECONDS - started)) s"
+    ;;
+rotate)
+    case "${2:-}" in
+    database) rotate_database ;;
+    webhook-key) rotate_webhook_key ;;
+    retire-webhook-key) retire_webhook_key ;;
+    *) echo "usage: scripts/stack.sh rotate database|webhook-key|retire-webhook-key" >&2; exit 2 ;;
+    esac
     ;;
 docker-build) shift; DOCKER_BUILDKIT=1 "$(buildkit_docker)" build "$@" ;;
 *)
