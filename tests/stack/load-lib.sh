@@ -26,3 +26,16 @@ in_status() {
     psql_super -c "SELECT count(*) FROM tasks WHERE id = ANY('{${ids:-0}}'::bigint[]) AND status = '$2'"
 }
 all_completed() { [ "$(in_status "$1" completed)" = "$(acknowledged "$1")" ]; }
+
+# no_failures_no_losses NAME WHAT: waits (bounded) for the run's tasks, prints what the
+# client saw, and checks that no request failed (a 503 counts) and no task was lost.
+no_failures_no_losses() {
+    local sent failures lost
+    wait_for 120 all_completed "$1" || true
+    sent=$(load_field "$1" sent)
+    failures=$(($(load_field "$1" failed) + $(load_field "$1" unavailable_503)))
+    lost=$(($(acknowledged "$1") - $(in_status "$1" completed)))
+    echo "$2: $sent requests, $failures failed, $(acknowledged "$1") tasks acknowledged, $lost lost"
+    check "$2: 0 of $sent requests failed" [ "$failures" -eq 0 ]
+    check "$2: 0 of $(acknowledged "$1") tasks lost" [ "$lost" -eq 0 ]
+}

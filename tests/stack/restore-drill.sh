@@ -65,6 +65,8 @@ for i in $(seq 1 40); do
     fi
     sleep 0.5
 done
+# What the archiver had done when the disaster struck (for the RPO figure below).
+echo "archiver: $(psql_super -F ' ' -c 'SELECT archived_count, last_archived_wal, failed_count, last_failed_wal FROM pg_stat_archiver')"
 destroy_database
 scripts/stack.sh restore 2>&1 | tail -n 1
 wait_for 120 serving
@@ -73,4 +75,4 @@ rpo=$(python3 -c "print(f'{max(0.0, $last_acked - $newest):.1f}')")
 lost=$((40 - $(psql_super -c "SELECT count(*) FROM tasks WHERE title LIKE 'rpo %'")))
 echo "RPO (newest acknowledged write − newest restored): $rpo s; $lost of 40 writes lost (archive_timeout 10 s)"
 check "drill: restore to the newest archived WAL brings the stack back (RPO $rpo s)" serving
-rm -rf "$drill_dir"
+

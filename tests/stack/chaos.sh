@@ -1,0 +1,233 @@
+# The chaos suite (issue 6), sourced by system-test.sh after load-lib.sh, against its
+# running stack. Each scenario breaks the stack on purpose while `flowforge load` creates
+# tasks through the proxy, then reports what a client and an operator would count:
+#   lost           acknowledged (201) by the API, never completed;
+#   completed twice  a completion recorded more than once for one task (counted by a
+#                  trigger this script installs: every transition into `completed`);
+#   ran again      completed on a later attempt, because the worker running it died
+#                  (at-least-once execution; not an error, but a number to know);
+#   failed         requests answered with anything but 201 or, where the scenario allows
+#                  it, 503 with Retry-After; timeouts (10 s) count as failed;
+#   recovered      how long until the stack served (or finished the work) again.
+# Every loop is bounded in count and time.
+
+# shellcheck shell=bash disable=SC2154
+psql_super >/dev/null <<'SQL'
+CREATE TABLE chaos_completions (task_id bigint NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE FUNCTION chaos_count_completion() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+BEGIN
+    INSERT INTO chaos_completions (task_id) VALUES (NEW.id);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER chaos_count_completion AFTER UPDATE OF status ON tasks FOR EACH ROW
+    WHEN (NEW.status = 'completed' AND OLD.status IS DISTINCT FROM 'completed')
+    EXECUTE FUNCTION chaos_count_completion();
+SQL
+
+run_ids() { paste -sd, "$load_dir/$1.ids"; }
+completions_counted() {
+    psql_super -c "SELECT count(DISTINCT task_id) FROM chaos_completions WHERE task_id = ANY('{$(run_ids "$1")}'::bigint[])"
+}
+completed_twice() {
+    psql_super -c "SELECT count(*) FROM (SELECT task_id FROM chaos_completions
+        WHERE task_id = ANY('{$(run_ids "$1")}'::bigint[]) GROUP BY task_id HAVING count(*) > 1) twice"
+}
+ran_again() {
+    psql_super -c "SELECT count(*) FROM tasks WHERE id = ANY('{$(run_ids "$1")}'::bigint[])
+        AND status = 'completed' AND attempts > 1"
+}
+restarts() { # SERVICE...: restarts of their containers, summed
+    local service c total=0
+    for service in "$@"; do
+        for c in $(docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
+            --filter "label=com.docker.compose.service=$service"); do
+            total=$((total + $(docker inspect -f '{{.RestartCount}}' "$c")))
+        done
+    done
+    echo "$total"
+}
+since() { python3 -c "import sys, time; print(f'{time.time() - float(sys.argv[1]):.1f}')" "$1"; }
+# until_served SECONDS: seconds (0.1 s) until a task creation is acknowledged again.
+until_served() {
+    local start deadline=$((SECONDS + $1))
+    start=$(date +%s.%N)
+    until [ "$(api -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+        -d '{"title":"chaos probe","kind":"noop"}' "$base/tasks")" = 201 ]; do
+        [ $SECONDS -lt $deadline ] || { echo "never (over $1 s)"; return 1; }
+        sleep 0.25
+    done
+    since "$start"
+}
+# kill9 CONTAINER: SIGKILL to its process from the host, like a crash (`docker kill`
+# would count as a manual stop, and the restart policy would leave it down).
+kill9() { kill -9 "$(docker inspect -f '{{.State.Pid}}' "$1")"; }
+
+# verdict NAME WHAT RECOVERY [503-allowed]: waits (bounded) for the run's tasks, prints the
+# scenario's line and checks 0 lost, 0 completed twice and 0 failed requests.
+verdict() {
+    local name=$1 what=$2 recovery=$3 allow_503=${4:-} acked lost twice again errors unavailable slowest counted
+    wait_for 120 all_completed "$name" || true
+    acked=$(acknowledged "$name")
+    lost=$((acked - $(in_status "$name" completed)))
+    twice=$(completed_twice "$name")
+    again=$(ran_again "$name")
+    errors=$(load_field "$name" failed)
+    unavailable=$(load_field "$name" unavailable_503)
+    slowest=$(python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["latency_ms"]["max"] or 0))' \
+        "$load_dir/$name.json")
+    echo "chaos | $what | $(load_field "$name" sent) requests: $errors failed, $unavailable answered 503 + Retry-After," \
+        "slowest $slowest ms | $acked tasks: $lost lost, $twice completed twice, $again ran again | recovered: $recovery"
+    [ "$errors" -eq 0 ] || echo "     failures: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["failure_kinds"])' "$load_dir/$name.json")"
+    check "chaos: $what: 0 of $acked tasks lost" [ "$lost" -eq 0 ]
+    # The counter must have seen every completion for its 0 to mean anything.
+    counted=$(completions_counted "$name")
+    once_each() { [ "$twice" -eq 0 ] && [ "$counted" -eq $((acked - lost)) ]; }
+    check "chaos: $what: 0 tasks completed twice ($counted completions counted)" once_each
+    if [ -n "$allow_503" ]; then
+        check "chaos: $what: no request failed or hung ($unavailable told to retry with 503 + Retry-After)" [ "$errors" -eq 0 ]
+    else
+        check "chaos: $what: 0 failed requests" [ $((errors + unavailable)) -eq 0 ]
+    fi
+}
+
+# --- 1. kill -9 a worker mid-task, repeatedly, while tasks flow ------------------------
+# Tasks that take 1 s, so each worker always holds several. Its leases expire (15 s) and
+# the rescue gives them to another worker: those are the tasks that "ran again".
+load workers 45 12 sleep '{"duration_ms": 1000}' &
+loader=$!
+kills=0 before=$(restarts worker)
+for _ in 1 2 3 4 5; do
+    sleep 7
+    kill9 "$(container worker "$((RANDOM % 2 + 1))")" && kills=$((kills + 1))
+    last_kill=$(date +%s.%N)
+done
+wait "$loader"
+wait_for 120 all_completed workers || true
+verdict workers "kill -9 of a worker x$kills" "every task completed $(since "$last_kill") s after the last kill"
+hit_mid_task() { [ "$(ran_again workers)" -ge "$kills" ]; }
+check "chaos: the kills caught tasks mid-run ($(ran_again workers) rescued and run again)" hit_mid_task
+workers_restarted() { [ "$(restarts worker)" -eq $((before + kills)) ]; }
+check "chaos: the killed workers restarted by themselves" wait_for 60 workers_restarted
+
+# --- 2. kill -9 each api replica under load -----------------------------------------
+load api 30 12 noop '{}' &
+loader=$!
+back_in=()
+for replica in 1 2; do
+    sleep 6
+    victim=$(container api "$replica")
+    before=$(docker inspect -f '{{.RestartCount}}' "$victim")
+    killed=$(date +%s.%N)
+    kill9 "$victim"
+    healthy_again() { [ "$(docker inspect -f '{{.State.Health.Status}} {{.RestartCount}}' "$victim")" = "healthy $((before + 1))" ]; }
+    wait_for 60 healthy_again && back_in+=("$(since "$killed") s")
+done
+wait "$loader"
+verdict api "kill -9 of each api replica" "replicas healthy again after ${back_in[*]}"
+check "chaos: both killed api replicas came back by themselves" [ "${#back_in[@]}" -eq 2 ]
+
+# --- 3. PostgreSQL stopped and started under load ------------------------------------
+# While it is down the API must answer at once: 503 with Retry-After, never a 500 and
+# never a hang; when it is back, everything recovers by itself.
+load postgres 40 10 noop '{}' &
+loader=$!
+sleep 8
+before=$(restarts api worker)
+stopped=$(date +%s.%N)
+scripts/stack.sh compose stop postgres >/dev/null 2>&1
+outage=$(mktemp)
+sleep 2
+for _ in 1 2 3 4 5; do
+    api -o /dev/null -D - -w 'status %{http_code} in %{time_total} s\n' -H 'Content-Type: application/json' \
+        -d '{"title":"during the outage","kind":"noop"}' "$base/tasks" >>"$outage" || echo "status 000" >>"$outage"
+    sleep 1
+done
+told_to_retry() { [ "$(grep -c '^status 503 ' "$outage")" -eq 5 ] && [ "$(grep -ci '^retry-after: ' "$outage")" -eq 5 ]; }
+check "chaos: PostgreSQL down: the API answers 503 with Retry-After ($(grep '^status' "$outage" | awk '{ print $4 }' | sort -n | tail -n 1) s at most)" \
+    told_to_retry
+down_for=$(since "$stopped")
+started=$(date +%s.%N)
+scripts/stack.sh compose start postgres >/dev/null 2>&1
+served_after=$(until_served 120)
+wait "$loader"
+verdict postgres "PostgreSQL stopped for $down_for s under load" "tasks accepted again $served_after s after it started" 503-allowed
+check "chaos: PostgreSQL back: api and workers recovered without a restart" [ "$(restarts api worker)" -eq "$before" ]
+rm -f "$outage"
+
+# --- 4. every database connection terminated; then the pools exhausted ----------------
+load backends 30 12 noop '{}' &
+loader=$!
+before=$(restarts api worker)
+terminated=0
+for _ in 1 2 3; do
+    sleep 6
+    terminated=$((terminated + $(psql_super -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+        WHERE datname = 'flowforge' AND usename LIKE 'flowforge_app%'")))
+done
+served_after=$(until_served 60)
+wait "$loader"
+verdict backends "pg_terminate_backend of all $terminated app connections, 3 times" \
+    "tasks accepted $served_after s after the last termination" 503-allowed
+check "chaos: terminated connections: api and workers recovered without a restart" [ "$(restarts api worker)" -eq "$before" ]
+
+# A lock that blocks every query on tasks for 8 s (a migration gone wrong): each request
+# holds a pooled connection while it waits, until every pool is exhausted.
+load pool 30 12 noop '{}' &
+loader=$!
+sleep 5
+psql_super -c "BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT" >/dev/null
+served_after=$(until_served 60)
+wait "$loader"
+verdict pool "every pool exhausted by an 8 s table lock" "tasks accepted $served_after s after the lock went" 503-allowed
+check "chaos: exhausted pools: api and workers recovered without a restart" [ "$(restarts api worker)" -eq "$before" ]
+
+# --- 5. Redis stopped under load: the API keeps answering correctly --------------------
+load redis 30 12 noop '{}' &
+loader=$!
+sleep 5
+scripts/stack.sh compose stop redis >/dev/null 2>&1
+redis_state() { api "$base/ready" | python3 -c 'import json,sys; print(json.load(sys.stdin)["redis"])'; }
+redis_down() { [ "$(redis_state)" = unavailable ]; }
+check "chaos: Redis stopped: the api reports it unavailable and stays ready" wait_for 20 redis_down
+read_back=$(api -o /dev/null -w '%{http_code}' "$base/tasks/$(tail -n 1 "$load_dir/api.ids")")
+check "chaos: Redis stopped: tasks are still read (from PostgreSQL): $read_back" [ "$read_back" = 200 ]
+sleep 10
+started=$(date +%s.%N)
+scripts/stack.sh compose start redis >/dev/null 2>&1
+redis_up() { [ "$(redis_state)" = connected ]; }
+wait_for 60 redis_up && reconnected="the api reconnected $(since "$started") s after Redis started" || reconnected="never"
+wait "$loader"
+verdict redis "Redis stopped for 15 s under load" "$reconnected"
+
+# --- 6. a full scratch space and a panicking handler: the task fails, the worker lives --
+workers_started=$(for c in $(docker ps -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
+    --filter "label=com.docker.compose.service=worker"); do docker inspect -f '{{.State.StartedAt}}' "$c"; done | sort)
+load handlers 20 10 noop '{}' &
+loader=$!
+create() { api -H 'Content-Type: application/json' -d "$1" "$base/tasks" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])'; }
+task_field() { api "$base/tasks/$1" | python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]; print(d.get(sys.argv[1]) or "")' "$2"; }
+is_status() { [ "$(task_field "$1" status)" = "$2" ]; }
+# The worker's /tmp is a 16 MB tmpfs: 64 MB cannot fit.
+filler=$(create '{"title":"fill the scratch space","kind":"fill_scratch","max_attempts":1,"payload":{"bytes":67108864}}')
+panicker=$(create '{"title":"panic","kind":"panic","max_attempts":1}')
+check "chaos: a task that fills the worker's scratch tmpfs fails" wait_for 30 is_status "$filler" failed
+echo "     its error: $(task_field "$filler" last_error)"
+check "chaos: the scratch task's error says the space ran out" grep -q 'No space left on device' <<<"$(task_field "$filler" last_error)"
+check "chaos: a task whose handler panics fails" wait_for 30 is_status "$panicker" failed
+check "chaos: the panic is its error" grep -q 'handler panicked' <<<"$(task_field "$panicker" last_error)"
+# The failed write's file was removed: half the tmpfs is free again.
+after=$(create '{"title":"scratch after","kind":"fill_scratch","max_attempts":1,"payload":{"bytes":8388608}}')
+check "chaos: the scratch space was freed: an 8 MB scratch task then completes" wait_for 30 is_status "$after" completed
+wait "$loader"
+verdict handlers "a full scratch tmpfs and a panicking handler" "nothing to recover: no worker went down"
+workers_now=$(for c in $(docker ps -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
+    --filter "label=com.docker.compose.service=worker"); do docker inspect -f '{{.State.StartedAt}}' "$c"; done | sort)
+check "chaos: both workers lived on (same containers, same processes, no restart)" [ "$workers_now" = "$workers_started" ]
+
+psql_super >/dev/null <<'SQL'
+DROP TRIGGER chaos_count_completion ON tasks;
+DROP FUNCTION chaos_count_completion();
+DROP TABLE chaos_completions;
+SQL
