@@ -150,7 +150,7 @@ check "chaos: PostgreSQL down: the API answers 503 with Retry-After ($(grep '^st
 down_for=$(since "$stopped")
 started=$(date +%s.%N)
 scripts/stack.sh compose start postgres >/dev/null 2>&1
-served_after=$(until_served 120)
+served_after=$(until_served 120) || true
 wait "$loader"
 verdict postgres "PostgreSQL stopped for $down_for s under load" "tasks accepted again $served_after s after it started" 503-allowed
 check "chaos: PostgreSQL back: api and workers recovered without a restart" [ "$(restarts api worker)" -eq "$before" ]
@@ -166,7 +166,7 @@ for _ in 1 2 3; do
     terminated=$((terminated + $(psql_super -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
         WHERE datname = 'flowforge' AND usename LIKE 'flowforge_app%'")))
 done
-served_after=$(until_served 60)
+served_after=$(until_served 60) || true
 wait "$loader"
 verdict backends "pg_terminate_backend of all $terminated app connections, 3 times" \
     "tasks accepted $served_after s after the last termination" 503-allowed
@@ -178,7 +178,7 @@ load pool 30 12 noop '{}' &
 loader=$!
 sleep 5
 psql_super -c "BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT" >/dev/null
-served_after=$(until_served 60)
+served_after=$(until_served 60) || true
 wait "$loader"
 verdict pool "every pool exhausted by an 8 s table lock" "tasks accepted $served_after s after the lock went" 503-allowed
 check "chaos: exhausted pools: api and workers recovered without a restart" [ "$(restarts api worker)" -eq "$before" ]
@@ -188,15 +188,15 @@ load redis 30 12 noop '{}' &
 loader=$!
 sleep 5
 scripts/stack.sh compose stop redis >/dev/null 2>&1
-redis_state() { api "$base/ready" | python3 -c 'import json,sys; print(json.load(sys.stdin)["redis"])'; }
-redis_down() { [ "$(redis_state)" = unavailable ]; }
+redis_state() { api "$base/ready" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["status"], d["redis"])'; }
+redis_down() { [ "$(redis_state)" = "ready unavailable" ]; }
 check "chaos: Redis stopped: the api reports it unavailable and stays ready" wait_for 20 redis_down
-read_back=$(api -o /dev/null -w '%{http_code}' "$base/tasks/$(tail -n 1 "$load_dir/api.ids")")
+read_back=$(api -o /dev/null -w '%{http_code}' "$base/tasks/$(tail -n 1 "$load_dir/api.ids")") || true
 check "chaos: Redis stopped: tasks are still read (from PostgreSQL): $read_back" [ "$read_back" = 200 ]
 sleep 10
 started=$(date +%s.%N)
 scripts/stack.sh compose start redis >/dev/null 2>&1
-redis_up() { [ "$(redis_state)" = connected ]; }
+redis_up() { [ "$(redis_state)" = "ready connected" ]; }
 wait_for 60 redis_up && reconnected="the api reconnected $(since "$started") s after Redis started" || reconnected="never"
 wait "$loader"
 verdict redis "Redis stopped for 15 s under load" "$reconnected"
@@ -210,15 +210,15 @@ create() { api -H 'Content-Type: application/json' -d "$1" "$base/tasks" | pytho
 task_field() { api "$base/tasks/$1" | python3 -c 'import json,sys; d=json.load(sys.stdin)["data"]; print(d.get(sys.argv[1]) or "")' "$2"; }
 is_status() { [ "$(task_field "$1" status)" = "$2" ]; }
 # The worker's /tmp is a 16 MB tmpfs: 64 MB cannot fit.
-filler=$(create '{"title":"fill the scratch space","kind":"fill_scratch","max_attempts":1,"payload":{"bytes":67108864}}')
-panicker=$(create '{"title":"panic","kind":"panic","max_attempts":1}')
+filler=$(create '{"title":"fill the scratch space","kind":"fill_scratch","max_attempts":1,"payload":{"bytes":67108864}}') || true
+panicker=$(create '{"title":"panic","kind":"panic","max_attempts":1}') || true
 check "chaos: a task that fills the worker's scratch tmpfs fails" wait_for 30 is_status "$filler" failed
 echo "     its error: $(task_field "$filler" last_error)"
 check "chaos: the scratch task's error says the space ran out" grep -q 'No space left on device' <<<"$(task_field "$filler" last_error)"
 check "chaos: a task whose handler panics fails" wait_for 30 is_status "$panicker" failed
 check "chaos: the panic is its error" grep -q 'handler panicked' <<<"$(task_field "$panicker" last_error)"
 # The failed write's file was removed: half the tmpfs is free again.
-after=$(create '{"title":"scratch after","kind":"fill_scratch","max_attempts":1,"payload":{"bytes":8388608}}')
+after=$(create '{"title":"scratch after","kind":"fill_scratch","max_attempts":1,"payload":{"bytes":8388608}}') || true
 check "chaos: the scratch space was freed: an 8 MB scratch task then completes" wait_for 30 is_status "$after" completed
 wait "$loader"
 verdict handlers "a full scratch tmpfs and a panicking handler" "nothing to recover: no worker went down"
