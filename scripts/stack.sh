@@ -195,7 +195,6 @@ rotate_database() {
     log "database: $next gets a new password; api and worker still connect as $current"
     login_role "$next" "$password"
     write_secret database_url_app "$(with_login database_url_app "$next" "$password")"
-    if [ "$next" = flowforge_app ]; then write_secret postgres_app_password "$password"; fi
     rolling_update api
     rolling_update worker
     log "database: api and worker connect as $next; $current may no longer log in"

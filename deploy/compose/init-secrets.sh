@@ -11,7 +11,7 @@ cd "$dir"
 umask 077
 
 random() { [ -s "$1" ] || openssl rand -hex 32 >"$1"; }
-for name in postgres_superuser_password postgres_owner_password postgres_app_password \
+for name in postgres_superuser_password postgres_owner_password \
     postgres_monitor_password redis_password webhook_signing_key operator_password backup_cipher_pass; do
     random "$name"
 done
@@ -37,9 +37,11 @@ sign proxy_tls_parts localhost "DNS:localhost,IP:127.0.0.1"
 
 # Connection strings for the services (the password is part of the URL, so the whole
 # URL is a secret). TLS with the CA checked and the host name verified.
-url() { printf 'postgres://%s:%s@postgres:5432/flowforge?sslmode=verify-full&sslrootcert=/run/secrets/ca.pem' "$1" "$(cat "$2")"; }
-[ -s database_url_app ] || url flowforge_app postgres_app_password >database_url_app
-[ -s database_url_owner ] || url flowforge_owner postgres_owner_password >database_url_owner
+# The app's URL is where its password lives (PostgreSQL creates its role from it); it
+# names flowforge_app_alt after a password rotation.
+url() { printf 'postgres://%s:%s@postgres:5432/flowforge?sslmode=verify-full&sslrootcert=/run/secrets/ca.pem' "$1" "$2"; }
+[ -s database_url_app ] || url flowforge_app "$(openssl rand -hex 32)" >database_url_app
+[ -s database_url_owner ] || url flowforge_owner "$(cat postgres_owner_password)" >database_url_owner
 [ -s redis_url ] || printf 'redis://:%s@redis:6379' "$(cat redis_password)" >redis_url
 # redis_exporter reads passwords as a JSON map keyed by the address it scrapes.
 [ -s redis_exporter_passwords.json ] ||

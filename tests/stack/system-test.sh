@@ -300,7 +300,7 @@ check "from the data network the host ($host_ip, gateway $gateway) does not answ
 # --- the dev override: host-built binaries, reload after a change ---------------------
 scripts/stack.sh down --purge >/dev/null 2>&1
 dev_up() { scripts/stack.sh dev >/tmp/ffsystest-dev.log 2>&1 || { tail -20 /tmp/ffsystest-dev.log; return 1; }; }
-check "dev override: the stack comes up healthy" dev_up
+check "dev override: the stack comes up healthy (a new cluster, from the rotated secrets)" dev_up
 api_container=$(container api 1)
 check "dev override: the api runs the host-built binary" \
     [ "$(docker inspect -f '{{.Path}}' "$api_container")" = /opt/flowforge/api ]

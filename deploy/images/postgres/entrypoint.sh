@@ -32,9 +32,11 @@ rm -f "$run"/.s.PGSQL.*
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     echo "flowforge-postgres: initialising a new cluster in $PGDATA"
     superuser_pw=$(secret postgres_superuser_password)
-    owner_pw=$(secret postgres_owner_password)
-    app_pw=$(secret postgres_app_password)
-    monitor_pw=$(secret postgres_monitor_password)
+    # The app's login role and password, as its connection string names them: after a
+    # password rotation (scripts/stack.sh rotate database) that is flowforge_app_alt.
+    app_url=$(secret database_url_app)
+    app_role=$(printf '%s' "$app_url" | sed -E 's|^postgres://([^:]+):.*|\1|')
+    app_pw=$(printf '%s' "$app_url" | sed -E 's|^postgres://[^:]+:([^@]+)@.*|\1|')
     pwfile="$run/initdb.pw"
     printf '%s\n' "$superuser_pw" >"$pwfile"
     initdb --username=postgres --pwfile="$pwfile" --auth-local=peer --auth-host=scram-sha-256 \
@@ -50,12 +52,19 @@ host    all   all        0.0.0.0/0      reject
 host    all   all        ::/0           reject
 HBA
     pg_ctl --silent --wait --options="-c listen_addresses='' -c unix_socket_directories=$run" start
-    # Passwords go in through psql variables, never on a command line.
-    psql --quiet --set=ON_ERROR_STOP=1 --host="$run" --username=postgres --dbname=postgres \
-        --set=owner_pw="$owner_pw" --set=app_pw="$app_pw" --set=monitor_pw="$monitor_pw" <<'SQL'
-SET password_encryption = 'scram-sha-256';
+    # Passwords go in on standard input (psql variables), never on a command line.
+    {
+        printf '\\set owner_pw %s\n\\set app_pw %s\n\\set app_role %s\n\\set monitor_pw %s\n' \
+            "$(secret postgres_owner_password)" "$app_pw" "$app_role" "$(secret postgres_monitor_password)"
+        echo "SET password_encryption = 'scram-sha-256';"
+        if [ "$app_role" = flowforge_app ]; then
+            echo "CREATE ROLE flowforge_app LOGIN PASSWORD :'app_pw';"
+        else
+            echo "CREATE ROLE flowforge_app NOLOGIN;"
+            echo "CREATE ROLE :\"app_role\" LOGIN PASSWORD :'app_pw' IN ROLE flowforge_app;"
+        fi
+        cat <<'SQL'
 CREATE ROLE flowforge_owner LOGIN PASSWORD :'owner_pw';
-CREATE ROLE flowforge_app LOGIN PASSWORD :'app_pw';
 -- The metrics exporter: statistics views only, no table data.
 CREATE ROLE flowforge_monitor LOGIN PASSWORD :'monitor_pw' CONNECTION LIMIT 3 IN ROLE pg_monitor;
 CREATE DATABASE flowforge OWNER flowforge_owner;
@@ -72,6 +81,7 @@ ALTER DEFAULT PRIVILEGES FOR ROLE flowforge_owner IN SCHEMA public
 ALTER DEFAULT PRIVILEGES FOR ROLE flowforge_owner IN SCHEMA public
     GRANT USAGE, SELECT ON SEQUENCES TO flowforge_app;
 SQL
+    } | psql --quiet --set=ON_ERROR_STOP=1 --host="$run" --username=postgres --dbname=postgres
     pg_ctl --silent --wait stop
     echo "flowforge-postgres: cluster ready"
 fi
