@@ -17,8 +17,17 @@ scripts/stack.sh rotate database 2>&1 | tail -n 2
 echo "     database passwords rotated in $((SECONDS - started)) s"
 started=$SECONDS
 scripts/stack.sh rotate webhook-key 2>&1 | tail -n 1
-check "rotation: the previous webhook key is kept while receivers move to the new one" [ -s secrets/webhook_signing_key_previous ]
+# What each running worker said when it started: how many keys it signs with.
+signing_keys() {
+    local c
+    for c in $(docker ps -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
+        --filter "label=com.docker.compose.service=worker"); do
+        docker logs "$c" 2>&1 | grep -o '"webhook_signing_keys":[0-9]*' | tail -n 1 | cut -d: -f2
+    done | sort -u | paste -sd,
+}
+check "rotation: every worker signs webhooks with the new and the previous key ($(signing_keys))" [ "$(signing_keys)" = 2 ]
 scripts/stack.sh rotate retire-webhook-key 2>&1 | tail -n 1
+check "rotation: after the retirement every worker signs with the new key only ($(signing_keys))" [ "$(signing_keys)" = 1 ]
 echo "     webhook key rotated and the previous one retired in $((SECONDS - started)) s"
 wait "$loader"
 no_failures_no_losses rotation "secret rotation under load"

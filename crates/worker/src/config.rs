@@ -49,6 +49,15 @@ pub struct WebhookSettings {
     pub allow_private: bool,
 }
 
+impl WebhookSettings {
+    /// The keys every request is signed with: the current one, then the previous one
+    /// while a rotation is under way (unless it equals the current one).
+    pub fn signing_keys(&self) -> Vec<Secret> {
+        let previous = self.previous_signing_key.iter().filter(|k| **k != self.signing_key);
+        std::iter::once(&self.signing_key).chain(previous).cloned().collect()
+    }
+}
+
 impl WorkerSettings {
     /// Reads the process environment (and `FLOWFORGE_CONFIG_FILE`, `*_FILE` secrets).
     pub fn from_env() -> Result<Self, ConfigError> {

@@ -35,8 +35,9 @@ impl WorkerApp {
         let metrics_addr = listener.local_addr()?;
         let mut kinds: Vec<&str> = registry.kinds().collect();
         kinds.sort_unstable();
+        // Two signing keys mean a key rotation is under way (operators check that it ends).
         tracing::info!(worker_id = %settings.runtime.id, ?kinds, %metrics_addr, profile = %settings.profile,
-                       "worker starting");
+                       webhook_signing_keys = settings.handlers.webhook.signing_keys().len(), "worker starting");
         let worker = Worker::new(Queue::new(pool.clone()), registry, settings.runtime, queue_metrics);
         Ok(WorkerApp { worker, pool, metrics, listener, metrics_addr })
     }

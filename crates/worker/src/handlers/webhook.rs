@@ -65,12 +65,9 @@ impl Webhook {
         if !settings.allow_private {
             builder = builder.dns_resolver(Arc::new(PublicOnly));
         }
-        let mut signing_keys = vec![settings.signing_key.clone()];
-        // A previous key equal to the current one would only repeat the same signature.
-        signing_keys.extend(settings.previous_signing_key.iter().filter(|k| **k != settings.signing_key).cloned());
         Webhook {
             client: builder.build().expect("a rustls client with these options always builds"),
-            signing_keys,
+            signing_keys: settings.signing_keys(),
             allow_private: settings.allow_private,
         }
     }
