@@ -18,6 +18,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-flowforge}
+# Where the stack's secrets live (compose.yaml reads the same variable).
+secrets=${FLOWFORGE_SECRETS:-secrets}
 
 log() { printf '==> %s\n' "$*" >&2; }
 
@@ -164,13 +166,16 @@ rolling_update() {
 superuser_psql() { compose exec -T postgres psql -h /run/postgresql -U postgres -d flowforge -XAtq --set=ON_ERROR_STOP=1; }
 
 # The role and password a connection string in ./secrets names (generated passwords are hex).
-url_role() { sed -E 's|^postgres://([^:]+):.*|\1|' "secrets/$1"; }
-url_password() { sed -E 's|^postgres://[^:]+:([^@]+)@.*|\1|' "secrets/$1"; }
+url_role() { sed -E 's|^postgres://([^:]+):.*|\1|' "$secrets/$1"; }
+url_password() { sed -E 's|^postgres://[^:]+:([^@]+)@.*|\1|' "$secrets/$1"; }
 
 # login_role ROLE PASSWORD: ROLE may log in, with PASSWORD. The app's second login role is
-# created on first use: a member of flowforge_app, so it has exactly its privileges.
+# created on first use: a member of flowforge_app, so it has exactly its privileges. The
+# statement holds the password, so this session never logs statements, even failed ones.
 login_role() {
     { printf '\\set role %s\n\\set pw %s\n' "$1" "$2"; cat <<'SQL'; } | superuser_psql >/dev/null
+SET log_statement = 'none';
+SET log_min_error_statement = 'panic';
 SET password_encryption = 'scram-sha-256';
 SELECT format('CREATE ROLE %I IN ROLE flowforge_app', :'role')
     WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
@@ -178,11 +183,32 @@ ALTER ROLE :"role" LOGIN PASSWORD :'pw';
 SQL
 }
 
-# Rewrites a secret file in place (same inode: bind mounts of it stay valid). Builtins
-# only: no secret on any process's command line.
-write_secret() { printf '%s' "$2" >"secrets/$1"; }
+# Rewrites a secret file in place (same inode: bind mounts of it stay valid), readable by
+# the containers' non-root users like every file init-secrets.sh writes. Builtins only:
+# no secret on any process's command line.
+write_secret() { printf '%s' "$2" >"$secrets/$1" && chmod 644 "$secrets/$1"; }
+
+# The other of the app's two login roles.
+other_app_role() { if [ "$1" = flowforge_app ]; then echo flowforge_app_alt; else echo flowforge_app; fi; }
+
+# no_login ROLE: ROLE (if it exists) may no longer log in, and its sessions end.
+no_login() {
+    { printf '\\set role %s\n' "$1"; cat <<'SQL'; } | superuser_psql >/dev/null
+SELECT format('ALTER ROLE %I NOLOGIN PASSWORD NULL', rolname) FROM pg_roles WHERE rolname = :'role' \gexec
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = :'role';
+SQL
+}
+
+# Rolling updates during a rotation keep the images the stack runs now, whatever
+# FLOWFORGE_TAG says in this shell.
+running_tag() {
+    local c
+    c=$(compose ps -q api | head -n 1)
+    [ -n "$c" ] || { echo "the stack is not running" >&2; return 1; }
+    docker inspect -f '{{.Config.Image}}' "$c" | sed 's/.*://'
+}
 # with_login URL_SECRET ROLE PASSWORD: that connection string, logging in as ROLE.
-with_login() { local url; url=$(<"secrets/$1"); printf 'postgres://%s:%s@%s' "$2" "$3" "${url#*@}"; }
+with_login() { local url; url=$(<"$secrets/$1"); printf 'postgres://%s:%s@%s' "$2" "$3" "${url#*@}"; }
 
 # The database password, with no downtime: the app has two login roles with the same
 # privileges, and uses one at a time. The idle one gets a new password, the services are
@@ -190,7 +216,7 @@ with_login() { local url; url=$(<"secrets/$1"); printf 'postgres://%s:%s@%s' "$2
 rotate_database() {
     local current next password
     current=$(url_role database_url_app)
-    if [ "$current" = flowforge_app ]; then next=flowforge_app_alt; else next=flowforge_app; fi
+    next=$(other_app_role "$current")
     password=$(openssl rand -hex 32)
     log "database: $next gets a new password; api and worker still connect as $current"
     login_role "$next" "$password"
@@ -198,22 +224,24 @@ rotate_database() {
     rolling_update api
     rolling_update worker
     log "database: api and worker connect as $next; $current may no longer log in"
-    { printf '\\set role %s\n' "$current"; cat <<'SQL'; } | superuser_psql >/dev/null
-ALTER ROLE :"role" NOLOGIN PASSWORD NULL;
-SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = :'role';
-SQL
-    # The owner role only runs migrations (a one-shot job): a new password is enough.
+    no_login "$current"
+    # The owner role only runs migrations (a one-shot job): a new password is enough. The
+    # files first: if the change is interrupted, running rotate again sets them both anew.
     password=$(openssl rand -hex 32)
-    login_role flowforge_owner "$password"
     write_secret database_url_owner "$(with_login database_url_owner flowforge_owner "$password")"
     write_secret postgres_owner_password "$password"
+    login_role flowforge_owner "$password"
     log "database: the owner role (migrations) has a new password"
 }
 
 # The webhook signing key: the current key becomes the previous one, which workers keep
 # signing with as well until it is retired (receivers accept either meanwhile).
 rotate_webhook_key() {
-    write_secret webhook_signing_key_previous "$(cat secrets/webhook_signing_key)"
+    if [ -s "$secrets/webhook_signing_key_previous" ]; then
+        echo "a webhook key rotation is under way: retire-webhook-key first" >&2
+        return 1
+    fi
+    write_secret webhook_signing_key_previous "$(cat "$secrets/webhook_signing_key")"
     write_secret webhook_signing_key "$(openssl rand -hex 32)"
     rolling_update worker
     log "webhooks: signed with the new key and the previous one; retire-webhook-key once receivers have the new key"
@@ -230,7 +258,7 @@ up_and_wait() {
     ensure_engine
     build
     [ "${1:-}" = dev ] && dev_build
-    deploy/compose/init-secrets.sh secrets >/dev/null
+    deploy/compose/init-secrets.sh "$secrets" >/dev/null
     log "starting the stack"
     compose up -d --no-build --remove-orphans
     isolate_internal_networks
@@ -247,10 +275,10 @@ up | dev)
     cat <<MSG
 
 FlowForge is up: https://localhost:${FLOWFORGE_HTTPS_PORT:-8443}
-  (self-signed: trust secrets/ca.pem, e.g. curl --cacert secrets/ca.pem)
+  (self-signed: trust $secrets/ca.pem, e.g. curl --cacert $secrets/ca.pem)
 Create an admin token:  scripts/stack.sh token
 Prometheus / Alertmanager: https://localhost:${FLOWFORGE_HTTPS_PORT:-8443}/prometheus/ and /alertmanager/
-  (user operator, password in secrets/operator_password)
+  (user operator, password in $secrets/operator_password)
 Status / logs / stop:    scripts/stack.sh status | logs [service] | down
 MSG
     ;;
@@ -306,7 +334,7 @@ update)
     started=$SECONDS
     build
     # A new version may read secrets the previous one did not have.
-    deploy/compose/init-secrets.sh secrets >/dev/null
+    deploy/compose/init-secrets.sh "$secrets" >/dev/null
     log "migrating to ${FLOWFORGE_TAG:-dev} (migrations only add: the running version keeps working)"
     compose run --rm -T migrate >/dev/null
     for service in api worker web; do
@@ -340,6 +368,7 @@ restore)
     # A restore to a moment before a password rotation brings the old passwords back:
     # the roles get the ones the services hold now.
     login_role "$(url_role database_url_app)" "$(url_password database_url_app)"
+    no_login "$(other_app_role "$(url_role database_url_app)")"
     login_role flowforge_owner "$(url_password database_url_owner)"
     # The cache may hold tasks the restore took back: Redis keeps nothing on disk, so a
     # restart empties it.
@@ -349,6 +378,9 @@ restore)
     log "restored and serving in $((SECONDS - started)) s"
     ;;
 rotate)
+    deploy/compose/init-secrets.sh "$secrets" >/dev/null
+    FLOWFORGE_TAG=$(running_tag)
+    export FLOWFORGE_TAG
     case "${2:-}" in
     database) rotate_database ;;
     webhook-key) rotate_webhook_key ;;

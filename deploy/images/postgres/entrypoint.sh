@@ -31,12 +31,23 @@ rm -f "$run"/.s.PGSQL.*
 
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
     echo "flowforge-postgres: initialising a new cluster in $PGDATA"
+    # Each read on its own line: a missing secret stops the script here (set -e).
     superuser_pw=$(secret postgres_superuser_password)
+    owner_pw=$(secret postgres_owner_password)
+    monitor_pw=$(secret postgres_monitor_password)
     # The app's login role and password, as its connection string names them: after a
     # password rotation (scripts/stack.sh rotate database) that is flowforge_app_alt.
     app_url=$(secret database_url_app)
-    app_role=$(printf '%s' "$app_url" | sed -E 's|^postgres://([^:]+):.*|\1|')
-    app_pw=$(printf '%s' "$app_url" | sed -E 's|^postgres://[^:]+:([^@]+)@.*|\1|')
+    app_role=$(printf '%s' "$app_url" | sed -nE 's|^postgres://([^:@/]+):[^@]+@.*|\1|p')
+    app_pw=$(printf '%s' "$app_url" | sed -nE 's|^postgres://[^:@/]+:([^@]+)@.*|\1|p')
+    case "$app_role" in
+    flowforge_app | flowforge_app_alt) ;;
+    *) echo "flowforge-postgres: database_url_app must log in as flowforge_app or flowforge_app_alt" >&2; exit 2 ;;
+    esac
+    if [ -z "$app_pw" ] || [ -z "$owner_pw" ] || [ -z "$monitor_pw" ]; then
+        echo "flowforge-postgres: a database password secret is empty" >&2
+        exit 2
+    fi
     pwfile="$run/initdb.pw"
     printf '%s\n' "$superuser_pw" >"$pwfile"
     initdb --username=postgres --pwfile="$pwfile" --auth-local=peer --auth-host=scram-sha-256 \
@@ -55,7 +66,9 @@ HBA
     # Passwords go in on standard input (psql variables), never on a command line.
     {
         printf '\\set owner_pw %s\n\\set app_pw %s\n\\set app_role %s\n\\set monitor_pw %s\n' \
-            "$(secret postgres_owner_password)" "$app_pw" "$app_role" "$(secret postgres_monitor_password)"
+            "$owner_pw" "$app_pw" "$app_role" "$monitor_pw"
+        # These statements hold passwords: never logged, not even when one fails.
+        echo "SET log_statement = 'none'; SET log_min_error_statement = 'panic';"
         echo "SET password_encryption = 'scram-sha-256';"
         if [ "$app_role" = flowforge_app ]; then
             echo "CREATE ROLE flowforge_app LOGIN PASSWORD :'app_pw';"
