@@ -197,7 +197,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         },
     };
     if let Some(record) = audit {
-        record.write(&state, caller.as_ref(), Outcome::of(&response)).await;
+        record.finish(&state, caller, Outcome::of(&response)).await;
     }
     response
 }
@@ -219,7 +219,7 @@ pub async fn public_change(State(state): State<AppState>, req: Request, next: Ne
     };
     if let Some(record) = audit {
         let caller = response.extensions().get::<Caller>().cloned();
-        record.write(&state, caller.as_ref(), Outcome::of(&response)).await;
+        record.finish(&state, caller, Outcome::of(&response)).await;
     }
     response
 }
@@ -265,18 +265,22 @@ impl AuditRecord {
         })
     }
 
+    /// Writes the record before the answer goes out, except after a 503: the database was
+    /// unreachable a moment ago, and waiting for the pool again would hold back (by the
+    /// acquire timeout) an answer that tells the client to retry. That record is written in
+    /// the background instead.
+    async fn finish(self, state: &AppState, caller: Option<Caller>, outcome: Outcome) {
+        if outcome.status == 503 {
+            let state = state.clone();
+            tokio::spawn(async move { self.write(&state, caller.as_ref(), outcome).await });
+        } else {
+            self.write(state, caller.as_ref(), outcome).await;
+        }
+    }
+
     /// Best effort: a lost audit row is logged (with everything it held) but does not
     /// turn a completed change into an error for the client.
     async fn write(self, state: &AppState, caller: Option<&Caller>, Outcome { target, status }: Outcome) {
-        // A 503 means the database was unreachable a moment ago and nothing changed:
-        // waiting for the pool again would only hold the answer back (by the acquire
-        // timeout) while clients are being told to retry. The log keeps the record.
-        if status == 503 {
-            tracing::warn!(method = %self.method, path = %self.path, user_id = ?caller.map(|c| c.user_id),
-                           target = ?target, status, client_ip = ?self.client_ip,
-                           "audit record logged only: the database is unavailable");
-            return;
-        }
         let result = sqlx::query(
             "INSERT INTO audit_log (user_id, token_id, method, route, path, target, status, request_id, client_ip, user_agent)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -295,7 +299,9 @@ impl AuditRecord {
         .await;
         if let Err(e) = result {
             tracing::error!(error = %e, method = %self.method, path = %self.path, user_id = ?caller.map(|c| c.user_id),
-                            target = ?target, status, client_ip = ?self.client_ip, "audit record not written");
+                            token_id = ?caller.map(|c| c.token_id), target = ?target, status,
+                            request_id = ?self.request_id, client_ip = ?self.client_ip, user_agent = ?self.user_agent,
+                            "audit record not written");
         }
     }
 }

@@ -146,7 +146,8 @@ struct FillScratchPayload {
     bytes: u64,
 }
 
-/// Deletes the scratch file however the write ends (error, panic or cancellation).
+/// Deletes the scratch file however the write ends: an error, a panic, or (when the task
+/// is cancelled) once the blocking write it can no longer stop has finished.
 struct ScratchFile(PathBuf);
 
 impl Drop for ScratchFile {
