@@ -6,7 +6,7 @@
 load_dir=$(mktemp -d /tmp/ffsystest-load.XXXX)
 chmod 0777 "$load_dir"
 printf '%s' "$TOKEN" >"$load_dir/token"
-cp secrets/ca.pem "$load_dir/ca.pem"
+cp "$FLOWFORGE_SECRETS/ca.pem" "$load_dir/ca.pem"
 chmod a+r "$load_dir"/*
 
 # load NAME SECONDS RATE KIND PAYLOAD. Keep RATE under the per-user rate limit
@@ -26,6 +26,19 @@ in_status() {
     psql_super -c "SELECT count(*) FROM tasks WHERE id = ANY('{${ids:-0}}'::bigint[]) AND status = '$2'"
 }
 all_completed() { [ "$(in_status "$1" completed)" = "$(acknowledged "$1")" ]; }
+
+# stack_step LOG ARGS...: scripts/stack.sh ARGS, its output kept in LOG; shows the last
+# line, or the last 20 when it fails (a failed check, not an aborted test).
+stack_step() {
+    local log=$1
+    shift
+    if scripts/stack.sh "$@" >"$log" 2>&1; then
+        tail -n 1 "$log"
+    else
+        tail -n 20 "$log"
+        return 1
+    fi
+}
 
 # no_failures_no_losses NAME WHAT: waits (bounded) for the run's tasks, prints what the
 # client saw, and checks that no request failed (a 503 counts) and no task was lost.

@@ -45,8 +45,8 @@ check "drill: WAL through phase C archived ($segment)" wait_for 30 archived
 disaster=$SECONDS
 destroy_database
 check "drill: database container and volume destroyed" [ -z "$(docker volume ls -q --filter "name=${COMPOSE_PROJECT_NAME}_pgdata")" ]
-scripts/stack.sh restore --to "$target" 2>&1 | tail -n 3
-wait_for 120 serving
+stack_step "$drill_dir/restore-to-t.log" restore --to "$target" || true
+wait_for 120 serving || true
 rto=$((SECONDS - disaster))
 row_sums >"$drill_dir/restored"
 rows=$(wc -l <"$drill_dir/at-target")
@@ -68,11 +68,14 @@ done
 # What the archiver had done when the disaster struck (for the RPO figure below).
 echo "archiver: $(psql_super -F ' ' -c 'SELECT archived_count, last_archived_wal, failed_count, last_failed_wal FROM pg_stat_archiver')"
 destroy_database
-scripts/stack.sh restore 2>&1 | tail -n 1
-wait_for 120 serving
+stack_step "$drill_dir/restore-latest.log" restore || true
+wait_for 120 serving || true
 newest=$(psql_super -c "SELECT coalesce(extract(epoch FROM max(created_at)), $first_write) FROM tasks WHERE title LIKE 'rpo %'")
 rpo=$(python3 -c "print(f'{max(0.0, $last_acked - $newest):.1f}')")
 lost=$((40 - $(psql_super -c "SELECT count(*) FROM tasks WHERE title LIKE 'rpo %'")))
 echo "RPO (newest acknowledged write − newest restored): $rpo s; $lost of 40 writes lost (archive_timeout 10 s)"
-check "drill: restore to the newest archived WAL brings the stack back (RPO $rpo s)" serving
+check "drill: restore to the newest archived WAL brings the stack back" serving
+# archive_timeout (10 s) bounds what only the lost WAL held, plus a few seconds to push.
+check "drill: RPO $rpo s is within archive_timeout (10 s) and the push (under 15 s)" \
+    python3 -c "import sys; sys.exit(0 if $rpo < 15 else 1)"
 

@@ -7,32 +7,36 @@
 
 # shellcheck shell=bash disable=SC2154
 old_url="$drill_dir/old_database_url_app"
-(umask 077 && cp secrets/database_url_app "$old_url")
+(umask 077 && cp "$FLOWFORGE_SECRETS/database_url_app" "$old_url")
 old_role=$(sed -E 's|^postgres://([^:]+):.*|\1|' "$old_url")
 load rotation 150 12 noop '{}' &
 loader=$!
 sleep 5
 started=$SECONDS
-scripts/stack.sh rotate database 2>&1 | tail -n 2
+check "rotation: rotate database" stack_step "$load_dir/rotate-database.log" rotate database
 echo "     database passwords rotated in $((SECONDS - started)) s"
 started=$SECONDS
-scripts/stack.sh rotate webhook-key 2>&1 | tail -n 1
-# What each running worker said when it started: how many keys it signs with.
+check "rotation: rotate webhook-key" stack_step "$load_dir/rotate-webhook-key.log" rotate webhook-key
+second_rotation_refused() { ! scripts/stack.sh rotate webhook-key >/dev/null 2>&1; }
+check "rotation: a second rotate webhook-key is refused while one is under way" second_rotation_refused
+# What each running worker said when it started: how many keys it signs with, one line
+# per worker (a worker without the line shows as "none").
 signing_keys() {
-    local c
+    local c keys
     for c in $(docker ps -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
         --filter "label=com.docker.compose.service=worker"); do
-        docker logs "$c" 2>&1 | grep -o '"webhook_signing_keys":[0-9]*' | tail -n 1 | cut -d: -f2
-    done | sort -u | paste -sd,
+        keys=$(docker logs "$c" 2>&1 | grep -o '"webhook_signing_keys":[0-9]*' | tail -n 1 | cut -d: -f2)
+        echo "${keys:-none}"
+    done | paste -sd,
 }
-check "rotation: every worker signs webhooks with the new and the previous key ($(signing_keys))" [ "$(signing_keys)" = 2 ]
-scripts/stack.sh rotate retire-webhook-key 2>&1 | tail -n 1
-check "rotation: after the retirement every worker signs with the new key only ($(signing_keys))" [ "$(signing_keys)" = 1 ]
+check "rotation: every worker signs webhooks with the new and the previous key ($(signing_keys))" [ "$(signing_keys)" = 2,2 ]
+check "rotation: retire-webhook-key" stack_step "$load_dir/retire-webhook-key.log" rotate retire-webhook-key
+check "rotation: after the retirement every worker signs with the new key only ($(signing_keys))" [ "$(signing_keys)" = 1,1 ]
 echo "     webhook key rotated and the previous one retired in $((SECONDS - started)) s"
-wait "$loader"
+wait "$loader" || true
 no_failures_no_losses rotation "secret rotation under load"
 
-new_role=$(sed -E 's|^postgres://([^:]+):.*|\1|' secrets/database_url_app)
+new_role=$(sed -E 's|^postgres://([^:]+):.*|\1|' "$FLOWFORGE_SECRETS/database_url_app")
 app_roles() { psql_super -c "SELECT string_agg(DISTINCT usename, ',') FROM pg_stat_activity
     WHERE datname = 'flowforge' AND usename LIKE 'flowforge_app%'"; }
 only_new_role() { [ "$(app_roles)" = "$new_role" ] && [ "$new_role" != "$old_role" ]; }
@@ -48,13 +52,17 @@ check "rotation: the old database password no longer logs in ($(grep -o 'FATAL: 
     grep -q 'not permitted to log in\|password authentication failed' <<<"$refused"
 migrates() { scripts/stack.sh compose run --rm -T migrate >/dev/null 2>&1; }
 check "rotation: migrations run with the new owner password" migrates
-rm -f "$old_url"
 
 started=$SECONDS
-scripts/stack.sh restore --to "$target" 2>&1 | tail -n 1
-wait_for 120 serving
+check "restore over the live volume to T" stack_step "$load_dir/restore-live.log" restore --to "$target"
+wait_for 120 serving || true
 row_sums >"$drill_dir/restored-again"
 check "restore over the live volume to T, before the rotation: serving with the new passwords ($((SECONDS - started)) s)" serving
 check "restore over the live volume to T: all $rows rows equal their checksums at T" \
     cmp -s "$drill_dir/at-target" "$drill_dir/restored-again"
+# The restored data had the old role able to log in, with its old password: not any more.
+refused=$(connects "$old_url" || true)
+check "restore to before the rotation: the old password still does not log in" \
+    grep -q 'not permitted to log in\|password authentication failed' <<<"$refused"
+rm -f "$old_url"
 rm -rf "$drill_dir"

@@ -8,6 +8,9 @@ cd "$(dirname "$0")/../.."
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-ffsystest}
 export FLOWFORGE_HTTP_PORT=${FLOWFORGE_HTTP_PORT:-18080} FLOWFORGE_HTTPS_PORT=${FLOWFORGE_HTTPS_PORT:-18443}
 export FLOWFORGE_LOG_PORT=${FLOWFORGE_LOG_PORT:-15514}
+# Secrets of its own: the test rotates them, and must never touch a developer's ./secrets.
+FLOWFORGE_SECRETS=$(mktemp -d /tmp/ffsystest-secrets.XXXX)
+export FLOWFORGE_SECRETS
 base="https://localhost:$FLOWFORGE_HTTPS_PORT"
 # Named so that no sourced scenario's own "failed" or "passed" can clobber them.
 checks_passed=0
@@ -19,11 +22,11 @@ check() { local what=$1; shift; if "$@"; then ok "$what"; else fail "$what"; fi;
 
 cleanup() {
     scripts/stack.sh down --purge >/dev/null 2>&1 || true
-    rm -rf "${drill:-/nonexistent}" "${drill_dir:-/nonexistent}" "${load_dir:-/nonexistent}"
+    rm -rf "${drill:-/nonexistent}" "${drill_dir:-/nonexistent}" "${load_dir:-/nonexistent}" "$FLOWFORGE_SECRETS"
 }
 trap cleanup EXIT
 
-api() { curl -sS --max-time 10 --cacert secrets/ca.pem -H "Authorization: Bearer $TOKEN" "$@"; }
+api() { curl -sS --max-time 10 --cacert "$FLOWFORGE_SECRETS/ca.pem" -H "Authorization: Bearer $TOKEN" "$@"; }
 container() { docker ps -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
     --filter "label=com.docker.compose.service=$1" | head -n "${2:-1}" | tail -n 1; }
 psql_super() { scripts/stack.sh compose exec -T postgres psql -h /run/postgresql -U postgres -d flowforge -XAtq "$@"; }
@@ -55,7 +58,7 @@ started=$SECONDS
 scripts/stack.sh up >/tmp/ffsystest-up.log 2>&1 || { cat /tmp/ffsystest-up.log; exit 1; }
 ok "stack up and healthy in $((SECONDS - started)) s"
 TOKEN=$(scripts/stack.sh token 2>/dev/null | tail -n 1)
-OPERATOR="operator:$(cat secrets/operator_password)"
+OPERATOR="operator:$(cat "$FLOWFORGE_SECRETS/operator_password")"
 
 # --- the images ------------------------------------------------------------------------
 images=$(docker image ls --format '{{.Repository}}:{{.Tag}}' | grep -E "^flowforge-[a-z-]+:${FLOWFORGE_TAG:-dev}$" | sort)
@@ -81,8 +84,17 @@ labelled() {
 check "every image carries OCI labels" labelled
 # No generated secret appears in any image layer or container configuration.
 secrets_leak() {
-    local value image c values
-    mapfile -t values < <(cat secrets/*password* secrets/webhook_signing_key secrets/backup_cipher_pass)
+    local value image c values f
+    # One value per file (rotated files have no final newline), and the passwords inside
+    # the connection strings.
+    values=()
+    for f in "$FLOWFORGE_SECRETS"/*password* "$FLOWFORGE_SECRETS"/webhook_signing_key* "$FLOWFORGE_SECRETS"/backup_cipher_pass; do
+        value=$(<"$f")
+        [ -n "$value" ] && values+=("$value")
+    done
+    for f in "$FLOWFORGE_SECRETS"/database_url_*; do
+        values+=("$(sed -E 's|^postgres://[^:]+:([^@]+)@.*|\1|' "$f")")
+    done
     for value in "${values[@]}"; do
         for image in $images; do
             docker history --no-trunc "$image" | grep -qF "$value" && { echo "  secret in $image history"; return 0; }
@@ -167,20 +179,20 @@ traced_everywhere() {
 }
 check "task $traced: the trace the proxy started is in the log store from proxy, api and worker" wait_for 30 traced_everywhere
 echo "     trace $trace_id, request $request_id"
-check "metrics are not exposed through the proxy" [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert secrets/ca.pem "$base/metrics")" = 404 ]
+check "metrics are not exposed through the proxy" [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$FLOWFORGE_SECRETS/ca.pem" "$base/metrics")" = 404 ]
 web_page() {
     local headers
-    headers=$(curl -sS --max-time 10 --cacert secrets/ca.pem -D - -o /tmp/ffsystest-page.html "$base/")
+    headers=$(curl -sS --max-time 10 --cacert "$FLOWFORGE_SECRETS/ca.pem" -D - -o /tmp/ffsystest-page.html "$base/")
     grep -qi '^content-security-policy: default-src' <<<"$headers" && grep -qi '^strict-transport-security' <<<"$headers" &&
         grep -q '<title>FlowForge</title>' /tmp/ffsystest-page.html
 }
 check "the web UI is served at / with CSP and HSTS" web_page
 promql() {
-    curl -sS --max-time 10 --cacert secrets/ca.pem -u "$OPERATOR" "$base/prometheus/api/v1/query" \
+    curl -sS --max-time 10 --cacert "$FLOWFORGE_SECRETS/ca.pem" -u "$OPERATOR" "$base/prometheus/api/v1/query" \
         --data-urlencode "query=$1" | python3 -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "")'
 }
 check "Prometheus asks for the operator password" \
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert secrets/ca.pem "$base/prometheus/graph")" = 401 ]
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$FLOWFORGE_SECRETS/ca.pem" "$base/prometheus/graph")" = 401 ]
 completed_in_prometheus() { [ "$(promql 'sum(tasks_completed_total{kind="echo"})')" = 1 ]; }
 check "Prometheus shows the completed task (tasks_completed_total{kind=\"echo\"} = 1)" wait_for 30 completed_in_prometheus
 all_targets_up() { [ "$(promql 'count(up == 1)')" = "$(promql 'count(up)')" ] && [ "$(promql 'count(up)')" -ge 10 ]; }
@@ -258,12 +270,13 @@ backlog_resolved() { notifications | grep -qx 'resolved QueueBacklog'; }
 check "workers started: the resolution reached the receiver" wait_for 180 backlog_resolved
 echo "     resolved $((SECONDS - started)) s after the workers came back"
 
+# Client load and stack steps for the scenarios below (issue 6).
+# shellcheck source=tests/stack/load-lib.sh
+source tests/stack/load-lib.sh
+
 # --- backups: point-in-time restore of a destroyed database (issue 6) ------------------
 # shellcheck source=tests/stack/restore-drill.sh
 source tests/stack/restore-drill.sh
-
-# shellcheck source=tests/stack/load-lib.sh
-source tests/stack/load-lib.sh
 
 # --- secret rotation under load, then a restore to before it (issue 6) -----------------
 # shellcheck source=tests/stack/rotation.sh

@@ -8,7 +8,7 @@ load update 150 15 sleep '{"duration_ms": 200}' &
 loader=$!
 sleep 5
 started=$SECONDS
-FLOWFORGE_TAG=v2 scripts/stack.sh update 2>&1 | tail -n 1
+FLOWFORGE_TAG=v2 stack_step "$load_dir/update.log" update || true
 on_tag() { # every api, worker and web container runs TAG
     local c
     for c in $(docker ps -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"); do
@@ -19,7 +19,7 @@ on_tag() { # every api, worker and web container runs TAG
 }
 check "rolling update: api, worker and web all run the v2 images ($((SECONDS - started)) s)" on_tag v2
 started=$SECONDS
-FLOWFORGE_TAG=$previous scripts/stack.sh update 2>&1 | tail -n 1
+FLOWFORGE_TAG=$previous stack_step "$load_dir/rollback.log" update || true
 check "rollback: all back on the $previous images ($((SECONDS - started)) s)" on_tag "$previous"
-wait "$loader"
+wait "$loader" || true
 no_failures_no_losses update "update and rollback under load"
