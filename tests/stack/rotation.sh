@@ -43,7 +43,7 @@ only_new_role() { [ "$(app_roles)" = "$new_role" ] && [ "$new_role" != "$old_rol
 check "rotation: api and workers connect as $new_role only (were $old_role): $(app_roles)" only_new_role
 # The old connection string, tried the way a service would: over TLS from the data network.
 connects() {
-    docker run --rm --network "${COMPOSE_PROJECT_NAME}_data" -v "$1:/url:ro" -v "$PWD/secrets/ca.pem:/run/secrets/ca.pem:ro" \
+    docker run --rm --network "${COMPOSE_PROJECT_NAME}_data" -v "$1:/url:ro" -v "$FLOWFORGE_SECRETS/ca.pem:/run/secrets/ca.pem:ro" \
         --entrypoint sh "flowforge-postgres:${FLOWFORGE_TAG:-dev}" -c 'psql "$(cat /url)" -XAtqc "SELECT 1"' 2>&1
 }
 chmod a+r "$old_url"
