@@ -13,6 +13,7 @@
 #   scripts/stack.sh update   rolling update of api, worker and web to the images FLOWFORGE_TAG names (also: rollback)
 #   scripts/stack.sh restore [--to TIME]   restore the database (to an RFC 3339 moment, else all archived WAL)
 #   scripts/stack.sh rotate database|webhook-key|retire-webhook-key   rotate a secret with no downtime
+#   scripts/stack.sh psql ARGS...          psql (-XAtq) as the database superuser on the flowforge database
 #   scripts/stack.sh compose ARGS...       any Compose command, on this stack's project and files
 #   scripts/stack.sh docker-build ARGS...  docker build with BuildKit (the CLI that has it)
 set -euo pipefail
@@ -161,9 +162,12 @@ rolling_update() {
     done
 }
 
-# SQL as the database superuser, over the server's socket, from standard input (so no
-# password ever appears on a command line).
-superuser_psql() { compose exec -T postgres psql -h /run/postgresql -U postgres -d flowforge -XAtq --set=ON_ERROR_STOP=1; }
+# psql as the database superuser, over the server's socket (peer authentication: no
+# password anywhere), with bare values out.
+db_psql() { compose exec -T postgres psql -h /run/postgresql -U postgres -d flowforge -XAtq "$@"; }
+# SQL from standard input, stopping at the first error (so no password ever appears on a
+# command line).
+superuser_psql() { db_psql --set=ON_ERROR_STOP=1; }
 
 # The role and password a connection string in ./secrets names (generated passwords are hex).
 url_role() { sed -E 's|^postgres://([^:]+):.*|\1|' "$secrets/$1"; }
@@ -328,6 +332,7 @@ search)
     compose exec -T log-collector sh -c 'grep -hF -- "$1" /var/log/flowforge/*.jsonl' search "$2"
     ;;
 token) compose run --rm -T migrate token create --user admin --role admin ;;
+psql) shift; db_psql "$@" ;;
 compose) shift; compose "$@" ;;
 backup) shift; compose exec -T backup flowforge backup run "$@" ;;
 update)
@@ -352,8 +357,7 @@ restore)
     log "starting the database: it replays WAL to the target, then opens for writes"
     compose up -d --no-deps postgres >/dev/null
     recovered() {
-        [ "$(compose exec -T postgres psql -h /run/postgresql -U postgres -d flowforge -XAtqc \
-            'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ]
+        [ "$(db_psql -c 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ]
     }
     deadline=$((SECONDS + 300))
     until recovered; do
@@ -390,7 +394,7 @@ rotate)
     ;;
 docker-build) shift; DOCKER_BUILDKIT=1 "$(buildkit_docker)" build "$@" ;;
 *)
-    sed -n '2,17p' "$0" >&2
+    sed -n '2,/^[^#]/{/^#/p}' "$0" >&2
     exit 2
     ;;
 esac

@@ -48,6 +48,10 @@ restarts() { # SERVICE...: restarts of their containers, summed
     done
     echo "$total"
 }
+# no_restart_since WHAT: the api and worker containers have restarted no more since $before was counted.
+no_restart_since() {
+    check "chaos: $1: api and workers recovered without a restart" [ "$(restarts api worker)" -eq "$before" ]
+}
 since() { python3 -c "import sys, time; print(f'{time.time() - float(sys.argv[1]):.1f}')" "$1"; }
 # until_served SECONDS: seconds (0.1 s) until a task creation is acknowledged again.
 until_served() {
@@ -165,7 +169,7 @@ verdict postgres "PostgreSQL stopped for $down_for s under load" "tasks accepted
 # The pool's acquire timeout (3 s) bounds the wait for an answer, with room for the machine.
 check "chaos: PostgreSQL down: no client waited over 5 s for its answer ($(slowest postgres) ms at most)" \
     [ "$(slowest postgres)" -lt 5000 ]
-check "chaos: PostgreSQL back: api and workers recovered without a restart" [ "$(restarts api worker)" -eq "$before" ]
+no_restart_since "PostgreSQL back"
 rm -f "$outage"
 
 # --- 4. every database connection terminated; then the pools exhausted ----------------
@@ -183,7 +187,7 @@ wait "$loader" || true
 check "chaos: app connections were there to terminate ($terminated)" [ "$terminated" -gt 0 ]
 verdict backends "pg_terminate_backend of all $terminated app connections, 3 times" \
     "tasks accepted $served_after s after the last termination" 503-allowed
-check "chaos: terminated connections: api and workers recovered without a restart" [ "$(restarts api worker)" -eq "$before" ]
+no_restart_since "terminated connections"
 
 # A lock that blocks every query on tasks for 8 s (a migration gone wrong): each request
 # holds a pooled connection while it waits, until every pool is exhausted.
@@ -196,7 +200,7 @@ wait "$loader" || true
 verdict pool "every pool exhausted by an 8 s table lock" "tasks accepted $served_after s after the lock went" 503-allowed
 check "chaos: the pools were exhausted: $(load_field pool unavailable_503) requests got 503 + Retry-After" \
     [ "$(load_field pool unavailable_503)" -gt 0 ]
-check "chaos: exhausted pools: api and workers recovered without a restart" [ "$(restarts api worker)" -eq "$before" ]
+no_restart_since "exhausted pools"
 
 # --- 5. Redis stopped under load: the API keeps answering correctly --------------------
 load redis 30 12 noop '{}' &

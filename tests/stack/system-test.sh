@@ -29,7 +29,7 @@ trap cleanup EXIT
 api() { curl -sS --max-time 10 --cacert "$FLOWFORGE_SECRETS/ca.pem" -H "Authorization: Bearer $TOKEN" "$@"; }
 container() { docker ps -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
     --filter "label=com.docker.compose.service=$1" | head -n "${2:-1}" | tail -n 1; }
-psql_super() { scripts/stack.sh compose exec -T postgres psql -h /run/postgresql -U postgres -d flowforge -XAtq "$@"; }
+psql_super() { scripts/stack.sh psql "$@"; }
 status_of() { api "$base/tasks/$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["status"])'; }
 # wait_for SECONDS COMMAND...: true once COMMAND succeeds, false after SECONDS.
 wait_for() {
