@@ -11,6 +11,7 @@
 //! a lease has expired and been rescued, the old holder's writes match no row.
 
 mod backoff;
+mod claim;
 mod handler;
 mod metrics;
 mod model;

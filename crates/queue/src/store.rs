@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -70,6 +71,8 @@ pub struct QueueDepth {
 #[derive(Clone, Debug)]
 pub struct Queue {
     pool: PgPool,
+    /// A few connections with asynchronous commit, for claim markers (see `claim`).
+    marks: PgPool,
 }
 
 /// Longest error text kept per attempt; handlers can produce arbitrarily long messages.
@@ -89,11 +92,20 @@ fn truncate(mut s: String) -> String {
 
 impl Queue {
     pub fn new(pool: PgPool) -> Self {
-        Queue { pool }
+        let options = (*pool.connect_options()).clone().options([("synchronous_commit", "off")]);
+        let marks = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(pool.options().get_acquire_timeout())
+            .connect_lazy_with(options);
+        Queue { pool, marks }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub(crate) fn marks(&self) -> &PgPool {
+        &self.marks
     }
 
     /// Inserts tasks on `conn`, typically inside the caller's transaction so the task and
@@ -179,25 +191,8 @@ impl Queue {
         if outcomes.is_empty() {
             return Ok(Vec::new());
         }
-        let n = outcomes.len();
-        let (mut ids, mut tokens, mut kinds) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut results, mut errors, mut retry_in) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        for (id, token, outcome) in outcomes {
-            ids.push(*id);
-            tokens.push(*token);
-            kinds.push(outcome.label());
-            let (result, error, retry) = match outcome {
-                Outcome::Completed(v) => (Some(v.clone()), None, None),
-                Outcome::Failed { error, retry_in } => {
-                    (None, Some(truncate(error.clone())), retry_in.map(|d| d.as_secs_f64()))
-                }
-                Outcome::Cancelled | Outcome::Released => (None, None, None),
-            };
-            results.push(result);
-            errors.push(error);
-            retry_in.push(retry);
-        }
+        let cols = OutcomeColumns::new(outcomes.iter().map(|(id, _, o)| (*id, o)));
+        let tokens: Vec<Uuid> = outcomes.iter().map(|(_, token, _)| *token).collect();
         let changed: Vec<(i64, TaskStatus)> = sqlx::query_as(
             "WITH input AS (
                  SELECT * FROM unnest($1::int8[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::float8[])
@@ -212,7 +207,11 @@ impl Queue {
                          ELSE 'failed'
                      END::task_status AS next_status
                  FROM tasks t JOIN input i ON t.id = i.id
-                 WHERE t.lease_token = i.token AND t.status = 'running'
+                 -- The token alone is the fence: only a running task has one (a CHECK
+                 -- says so). A `status = 'running'` here would let the planner walk
+                 -- the small partial lease index instead of the primary key, and that
+                 -- index holds an entry for every task that ran since the last vacuum.
+                 WHERE t.lease_token = i.token
              )
              -- `decided` reads the statement's snapshot. Under a held lease only
              -- `cancel_requested` can change meanwhile, so the SET expressions consult `t`,
@@ -231,15 +230,15 @@ impl Queue {
                  completed_at = CASE WHEN d.next_status <> 'pending' OR t.cancel_requested THEN now() END,
                  lease_token = NULL, lease_expires_at = NULL, updated_at = now(), version = t.version + 1
              FROM decided d
-             WHERE t.id = d.id AND t.lease_token = d.token AND t.status = 'running'
+             WHERE t.id = d.id AND t.lease_token = d.token
              RETURNING t.id, t.status",
         )
-        .bind(ids)
+        .bind(cols.ids)
         .bind(tokens)
-        .bind(kinds)
-        .bind(results)
-        .bind(errors)
-        .bind(retry_in)
+        .bind(cols.labels)
+        .bind(cols.results)
+        .bind(cols.errors)
+        .bind(cols.retry_in)
         .fetch_all(&self.pool)
         .await?;
         if outcomes.iter().any(|(_, _, o)| *o == Outcome::Released) {
@@ -259,7 +258,7 @@ impl Queue {
         sqlx::query_as(
             "WITH held AS (
                  SELECT t.id FROM tasks t JOIN unnest($1::int8[], $2::uuid[]) AS i(id, token) ON t.id = i.id
-                 WHERE t.lease_token = i.token AND t.status = 'running'
+                 WHERE t.lease_token = i.token -- the fence, by primary key (see `record`)
                  -- The same lock order as `record`, so the two never deadlock.
                  ORDER BY t.id
                  FOR UPDATE OF t
@@ -431,6 +430,46 @@ impl Queue {
 
 async fn fetch_on(conn: &mut PgConnection, id: i64) -> sqlx::Result<Option<Task>> {
     sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1")).bind(id).fetch_optional(conn).await
+}
+
+/// Outcomes as column-wise arrays, for the `unnest` of the statements that record them.
+pub(crate) struct OutcomeColumns {
+    pub ids: Vec<i64>,
+    pub labels: Vec<&'static str>,
+    /// `None` for a handler that returned JSON `null`: stored as SQL NULL, which reads
+    /// back the same and skips a jsonb parse per task.
+    pub results: Vec<Option<Value>>,
+    pub errors: Vec<Option<String>>,
+    pub retry_in: Vec<Option<f64>>,
+}
+
+impl OutcomeColumns {
+    pub fn new<'a>(outcomes: impl ExactSizeIterator<Item = (i64, &'a Outcome)>) -> Self {
+        let n = outcomes.len();
+        let mut cols = OutcomeColumns {
+            ids: Vec::with_capacity(n),
+            labels: Vec::with_capacity(n),
+            results: Vec::with_capacity(n),
+            errors: Vec::with_capacity(n),
+            retry_in: Vec::with_capacity(n),
+        };
+        for (id, outcome) in outcomes {
+            let (result, error, retry) = match outcome {
+                Outcome::Completed(Value::Null) => (None, None, None),
+                Outcome::Completed(v) => (Some(v.clone()), None, None),
+                Outcome::Failed { error, retry_in } => {
+                    (None, Some(truncate(error.clone())), retry_in.map(|d| d.as_secs_f64()))
+                }
+                Outcome::Cancelled | Outcome::Released => (None, None, None),
+            };
+            cols.ids.push(id);
+            cols.labels.push(outcome.label());
+            cols.results.push(result);
+            cols.errors.push(error);
+            cols.retry_in.push(retry);
+        }
+        cols
+    }
 }
 
 /// Column-wise arrays for the `unnest` insert.

@@ -1,17 +1,30 @@
 //! The worker runtime: claims tasks in batches, runs their handlers concurrently and
 //! records outcomes in batches.
 //!
+//! A claim locks a batch of tasks in a transaction that stays open while their handlers
+//! run, for up to `inline_window` (see the `claim` module). When every handler of the
+//! batch is done, or the window is over, the claim closes: one statement records the
+//! outcomes that are in and leases the tasks still running, and the commit releases the
+//! locks. Leased tasks go on under a fenced lease: heartbeats extend it, and their
+//! outcomes are written by the completer.
+//!
 //! Loops, each its own tokio task:
-//! * fetch: claims as many tasks as there are free slots; when the queue looked empty it
-//!   sleeps until a `NOTIFY`, the poll interval, or shutdown;
-//! * completer: writes outcomes in batches (whatever accumulated while the previous
-//!   write ran), one fenced statement per batch;
+//! * fetch: opens a claim for as many tasks as there are free slots; when the queue
+//!   looked empty it sleeps until a `NOTIFY`, the poll interval, or shutdown. Each claim
+//!   then runs as a task of its own;
+//! * completer: writes leased tasks' outcomes in batches (whatever accumulated while the
+//!   previous write ran), one fenced statement per batch;
 //! * heartbeat: extends the leases of running tasks and stops those whose cancellation
 //!   was requested or whose lease was lost;
-//! * listener (`LISTEN`), lease rescue, queue-depth gauge and retention cleanup.
+//! * listener (`LISTEN`), lease rescue (with the count of claims that died with their
+//!   worker), queue-depth gauge and retention cleanup.
+//!
+//! A slot is held from claim until the task's outcome is written, so a worker never
+//! holds more unrecorded work than it has slots.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -25,9 +38,10 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use uuid::Uuid;
 
 use crate::backoff::Backoff;
+use crate::claim::{status_after, Claim, LockedTask};
 use crate::handler::{HandlerError, Registry, TaskContext};
 use crate::metrics::QueueMetrics;
-use crate::model::{ClaimedTask, TaskStatus};
+use crate::model::TaskStatus;
 use crate::store::{Outcome, Queue};
 use crate::{CANCEL_CHANNEL, WAKE_CHANNEL};
 
@@ -35,10 +49,18 @@ use crate::{CANCEL_CHANNEL, WAKE_CHANNEL};
 pub struct WorkerConfig {
     /// Names this worker in leases and logs.
     pub id: String,
-    /// Handlers running at once.
+    /// Tasks held at once: running, or finished with the outcome not yet written.
     pub concurrency: usize,
     /// Most tasks claimed by one query.
     pub max_batch: usize,
+    /// How long a claimed batch runs under its claim's row locks before the tasks still
+    /// running are leased. A task that finishes within it costs one write instead of two,
+    /// but while it runs it still shows as `pending`, and changes to it (cancel, edit)
+    /// wait for the window to close. Zero leases every task when it is claimed.
+    pub inline_window: Duration,
+    /// Claims open at once, each holding a database connection for up to
+    /// `inline_window`. A claim beyond these leases its tasks at once.
+    pub max_open_claims: usize,
     /// How long a claim is valid without a heartbeat.
     pub lease: Duration,
     pub heartbeat: Duration,
@@ -60,6 +82,8 @@ impl Default for WorkerConfig {
             id: default_worker_id(),
             concurrency: 64,
             max_batch: 500,
+            inline_window: Duration::from_millis(250),
+            max_open_claims: 4,
             lease: Duration::from_secs(15),
             heartbeat: Duration::from_secs(5),
             poll_interval: Duration::from_secs(1),
@@ -100,11 +124,16 @@ impl Running {
     }
 }
 
+/// An attempt's outcome on its way to the database. It keeps the attempt's concurrency
+/// slot until it is written: a worker never holds more claimed-but-unrecorded tasks than
+/// it has slots, so fast handlers cannot outrun the completer and let leases expire on
+/// work that is already done.
 struct Reported {
     id: i64,
     token: Uuid,
     kind: String,
     outcome: Outcome,
+    _slot: OwnedSemaphorePermit,
 }
 
 struct Shared {
@@ -112,9 +141,15 @@ struct Shared {
     config: WorkerConfig,
     registry: Registry,
     metrics: QueueMetrics,
+    /// Leased tasks running here, by id.
     running: Mutex<HashMap<i64, Running>>,
     wake: Notify,
     outcomes: mpsc::UnboundedSender<Reported>,
+    /// Cancelled when the worker starts draining: open claims close without waiting
+    /// out their windows.
+    draining: CancellationToken,
+    /// Set when the drain deadline has passed: tasks leased from then on are released.
+    releasing: AtomicBool,
 }
 
 impl Shared {
@@ -133,6 +168,29 @@ impl Shared {
                 r.stop(reason);
             }
         }
+    }
+
+    /// Counts a recorded outcome by kind and by what became of the task.
+    fn count(&self, kind: &str, outcome: &Outcome, status: TaskStatus) {
+        let m = &self.metrics;
+        let label = match (status, outcome) {
+            (TaskStatus::Completed, _) => {
+                m.completed.with_label_values(&[kind]).inc();
+                "completed"
+            }
+            (TaskStatus::Failed, _) => {
+                m.failed.with_label_values(&[kind]).inc();
+                "failed"
+            }
+            (TaskStatus::Pending, Outcome::Released) => "released",
+            (TaskStatus::Pending, _) => {
+                m.retries.with_label_values(&[kind]).inc();
+                "retried"
+            }
+            (TaskStatus::Cancelled, _) => "cancelled",
+            (TaskStatus::Running, _) => "running",
+        };
+        m.outcomes.with_label_values(&[kind, label]).inc();
     }
 }
 
@@ -162,6 +220,8 @@ impl Worker {
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             outcomes: tx,
+            draining: shutdown.clone(),
+            releasing: AtomicBool::new(false),
         });
         let mut kinds: Vec<&str> = shared.registry.kinds().collect();
         kinds.sort_unstable();
@@ -173,7 +233,11 @@ impl Worker {
             m.retries.with_label_values(&[kind]);
             m.processing.with_label_values(&[kind]);
         }
-        info!(worker = %shared.config.id, concurrency = shared.config.concurrency, ?kinds, "worker started");
+        info!(worker = %shared.config.id, concurrency = shared.config.concurrency,
+              inline_window = ?shared.config.inline_window, ?kinds, "worker started");
+        // A fleet restarting after a crash counts the attempts its dead claims made before
+        // it claims anything again.
+        count_abandoned_claims(&shared).await;
 
         let background = CancellationToken::new();
         let completer_close = CancellationToken::new();
@@ -191,19 +255,21 @@ impl Worker {
         }
         let completer = tokio::spawn(complete(shared.clone(), rx, completer_close.clone()));
 
-        let handlers = TaskTracker::new();
-        fetch(&shared, &handlers, &shutdown).await;
+        // Claims and handlers: the drain waits for both.
+        let work = TaskTracker::new();
+        fetch(&shared, &work, &shutdown).await;
 
-        handlers.close();
-        let in_flight = shared.running.lock().expect("running map").len();
+        work.close();
+        let in_flight = shared.metrics.in_flight.get();
         info!(in_flight, timeout = ?shared.config.shutdown_timeout, "draining: no new claims");
-        if tokio::time::timeout(shared.config.shutdown_timeout, handlers.wait()).await.is_err() {
+        if tokio::time::timeout(shared.config.shutdown_timeout, work.wait()).await.is_err() {
+            shared.releasing.store(true, Ordering::SeqCst);
             {
                 let running = shared.running.lock().expect("running map");
                 warn!(released = running.len(), "drain deadline reached; releasing unfinished tasks");
                 running.values().for_each(|r| r.stop(StopReason::Shutdown));
             }
-            handlers.wait().await;
+            work.wait().await;
         }
         completer_close.cancel();
         if let Err(e) = completer.await {
@@ -216,8 +282,9 @@ impl Worker {
     }
 }
 
-async fn fetch(shared: &Arc<Shared>, handlers: &TaskTracker, shutdown: &CancellationToken) {
+async fn fetch(shared: &Arc<Shared>, work: &TaskTracker, shutdown: &CancellationToken) {
     let slots = Arc::new(Semaphore::new(shared.config.concurrency));
+    let windows = Arc::new(Semaphore::new(shared.config.max_open_claims));
     let mut more_likely = true;
     loop {
         if !more_likely {
@@ -241,17 +308,18 @@ async fn fetch(shared: &Arc<Shared>, handlers: &TaskTracker, shutdown: &Cancella
                 Err(_) => break,
             }
         }
+        let window =
+            if shared.config.inline_window.is_zero() { None } else { windows.clone().try_acquire_owned().ok() };
         let wanted = permits.len();
-        match shared.queue.claim(wanted, shared.config.lease, &shared.config.id).await {
-            Ok(tasks) => {
-                more_likely = tasks.len() == wanted;
-                if !tasks.is_empty() {
-                    shared.metrics.claimed.inc_by(tasks.len() as u64);
-                    shared.metrics.claim_batches.observe(tasks.len() as f64);
-                }
-                for (task, permit) in tasks.into_iter().zip(permits) {
-                    start(shared, handlers, task, permit);
-                }
+        match shared.queue.open_claim(wanted).await {
+            Ok(None) => more_likely = false,
+            Ok(Some(claim)) => {
+                let n = claim.tasks.len();
+                more_likely = n == wanted;
+                shared.metrics.claimed.inc_by(n as u64);
+                shared.metrics.claim_batches.observe(n as f64);
+                permits.truncate(n);
+                work.spawn(run_claim(shared.clone(), work.clone(), claim, permits, window));
             }
             Err(e) => {
                 more_likely = false;
@@ -265,30 +333,202 @@ async fn fetch(shared: &Arc<Shared>, handlers: &TaskTracker, shutdown: &Cancella
     }
 }
 
-fn start(shared: &Arc<Shared>, handlers: &TaskTracker, task: ClaimedTask, permit: OwnedSemaphorePermit) {
-    let cancel = CancellationToken::new();
-    let reason = Arc::new(OnceLock::new());
-    let replaced = shared
-        .running
-        .lock()
-        .expect("running map")
-        .insert(task.id, Running { token: task.lease_token, cancel: cancel.clone(), reason: reason.clone() });
-    // Claimed again while an older attempt still runs here: that attempt's lease is gone.
-    if let Some(old) = replaced {
-        old.stop(StopReason::LeaseLost);
+/// One claimed task as the claim that holds it sees it.
+struct Held {
+    id: i64,
+    attempt: i32,
+    max_attempts: i32,
+    kind: String,
+    cancel: CancellationToken,
+    reason: Arc<OnceLock<StopReason>>,
+    slot: OwnedSemaphorePermit,
+    /// Set once the task is leased.
+    token: Option<Uuid>,
+}
+
+impl Held {
+    fn stop(&self, reason: StopReason) {
+        let _ = self.reason.set(reason);
+        self.cancel.cancel();
     }
+}
+
+/// What a handler reports to its claim: the task's place in the claim and how the
+/// attempt ended (`None`: the lease was lost, nothing to record).
+type Finished = (usize, Option<Outcome>);
+
+/// Runs a claim: its handlers start under the claim's locks when it has an inline
+/// `window` (a permit of the open-claims limit), or after their leases otherwise. Closes
+/// the claim, then passes the outcomes of leased tasks on to the completer.
+async fn run_claim(
+    shared: Arc<Shared>,
+    work: TaskTracker,
+    mut claim: Claim,
+    slots: Vec<OwnedSemaphorePermit>,
+    window: Option<OwnedSemaphorePermit>,
+) {
+    let (report, mut finished_rx) = mpsc::unbounded_channel::<Finished>();
+    let tasks = std::mem::take(&mut claim.tasks);
+    let mut held: Vec<Option<Held>> = tasks
+        .iter()
+        .zip(slots)
+        .map(|(task, slot)| {
+            Some(Held {
+                id: task.id,
+                attempt: task.attempt,
+                max_attempts: task.max_attempts,
+                kind: task.kind.clone(),
+                cancel: CancellationToken::new(),
+                reason: Arc::new(OnceLock::new()),
+                slot,
+                token: None,
+            })
+        })
+        .collect();
+    let n = tasks.len();
+    let mut waiting = Some(tasks);
+    // Per task: `None` until its handler reported, then how it ended.
+    let mut outcomes: Vec<Option<Option<Outcome>>> = vec![None; n];
+
+    if window.is_some() {
+        let ids: Vec<i64> = held.iter().flatten().map(|h| h.id).collect();
+        if let Err(e) = shared.queue.mark_claim(claim.xid, &ids, &shared.config.id).await {
+            // Only the attempt count after a crash depends on it: run the tasks anyway.
+            warn!(error = %e, "could not mark a claim");
+        }
+        start_all(&shared, &work, waiting.take().unwrap_or_default(), &held, &report, false);
+        let deadline = tokio::time::Instant::now() + shared.config.inline_window;
+        let mut reported = 0;
+        while reported < n {
+            tokio::select! {
+                biased;
+                f = finished_rx.recv() => {
+                    let (i, outcome) = f.expect("the claim holds a sender");
+                    outcomes[i] = Some(outcome);
+                    reported += 1;
+                }
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = shared.draining.cancelled() => break,
+            }
+        }
+    }
+    drop(window);
+
+    // Released (or lost) inside the window: in neither list, so the task is simply due
+    // again when the locks go, its attempt not counted.
+    let mut recorded: Vec<(i64, TaskStatus, &Outcome)> = Vec::with_capacity(n);
+    let mut leased: Vec<(i64, Uuid)> = Vec::new();
+    for (h, outcome) in held.iter().zip(&outcomes) {
+        let h = h.as_ref().expect("every task is held until the claim closes");
+        match outcome {
+            None => leased.push((h.id, Uuid::new_v4())),
+            Some(Some(o)) => {
+                if let Some(status) = status_after(o, h.attempt, h.max_attempts) {
+                    recorded.push((h.id, status, o));
+                }
+            }
+            Some(None) => {}
+        }
+    }
+    let closed = Queue::close_claim(claim, &recorded, &leased, shared.config.lease, &shared.config.id).await;
+    if let Err(e) = closed {
+        // Nothing was written and the locks are gone: every task of the claim is due
+        // again and will run again. Stop the ones still running here.
+        warn!(error = %e, tasks = n, "could not close a claim; its tasks will run again");
+        for (h, outcome) in held.iter().zip(&outcomes) {
+            if outcome.is_none() {
+                h.as_ref().expect("held").stop(StopReason::LeaseLost);
+            }
+        }
+        return;
+    }
+    let statuses: Vec<TaskStatus> = recorded.iter().map(|(_, status, _)| *status).collect();
+    drop(recorded);
+    let mut statuses = statuses.into_iter();
+    let mut tokens = leased.into_iter();
+    let releasing = shared.releasing.load(Ordering::SeqCst);
+    let mut still_held = 0;
+    for (slot, outcome) in held.iter_mut().zip(outcomes) {
+        match outcome {
+            // In the order the lists were built: the claim's.
+            Some(Some(o)) if o != Outcome::Released => {
+                let h = slot.take().expect("held");
+                if let Some(status) = statuses.next() {
+                    shared.count(&h.kind, &o, status);
+                }
+            }
+            Some(_) => *slot = None,
+            None => {
+                let h = slot.as_mut().expect("held");
+                let (_, token) = tokens.next().expect("a token per unfinished task");
+                h.token = Some(token);
+                let entry = Running { token, cancel: h.cancel.clone(), reason: h.reason.clone() };
+                if releasing {
+                    entry.stop(StopReason::Shutdown);
+                }
+                if let Some(old) = shared.running.lock().expect("running map").insert(h.id, entry) {
+                    // Claimed again while an older attempt still runs here: that one's lease is gone.
+                    old.stop(StopReason::LeaseLost);
+                }
+                still_held += 1;
+            }
+        }
+    }
+    if let Some(tasks) = waiting {
+        start_all(&shared, &work, tasks, &held, &report, true);
+    }
+    drop(report);
+
+    // The rest finish under their leases: pass their outcomes on to the completer.
+    while still_held > 0 {
+        let Some((i, outcome)) = finished_rx.recv().await else { break };
+        let Some(h) = held[i].take() else { continue };
+        still_held -= 1;
+        let Some(token) = h.token else { continue };
+        match outcome {
+            Some(outcome) => {
+                let _ = shared.outcomes.send(Reported { id: h.id, token, kind: h.kind, outcome, _slot: h.slot });
+            }
+            None => shared.forget(h.id, token),
+        }
+    }
+}
+
+/// Starts the handlers of a claim's tasks (in the claim's order, as `held`): all of them
+/// under the claim's locks, or only the leased ones once it has closed.
+fn start_all(
+    shared: &Arc<Shared>,
+    work: &TaskTracker,
+    tasks: Vec<LockedTask>,
+    held: &[Option<Held>],
+    report: &mpsc::UnboundedSender<Finished>,
+    leased_only: bool,
+) {
+    for (i, (task, h)) in tasks.into_iter().zip(held).enumerate() {
+        let Some(h) = h.as_ref().filter(|h| !leased_only || h.token.is_some()) else { continue };
+        start(shared, work, task, i, h.cancel.clone(), h.reason.clone(), report.clone());
+    }
+}
+
+fn start(
+    shared: &Arc<Shared>,
+    work: &TaskTracker,
+    task: LockedTask,
+    index: usize,
+    cancel: CancellationToken,
+    reason: Arc<OnceLock<StopReason>>,
+    report: mpsc::UnboundedSender<Finished>,
+) {
     shared.metrics.in_flight.inc();
-    let span = info_span!("task", task_id = task.id, kind = %task.kind, attempt = task.attempts,
+    let span = info_span!("task", task_id = task.id, kind = %task.kind, attempt = task.attempt,
                           request_id = task.request_id.as_deref().unwrap_or(""),
                           trace_id = task.trace_id.as_deref().unwrap_or(""));
     if let Some(trace_id) = task.trace_id.as_deref() {
         crate::trace::continue_trace(&span, trace_id);
     }
     let shared = shared.clone();
-    handlers.spawn(
+    work.spawn(
         async move {
-            let _permit = permit;
-            let (id, token, kind) = (task.id, task.lease_token, task.kind.clone());
             let started = std::time::Instant::now();
             let outcome = execute(&shared, task, cancel, &reason).await;
             shared.metrics.in_flight.dec();
@@ -300,13 +540,7 @@ fn start(shared: &Arc<Shared>, handlers: &TaskTracker, task: ClaimedTask, permit
                 Some(o) => info!(outcome = o.label(), elapsed_ms, "attempt finished"),
                 None => info!(outcome = "lease lost", elapsed_ms, "attempt finished"),
             }
-            match outcome {
-                // Stays in the running map (heartbeated) until the completer has written it.
-                Some(outcome) => {
-                    let _ = shared.outcomes.send(Reported { id, token, kind, outcome });
-                }
-                None => shared.forget(id, token),
-            }
+            let _ = report.send((index, outcome));
         }
         .instrument(span),
     );
@@ -315,11 +549,11 @@ fn start(shared: &Arc<Shared>, handlers: &TaskTracker, task: ClaimedTask, permit
 /// Runs one attempt. `None` means there is nothing to record (the lease was lost).
 async fn execute(
     shared: &Shared,
-    task: ClaimedTask,
+    task: LockedTask,
     cancel: CancellationToken,
     reason: &OnceLock<StopReason>,
 ) -> Option<Outcome> {
-    let delay = (Utc::now() - task.run_at.max(task.created_at)).to_std().unwrap_or_default();
+    let delay = (Utc::now() - task.due).to_std().unwrap_or_default();
     shared.metrics.start_delay.observe(delay.as_secs_f64());
     let Some(handler) = shared.registry.get(&task.kind) else {
         warn!("no handler for this kind");
@@ -330,14 +564,14 @@ async fn execute(
     };
     debug!("started");
     // Drawn only when an attempt fails: most succeed.
-    let attempt = task.attempts;
+    let attempt = task.attempt;
     let retry_in = || Some(shared.config.backoff.delay(attempt));
     let timeout = Duration::from_secs(task.timeout_secs.max(1) as u64);
     let ctx = TaskContext {
         id: task.id,
         kind: task.kind.clone(),
         payload: task.payload,
-        attempt: task.attempts,
+        attempt: task.attempt,
         max_attempts: task.max_attempts,
         request_id: task.request_id,
         trace_id: task.trace_id,
@@ -448,31 +682,14 @@ async fn record(shared: &Shared, batch: &mut Vec<Reported>) {
         shared.forget(r.id, r.token);
     }
     let status: HashMap<i64, TaskStatus> = changed.into_iter().collect();
-    let m = &shared.metrics;
     for r in batch.drain(..) {
-        let Some(st) = status.get(&r.id) else {
-            m.stale_outcomes.inc();
-            info!(task_id = r.id, "outcome dropped: lease no longer held");
-            continue;
-        };
-        let label = match (st, &r.outcome) {
-            (TaskStatus::Completed, _) => {
-                m.completed.with_label_values(&[&r.kind]).inc();
-                "completed"
+        match status.get(&r.id) {
+            Some(st) => shared.count(&r.kind, &r.outcome, *st),
+            None => {
+                shared.metrics.stale_outcomes.inc();
+                info!(task_id = r.id, "outcome dropped: lease no longer held");
             }
-            (TaskStatus::Failed, _) => {
-                m.failed.with_label_values(&[&r.kind]).inc();
-                "failed"
-            }
-            (TaskStatus::Pending, Outcome::Released) => "released",
-            (TaskStatus::Pending, _) => {
-                m.retries.with_label_values(&[&r.kind]).inc();
-                "retried"
-            }
-            (TaskStatus::Cancelled, _) => "cancelled",
-            (TaskStatus::Running, _) => "running",
-        };
-        m.outcomes.with_label_values(&[&r.kind, label]).inc();
+        }
     }
 }
 
@@ -573,6 +790,20 @@ async fn rescue(shared: Arc<Shared>, close: CancellationToken) {
             }
             Err(e) => warn!(error = %e, "lease rescue failed"),
         }
+        count_abandoned_claims(&shared).await;
+    }
+}
+
+/// Counts the attempts of claims that died with their worker (see the `claim` module).
+async fn count_abandoned_claims(shared: &Shared) {
+    match shared.queue.count_abandoned_claims().await {
+        Ok(counted) => {
+            for (id, status) in &counted {
+                warn!(task_id = id, now = status.as_str(), "counted the attempt of a claim whose worker died");
+            }
+            shared.metrics.lease_expiries.inc_by(counted.len() as u64);
+        }
+        Err(e) => warn!(error = %e, "counting abandoned claims failed"),
     }
 }
 

@@ -19,6 +19,8 @@ fn fast(id: &str) -> WorkerConfig {
         id: id.to_string(),
         concurrency: 16,
         max_batch: 100,
+        inline_window: Duration::from_millis(100),
+        max_open_claims: 2,
         lease: Duration::from_secs(2),
         heartbeat: Duration::from_millis(400),
         poll_interval: Duration::from_millis(100),
@@ -489,4 +491,138 @@ async fn a_cancel_committed_while_an_outcome_waits_for_the_row_wins() {
     assert!(queue.rescue_expired(10).await.unwrap().is_empty());
     cancel.commit().await.unwrap();
     assert_eq!(queue.rescue_expired(10).await.unwrap(), vec![(id, TaskStatus::Cancelled)]);
+}
+
+/// Tells the test it started, then runs for a minute (until its worker stops it).
+#[derive(Clone)]
+struct Hangs(tokio::sync::mpsc::UnboundedSender<i64>);
+
+#[async_trait]
+impl Handler for Hangs {
+    async fn run(&self, ctx: TaskContext) -> Result<Value, HandlerError> {
+        let _ = self.0.send(ctx.id);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        Ok(Value::Null)
+    }
+}
+
+/// One worker that runs one task at a time under a long inline window.
+fn window_worker(id: &str) -> WorkerConfig {
+    WorkerConfig {
+        concurrency: 1,
+        inline_window: Duration::from_secs(3),
+        lease: Duration::from_secs(10),
+        heartbeat: Duration::from_secs(2),
+        ..fast(id)
+    }
+}
+
+/// Ends the connections that hold a claim open, as the death of their worker would.
+async fn kill_claims(db: &TestDb) -> i64 {
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND state = 'idle in transaction') k",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    // The backends take a moment to go, and their locks with them.
+    eventually(Duration::from_secs(5), "claim connections gone", || async {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND state = 'idle in transaction'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        (left == 0).then_some(())
+    })
+    .await;
+    killed
+}
+
+#[tokio::test]
+async fn a_task_finished_inside_its_inline_window_is_written_once() {
+    let (_db, queue) = setup().await;
+    let id = queue.enqueue(&[NewTask::new("record", json!({}))]).await.unwrap()[0].id;
+    let w = spawn(&queue, Registry::new().register("record", Recorder::default()), fast("w"));
+    wait_status(&queue, id, TaskStatus::Completed, Duration::from_secs(10)).await;
+    w.shutdown().await;
+    let task = queue.get(id).await.unwrap().unwrap();
+    // Inserted at version 1, then one update: no separate claim write.
+    assert_eq!(task.version, 2);
+    assert_eq!((task.attempts, task.leased_by.as_deref()), (1, Some("w")));
+    assert_eq!(task.result, Some(json!({"ran": id})));
+    assert!(task.started_at.is_some() && task.started_at <= task.completed_at);
+}
+
+#[tokio::test]
+async fn a_task_outliving_the_inline_window_is_leased_and_finishes_under_its_lease() {
+    let (_db, queue) = setup().await;
+    let id = queue.enqueue(&[NewTask::new("sleep", json!({"ms": 1500}))]).await.unwrap()[0].id;
+    let config = WorkerConfig { inline_window: Duration::from_millis(200), ..fast("w") };
+    let w = spawn(&queue, Registry::new().register("sleep", Sleep), config);
+    wait_status(&queue, id, TaskStatus::Running, Duration::from_secs(5)).await;
+    let running = queue.get(id).await.unwrap().unwrap();
+    assert_eq!((running.attempts, running.leased_by.as_deref()), (1, Some("w")));
+    assert!(running.lease_expires_at.is_some());
+    wait_status(&queue, id, TaskStatus::Completed, Duration::from_secs(10)).await;
+    w.shutdown().await;
+    let task = queue.get(id).await.unwrap().unwrap();
+    assert_eq!(task.attempts, 1);
+    assert_eq!(task.result, Some(json!({"slept_ms": 1500})));
+}
+
+#[tokio::test]
+async fn a_claim_whose_worker_dies_frees_its_task_at_once_and_counts_the_attempt() {
+    let (db, queue) = setup().await;
+    let id = queue.enqueue(&[NewTask::new("hangs", json!({}))]).await.unwrap()[0].id;
+    let (started, mut starts) = tokio::sync::mpsc::unbounded_channel();
+    let w = spawn(&queue, Registry::new().register("hangs", Hangs(started)), window_worker("doomed"));
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), starts.recv()).await.unwrap(), Some(id));
+    // Inside its window the task is held by row locks only: still pending, no lease.
+    let held = queue.get(id).await.unwrap().unwrap();
+    assert_eq!((held.status, held.attempts, held.lease_expires_at), (TaskStatus::Pending, 0, None));
+
+    assert_eq!(kill_claims(&db).await, 1);
+    // No lease to wait out: the task is due again the moment the claim is gone.
+    let freed = queue.get(id).await.unwrap().unwrap();
+    assert_eq!((freed.status, freed.attempts), (TaskStatus::Pending, 0));
+    assert_eq!(queue.count_abandoned_claims().await.unwrap(), vec![(id, TaskStatus::Pending)]);
+    let counted = queue.get(id).await.unwrap().unwrap();
+    assert_eq!(counted.attempts, 1);
+    assert!(counted.last_error.unwrap().contains("worker doomed stopped during the attempt"));
+    assert_eq!(counted.errors[0]["attempt"], 1);
+    // Counted once, however often it is asked.
+    assert!(queue.count_abandoned_claims().await.unwrap().is_empty());
+    // The dead claim's worker finds out when its window closes and stops the handler.
+    let took = w.shutdown().await;
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+}
+
+#[tokio::test]
+async fn a_task_that_kills_its_worker_every_time_still_runs_out_of_attempts() {
+    let (db, queue) = setup().await;
+    let mut t = NewTask::new("hangs", json!({}));
+    t.max_attempts = 2;
+    let id = queue.enqueue(&[t]).await.unwrap()[0].id;
+    let (started, mut starts) = tokio::sync::mpsc::unbounded_channel();
+    // Each round a fresh worker (counting the dead claims of the last at start) takes the
+    // task, and its claim dies under it.
+    for round in 1..=2 {
+        let w = spawn(
+            &queue,
+            Registry::new().register("hangs", Hangs(started.clone())),
+            window_worker(&format!("w{round}")),
+        );
+        assert_eq!(tokio::time::timeout(Duration::from_secs(5), starts.recv()).await.unwrap(), Some(id));
+        assert_eq!(kill_claims(&db).await, 1);
+        w.shutdown().await;
+    }
+    let w = spawn(&queue, Registry::new().register("hangs", Hangs(started)), window_worker("w3"));
+    wait_status(&queue, id, TaskStatus::Failed, Duration::from_secs(5)).await;
+    w.shutdown().await;
+    let task = queue.get(id).await.unwrap().unwrap();
+    assert_eq!(task.attempts, 2);
+    assert_eq!(task.errors.as_array().map(Vec::len), Some(2), "{:?}", task.errors);
+    assert!(starts.try_recv().is_err(), "it ran a third time");
 }

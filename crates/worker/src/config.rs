@@ -121,6 +121,14 @@ fn runtime_settings(s: &mut Source) -> WorkerConfig {
             "FLOWFORGE_WORKER_HEARTBEAT ({heartbeat:?}) must be less than half of FLOWFORGE_WORKER_LEASE ({lease:?})"
         ));
     }
+    let inline_window = s.duration_or("WORKER_INLINE_WINDOW", defaults.inline_window);
+    // The window is a transaction held open while handlers run: keep it well inside a lease.
+    if inline_window >= lease {
+        s.problem(format!(
+            "FLOWFORGE_WORKER_INLINE_WINDOW ({inline_window:?}) must be less than FLOWFORGE_WORKER_LEASE ({lease:?})"
+        ));
+    }
+    let max_open_claims = at_least_one(s, "WORKER_MAX_OPEN_CLAIMS", defaults.max_open_claims);
     let poll_interval = positive_duration(s, "WORKER_POLL_INTERVAL", defaults.poll_interval);
     let rescue_interval = positive_duration(s, "WORKER_RESCUE_INTERVAL", defaults.rescue_interval);
     let shutdown_timeout = s.duration_or("WORKER_SHUTDOWN_TIMEOUT", defaults.shutdown_timeout);
@@ -140,6 +148,8 @@ fn runtime_settings(s: &mut Source) -> WorkerConfig {
         id,
         concurrency,
         max_batch,
+        inline_window,
+        max_open_claims,
         lease,
         heartbeat,
         poll_interval,

@@ -158,6 +158,42 @@ async fn sigkill_mid_task_loses_no_task_and_completes_none_twice() {
 }
 
 #[tokio::test]
+async fn sigkill_inside_an_inline_window_frees_the_tasks_at_once_and_counts_the_attempt() {
+    let (db, queue) = setup().await;
+    let ids: Vec<i64> =
+        queue.enqueue(&[sleep_task(1_000), sleep_task(1_000)]).await.unwrap().iter().map(|t| t.id).collect();
+    // Long enough a window that the tasks are still inside it when the worker dies.
+    let mut a = WorkerProcess::start(&db, "worker-a", &[("WORKER_INLINE_WINDOW", "1500ms")]);
+    eventually(Duration::from_secs(15), "worker-a's claim on both tasks", || async {
+        (count(&db, "SELECT coalesce(sum(cardinality(task_ids)), 0)::int8 FROM task_claims").await == 2).then_some(())
+    })
+    .await;
+    a.child.start_kill().unwrap();
+    assert_eq!(a.exit(Duration::from_secs(5)).await.signal(), Some(Signal::SIGKILL as i32));
+
+    // Its locks died with its connection: the tasks are due again now, not after a
+    // lease, and the attempt it made is counted.
+    eventually(Duration::from_secs(2), "the dead claim's attempt counted", || async {
+        let counted = queue.count_abandoned_claims().await.unwrap();
+        (counted.len() == 2).then_some(())
+    })
+    .await;
+    let _b = WorkerProcess::start(&db, "worker-b", &[]);
+    eventually(Duration::from_secs(15), "both tasks to complete", || async {
+        (count(&db, "SELECT count(*) FROM tasks WHERE status = 'completed'").await == 2).then_some(())
+    })
+    .await;
+    for id in ids {
+        let task = queue.get(id).await.unwrap().unwrap();
+        assert_eq!((task.attempts, task.leased_by.as_deref()), (2, Some("worker-b")), "task {id}");
+        assert!(task.errors[0]["error"].as_str().unwrap().contains("worker worker-a stopped during the attempt"));
+    }
+    let (twice, distinct) = completion_counts(&db.pool).await;
+    assert!(twice.is_empty(), "completions recorded twice: {twice:?}");
+    assert_eq!(distinct, 2);
+}
+
+#[tokio::test]
 async fn sigterm_drains_finishes_short_tasks_and_releases_long_ones() {
     let (db, queue) = setup().await;
     let ids: Vec<i64> = queue
