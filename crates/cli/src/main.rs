@@ -46,8 +46,12 @@ enum Command {
         #[arg(long, default_value = "7d")]
         older_than: HumanDuration,
     },
-    /// Benchmark the queue: enqueue and burn down no-op tasks, then measure enqueue→start latency.
-    Bench(bench::BenchArgs),
+    /// Benchmark the queue with separate worker processes: burn-down throughput and
+    /// duplicate runs, enqueue→start latency. Needs a server where it may create databases.
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
     /// Point-in-time backups (pgBackRest): take one, list them, or run the schedule.
     Backup {
         #[command(subcommand)]
@@ -114,12 +118,16 @@ fn database() -> anyhow::Result<PgPool> {
     database_from(Source::from_env())
 }
 
-fn database_from(mut source: Source) -> anyhow::Result<PgPool> {
+fn database_from(source: Source) -> anyhow::Result<PgPool> {
+    database_settings(source)?.pool("flowforge-cli")
+}
+
+fn database_settings(mut source: Source) -> anyhow::Result<DatabaseSettings> {
     let settings = DatabaseSettings::from_source(&mut source, 32);
     let log = TelemetrySettings::from_source(&mut source);
     source.finish()?;
     telemetry::init("flowforge", &log);
-    settings.expect("checked by finish").pool("flowforge-cli")
+    Ok(settings.expect("checked by finish"))
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -144,16 +152,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let deleted = flowforge_queue::Queue::new(db).purge_finished(cutoff).await?;
             eprintln!("deleted {deleted} finished task(s) older than {:?}", older_than.0);
         }
-        Command::Bench(args) => {
-            // The engine logs every attempt at info; a benchmark of 100,000 tasks wants
+        Command::Bench { command } => {
+            // The engine logs every attempt at info; a benchmark of 200,000 tasks wants
             // only warnings unless FLOWFORGE_LOG says otherwise.
             let mut vars: Vec<(String, String)> = std::env::vars().collect();
             if !vars.iter().any(|(k, _)| k == "FLOWFORGE_LOG") {
                 vars.push(("FLOWFORGE_LOG".into(), "warn".into()));
             }
-            let db = database_from(Source::from_vars(vars))?;
-            flowforge_api::migrate(&db).await?;
-            bench::run(db, args).await?;
+            bench::run(database_settings(Source::from_vars(vars))?, command).await?;
         }
         Command::AlertReceiver(args) => {
             logging("alert-receiver")?;

@@ -123,26 +123,73 @@ async fn check_passes_on_a_live_stack_and_fails_on_a_dead_one() {
     let _ = std::fs::remove_file(token_file);
 }
 
-#[tokio::test]
-async fn bench_prints_throughput_and_latency_and_cleans_up() {
-    let db = TestDb::new(&[]).await;
-    let url = db.url.clone();
+/// The server the test databases live on: `flowforge bench` makes its own there.
+fn test_server() -> String {
+    std::env::var("FLOWFORGE_TEST_DATABASE_URL").expect("FLOWFORGE_TEST_DATABASE_URL (run through scripts/test.sh)")
+}
+
+/// Runs `flowforge bench …` with `--out` to a fresh file and returns its JSON lines.
+async fn bench(args: &[&str]) -> Vec<Value> {
+    let out_file = std::env::temp_dir().join(format!("ff-bench-{}.jsonl", uuid::Uuid::new_v4()));
+    let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    all.extend(["--out".to_string(), out_file.display().to_string()]);
     let out = tokio::task::spawn_blocking(move || {
-        flowforge(
-            &["bench", "--tasks", "500", "--latency-samples", "20", "--workers", "1", "--concurrency", "32", "--json"],
-            &[("FLOWFORGE_DATABASE_URL", url.as_str())],
-        )
+        let args: Vec<&str> = all.iter().map(String::as_str).collect();
+        flowforge(&args, &[("FLOWFORGE_DATABASE_URL", test_server().as_str())])
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let report: Value = serde_json::from_str(text(&out.stdout).trim()).expect("one JSON object");
-    assert_eq!(report["tasks"], 500);
-    assert!(report["burn_down_per_sec"].as_f64().unwrap() > 0.0);
-    assert_eq!(report["latency_ms"]["samples"], 20);
-    assert!(report["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks").fetch_one(&db.pool).await.unwrap();
-    assert_eq!(left, 0, "bench tasks are removed afterwards");
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let lines = std::fs::read_to_string(&out_file).unwrap();
+    let _ = std::fs::remove_file(&out_file);
+    lines.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
+}
+
+async fn database_exists(name: &str) -> bool {
+    let db = TestDb::new(&[]).await;
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn two_worker_processes_burn_down_a_large_backlog_running_every_task_exactly_once() {
+    const TASKS: i64 = 100_000;
+    let runs = bench(&[
+        "bench",
+        "burn-down",
+        "--tasks",
+        &TASKS.to_string(),
+        "--processes",
+        "2",
+        "--repeat",
+        "1",
+        "--check-once",
+    ])
+    .await;
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!(run["processes"], 2);
+    // Every handler ran exactly once, and the table agrees: one attempt each, all done.
+    assert_eq!(run["handler_runs"], TASKS, "{run}");
+    assert_eq!(run["duplicate_runs"], 0, "{run}");
+    assert_eq!(run["tasks_run_more_than_once"], 0, "{run}");
+    assert_eq!(run["attempts_over_one"], 0, "{run}");
+    assert_eq!(run["completed"], TASKS, "{run}");
+    assert!(run["jobs_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(!database_exists(run["database"].as_str().unwrap()).await, "the scratch database is dropped");
+}
+
+#[tokio::test]
+async fn bench_latency_reports_percentiles_of_every_probe() {
+    let runs = bench(&["bench", "latency", "--samples", "20", "--interval", "5ms", "--repeat", "1"]).await;
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!(run["samples"], 20);
+    let (p50, p99) = (run["p50_ms"].as_f64().unwrap(), run["p99_ms"].as_f64().unwrap());
+    assert!(p50 > 0.0 && p50 <= p99, "{run}");
 }
 
 /// Kills the child process when the test ends, pass or fail.

@@ -49,12 +49,18 @@ impl DatabaseSettings {
         Some(DatabaseSettings { url, max_connections, acquire_timeout, statement_timeout })
     }
 
+    /// How each connection is opened: the URL, the application name PostgreSQL shows
+    /// for it, and the statement timeout.
+    pub fn connect_options(&self, application_name: &str) -> anyhow::Result<PgConnectOptions> {
+        Ok(PgConnectOptions::from_str(self.url.expose())?
+            .application_name(application_name)
+            .options([("statement_timeout", format!("{}", self.statement_timeout.as_millis()))]))
+    }
+
     /// A pool that connects lazily: a service starts (and reports not-ready) even while
     /// the database is still coming up.
     pub fn pool(&self, application_name: &str) -> anyhow::Result<PgPool> {
-        let options = PgConnectOptions::from_str(self.url.expose())?
-            .application_name(application_name)
-            .options([("statement_timeout", format!("{}", self.statement_timeout.as_millis()))]);
+        let options = self.connect_options(application_name)?;
         Ok(PgPoolOptions::new()
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
