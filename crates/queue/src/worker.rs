@@ -392,11 +392,21 @@ async fn run_claim(
 
     if window.is_some() {
         let ids: Vec<i64> = held.iter().flatten().map(|h| h.id).collect();
-        if let Err(e) = shared.queue.mark_claim(claim.xid, &ids, &shared.config.id).await {
-            // Only the attempt count after a crash depends on it: run the tasks anyway.
+        let mark = shared.queue.mark_claim(claim.xid, &ids, &shared.config.id);
+        tokio::pin!(mark);
+        // The first poll puts the marker on the wire (from an idle connection), and once
+        // sent the database commits it even if this process dies: the handlers need not
+        // wait for the answer, which would add a round trip to every task's start.
+        let sent = futures::poll!(&mut mark);
+        start_all(&shared, &work, waiting.take().unwrap_or_default(), &held, &report, false);
+        let marked = match sent {
+            std::task::Poll::Ready(result) => result,
+            std::task::Poll::Pending => mark.await,
+        };
+        if let Err(e) = marked {
+            // Only the attempt count after a crash depends on it: the tasks run anyway.
             warn!(error = %e, "could not mark a claim");
         }
-        start_all(&shared, &work, waiting.take().unwrap_or_default(), &held, &report, false);
         let deadline = tokio::time::Instant::now() + shared.config.inline_window;
         let mut reported = 0;
         while reported < n {

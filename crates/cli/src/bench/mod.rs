@@ -437,13 +437,18 @@ struct LatencyRun {
     max_ms: f64,
 }
 
+/// Probes sent before the measured ones: the first tasks a worker process starts pay for
+/// its new connections (statements prepared, catalogs loaded in the new backends), once
+/// in its life rather than once per task.
+const WARM_UP: usize = 10;
+
 async fn latency(settings: &DatabaseSettings, args: LatencyArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.samples > 0 && args.repeat > 0, "--samples and --repeat must be positive");
     let concurrency = args.concurrency.unwrap_or(WorkerConfig::default().concurrency);
     print_machine(settings).await?;
     println!(
-        "enqueue→start: {} single tasks {:?} apart, one idle worker process ({concurrency} slots), \
-         from just before the INSERT to the handler's first instruction",
+        "enqueue→start: {} single tasks {:?} apart (after {WARM_UP} to warm up), one idle worker process \
+         ({concurrency} slots), from just before the INSERT to the handler's first instruction",
         args.samples, args.interval.0
     );
     let mut p50s = Vec::new();
@@ -456,9 +461,11 @@ async fn latency(settings: &DatabaseSettings, args: LatencyArgs) -> anyhow::Resu
         // Let the worker finish its first (empty) claim and sit waiting for a NOTIFY.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut tick = tokio::time::interval(args.interval.0);
-        for _ in 0..args.samples {
+        for n in 0..WARM_UP + args.samples {
             tick.tick().await;
-            queue.enqueue(&[NewTask::new(PROBE, json!({ "t0": now_nanos() }))]).await?;
+            // Warm-up probes carry no t0, so they are not counted.
+            let payload = if n < WARM_UP { json!({}) } else { json!({ "t0": now_nanos() }) };
+            queue.enqueue(&[NewTask::new(PROBE, payload)]).await?;
         }
         let mut observer = scratch.observer().await?;
         observe_until_done(&mut observer, Instant::now(), Duration::from_secs(30)).await?;
