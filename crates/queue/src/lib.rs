@@ -23,7 +23,7 @@ pub use backoff::Backoff;
 pub use handler::{Handler, HandlerError, Registry, TaskContext};
 pub use metrics::{DepthGauges, QueueMetrics};
 pub use model::{ClaimedTask, NewTask, Task, TaskStatus, TASK_COLUMNS};
-pub use store::{CancelOutcome, Outcome, Queue, QueueDepth, RetryOutcome};
+pub use store::{CancelOutcome, Outcome, Queue, QueueDepth, RetryOutcome, BEGIN_NOTIFY_AFTER_COMMIT};
 pub use worker::{Worker, WorkerConfig};
 
 /// The engine's schema. Shares `_sqlx_migrations` with the services' own migrators,

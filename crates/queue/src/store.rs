@@ -10,7 +10,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::model::{ClaimedTask, NewTask, Task, TaskStatus, TASK_COLUMNS};
-use crate::{CANCEL_CHANNEL, WAKE_CHANNEL};
+use crate::{CANCEL_CHANNEL, EVENTS_CHANNEL, WAKE_CHANNEL};
 
 /// How one attempt ended, as reported by a worker.
 #[derive(Debug, Clone, PartialEq)]
@@ -146,6 +146,21 @@ impl Queue {
         // Identity values are assigned in the order rows are produced by unnest.
         rows.sort_by_key(|t| t.id);
         Ok(rows)
+    }
+
+    /// Wakes idle workers and tells the change feed about tasks a transaction begun with
+    /// [`BEGIN_NOTIFY_AFTER_COMMIT`] inserted: the notifications its triggers would have
+    /// sent. The tasks are committed already, so a failure is only logged (workers poll).
+    pub async fn notify_inserted(&self, ids: &[i64]) {
+        let sent = sqlx::query("SELECT pg_notify($1, ''), pg_notify($2, $3)")
+            .bind(WAKE_CHANNEL)
+            .bind(EVENTS_CHANNEL)
+            .bind(changed_payload(ids))
+            .execute(&self.pool)
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, tasks = ids.len(), "could not notify about new tasks; workers will poll");
+        }
     }
 
     /// Inserts tasks in their own transaction.
@@ -430,6 +445,29 @@ impl Queue {
 
 async fn fetch_on(conn: &mut PgConnection, id: i64) -> sqlx::Result<Option<Task>> {
     sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1")).bind(id).fetch_optional(conn).await
+}
+
+/// Begins a transaction whose inserts leave their notifications to
+/// [`Queue::notify_inserted`], to be called once it has committed (for example with
+/// `pool.begin_with(BEGIN_NOTIFY_AFTER_COMMIT)`). A notification sent inside a writing
+/// transaction serializes its commit with every other such commit (see the
+/// `notify_after_commit` migration), which caps one-task transactions.
+pub const BEGIN_NOTIFY_AFTER_COMMIT: &str = "BEGIN; SET LOCAL flowforge.notify_after_commit = on";
+
+/// The change feed's payload for tasks inserted or updated (as the `task_events`
+/// migration's trigger writes it): `c` and their ids, or `r` (reload) when that would not
+/// fit in a notification.
+fn changed_payload(ids: &[i64]) -> String {
+    if ids.len() > 600 {
+        return "r".into();
+    }
+    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+    let payload = format!("c{}", list.join(","));
+    if payload.len() > 7900 {
+        "r".into()
+    } else {
+        payload
+    }
 }
 
 /// Outcomes as column-wise arrays, for the `unnest` of the statements that record them.

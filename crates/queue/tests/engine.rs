@@ -626,3 +626,38 @@ async fn a_task_that_kills_its_worker_every_time_still_runs_out_of_attempts() {
     assert_eq!(task.errors.as_array().map(Vec::len), Some(2), "{:?}", task.errors);
     assert!(starts.try_recv().is_err(), "it ran a third time");
 }
+
+/// The next notification within half a second, as (channel, payload).
+async fn next(listener: &mut sqlx::postgres::PgListener) -> Option<(String, String)> {
+    let n = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await.ok()?.unwrap();
+    Some((n.channel().to_owned(), n.payload().to_owned()))
+}
+
+#[tokio::test]
+async fn a_writer_can_send_its_inserts_notifications_after_commit_with_the_triggers_payloads() {
+    let (db, queue) = setup().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool).await.unwrap();
+    listener.listen_all([flowforge_queue::WAKE_CHANNEL, flowforge_queue::EVENTS_CHANNEL]).await.unwrap();
+
+    // Through the triggers: a wake-up and the ids, sent by the inserting transaction.
+    let by_trigger: Vec<i64> = queue.enqueue(&tasks("x", 2, json!({}))).await.unwrap().iter().map(|t| t.id).collect();
+    let expected = format!("c{},{}", by_trigger[0], by_trigger[1]);
+    let mut heard = vec![next(&mut listener).await.unwrap(), next(&mut listener).await.unwrap()];
+    heard.sort();
+    assert_eq!(heard, [("flowforge_task_events".into(), expected), ("flowforge_tasks".into(), String::new())]);
+
+    // Deferred: nothing at commit, then the same notifications from notify_inserted.
+    let mut tx = db.pool.begin_with(flowforge_queue::BEGIN_NOTIFY_AFTER_COMMIT).await.unwrap();
+    let deferred: Vec<i64> =
+        Queue::enqueue_on(&mut tx, &tasks("x", 2, json!({}))).await.unwrap().iter().map(|t| t.id).collect();
+    tx.commit().await.unwrap();
+    assert_eq!(next(&mut listener).await, None, "the deferring transaction notified at commit");
+    queue.notify_inserted(&deferred).await;
+    let mut heard = vec![next(&mut listener).await.unwrap(), next(&mut listener).await.unwrap()];
+    heard.sort();
+    let expected = format!("c{},{}", deferred[0], deferred[1]);
+    assert_eq!(heard, [("flowforge_task_events".into(), expected), ("flowforge_tasks".into(), String::new())]);
+    // The setting ended with the transaction: the next insert notifies by itself again.
+    queue.enqueue(&tasks("x", 1, json!({}))).await.unwrap();
+    assert!(next(&mut listener).await.is_some());
+}
