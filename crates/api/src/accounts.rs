@@ -3,6 +3,10 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -88,17 +92,95 @@ pub fn validate_name(name: &str) -> Result<(), String> {
 }
 
 pub async fn authenticate(db: &PgPool, token: &str) -> sqlx::Result<Option<Caller>> {
-    if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
+    if !well_formed(token) {
         return Ok(None);
     }
+    Ok(lookup(db, &hash(token)).await?.map(|row| row.caller))
+}
+
+/// [`authenticate`], answered from `cache` when this replica checked the token lately.
+pub async fn authenticate_cached(db: &PgPool, cache: &TokenCache, token: &str) -> sqlx::Result<Option<Caller>> {
+    if !well_formed(token) {
+        return Ok(None);
+    }
+    let key = hash(token);
+    if let Some(caller) = cache.get(&key) {
+        return Ok(Some(caller));
+    }
+    let Some(row) = lookup(db, &key).await? else { return Ok(None) };
+    cache.put(key, row.caller.clone(), row.expires_at);
+    Ok(Some(row.caller))
+}
+
+fn well_formed(token: &str) -> bool {
+    token.starts_with(TOKEN_PREFIX) && token.len() <= 128
+}
+
+#[derive(sqlx::FromRow)]
+struct TokenRow {
+    #[sqlx(flatten)]
+    caller: Caller,
+    expires_at: Option<DateTime<Utc>>,
+}
+
+async fn lookup(db: &PgPool, token_hash: &[u8]) -> sqlx::Result<Option<TokenRow>> {
     sqlx::query_as(
-        "SELECT u.id AS user_id, t.id AS token_id, u.name, u.role
+        "SELECT u.id AS user_id, t.id AS token_id, u.name, u.role, t.expires_at
          FROM api_tokens t JOIN users u ON u.id = t.user_id
          WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > now())",
     )
-    .bind(hash(token))
+    .bind(token_hash)
     .fetch_optional(db)
     .await
+}
+
+/// Most tokens remembered; past it the cache starts over (a flood of distinct valid
+/// tokens costs database reads, not memory).
+const MAX_CACHED_TOKENS: usize = 10_000;
+
+/// Callers this replica authenticated lately, by token hash, so that a request costs no
+/// database round trip for its credentials. An entry lives `ttl` at most, and never past
+/// its token's expiry: a token revoked through this replica is forgotten at once, one
+/// revoked through another stops working here within `ttl`. A zero `ttl` turns it off.
+/// Tokens that did not authenticate are never remembered.
+pub struct TokenCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<Vec<u8>, (Caller, Instant)>>,
+}
+
+impl TokenCache {
+    pub fn new(ttl: Duration) -> Self {
+        TokenCache { ttl, entries: Default::default() }
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Caller> {
+        let mut entries = self.entries.lock().expect("token cache");
+        match entries.get(key) {
+            Some((caller, until)) if *until > Instant::now() => Some(caller.clone()),
+            Some(_) => {
+                entries.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn put(&self, key: Vec<u8>, caller: Caller, expires_at: Option<DateTime<Utc>>) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let left = expires_at.and_then(|at| (at - Utc::now()).to_std().ok()).map_or(self.ttl, |l| l.min(self.ttl));
+        let mut entries = self.entries.lock().expect("token cache");
+        if entries.len() >= MAX_CACHED_TOKENS {
+            entries.clear();
+        }
+        entries.insert(key, (caller, Instant::now() + left));
+    }
+
+    /// Forgets a revoked token.
+    pub fn forget_token(&self, token_id: i64) {
+        self.entries.lock().expect("token cache").retain(|_, (caller, _)| caller.token_id != token_id);
+    }
 }
 
 pub async fn create_user(db: impl sqlx::PgExecutor<'_>, name: &str, role: Role) -> sqlx::Result<User> {
@@ -180,7 +262,7 @@ struct SessionRow {
 }
 
 /// Opens a session for the caller, tied to the token they signed in with.
-pub async fn open_session(db: &PgPool, caller: &Caller, ttl: std::time::Duration) -> sqlx::Result<OpenedSession> {
+pub async fn open_session(db: &PgPool, caller: &Caller, ttl: Duration) -> sqlx::Result<OpenedSession> {
     let id = random_secret();
     let csrf_token = random_secret();
     let expires_at: DateTime<Utc> = sqlx::query_scalar(

@@ -19,6 +19,8 @@ pub struct ApiSettings {
     /// How long a Redis command may take before the API carries on without it.
     pub redis_timeout: Duration,
     pub cache_ttl: Duration,
+    /// How long a replica trusts a token it has checked (0: check every request).
+    pub auth_cache_ttl: Duration,
     /// Requests per minute per user; 0 turns rate limiting off.
     pub rate_limit_per_minute: u32,
     /// Take the client address from `X-Forwarded-For` (only behind our own proxy).
@@ -54,6 +56,7 @@ impl ApiSettings {
         let redis_key_prefix = s.parse_or("REDIS_KEY_PREFIX", "ff:".to_string());
         let redis_timeout = s.duration_or("REDIS_TIMEOUT", Duration::from_millis(250));
         let cache_ttl = s.duration_or("CACHE_TTL", Duration::from_secs(60));
+        let auth_cache_ttl = s.duration_or("AUTH_CACHE_TTL", Duration::from_secs(5));
         let rate_limit_per_minute = s.parse_or("RATE_LIMIT_PER_MINUTE", 1200u32);
         let trust_proxy = s.parse_or("TRUST_PROXY", false);
         let default_delay = if profile.is_dev() { Duration::ZERO } else { Duration::from_secs(5) };
@@ -92,6 +95,7 @@ impl ApiSettings {
             redis_key_prefix,
             redis_timeout,
             cache_ttl,
+            auth_cache_ttl,
             rate_limit_per_minute,
             trust_proxy,
             shutdown_delay,

@@ -97,12 +97,24 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
     m.http_requests.with_label_values(&[method.as_str(), &route, &status_label]).inc();
     m.http_duration.with_label_values(&[method.as_str(), &route, &status_label]).observe(elapsed.as_secs_f64());
     if route != "/metrics" && route != "/health" && route != "/ready" {
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        // Successful reads are most of the traffic, the metrics count each one and the
+        // proxy logs a sample of them: a line per read would cost more than the read.
+        // Changes, failures and slow answers are all logged.
+        let notable = changes_state(&method) || status >= 400 || elapsed >= SLOW_REQUEST;
         span.in_scope(|| {
-            tracing::info!(status, latency_ms = elapsed.as_secs_f64() * 1000.0, "request");
+            if notable {
+                tracing::info!(status, latency_ms, "request");
+            } else {
+                tracing::debug!(status, latency_ms, "request");
+            }
         });
     }
     response
 }
+
+/// A read slower than this is logged like a change.
+const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The client's address: the proxy's `X-Forwarded-For` when trusted, else the peer.
 fn client_ip(state: &AppState, req: &Request) -> Option<String> {
@@ -149,7 +161,7 @@ fn changes_state(method: &Method) -> bool {
 /// cross-site page cannot know; the cookie's SameSite=Strict is the second fence.
 async fn identify(state: &AppState, req: &mut Request) -> Result<Caller, ApiError> {
     if let Some(token) = bearer(req.headers()) {
-        return accounts::authenticate(&state.db, token)
+        return accounts::authenticate_cached(&state.db, &state.tokens, token)
             .await?
             .ok_or(ApiError::Unauthorized("invalid, expired or revoked token"));
     }
@@ -175,9 +187,13 @@ async fn identify(state: &AppState, req: &mut Request) -> Result<Caller, ApiErro
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     let caller = identify(&state, &mut req).await;
     let audit = AuditRecord::of(&state, &req);
+    if let Some(record) = &audit {
+        // A handler may write it in its own transaction (see `AuditRecord::write_on`).
+        req.extensions_mut().insert(record.clone());
+    }
     let (caller, response) = match caller {
         Err(e) => (None, e.into_response()),
-        Ok(caller) => match state.limiter.check(&format!("user:{}", caller.user_id)).await {
+        Ok(caller) => match state.limiter.check(&format!("user:{}", caller.user_id)) {
             Decision::Limited { limit, retry_after } => {
                 let mut r = rate_limited(&state, retry_after);
                 r.headers_mut().insert("x-ratelimit-limit", HeaderValue::from(limit));
@@ -196,7 +212,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             }
         },
     };
-    if let Some(record) = audit {
+    if let Some(record) = audit.filter(|_| response.extensions().get::<Audited>().is_none()) {
         record.finish(&state, caller, Outcome::of(&response)).await;
     }
     response
@@ -213,7 +229,7 @@ fn rate_limited(state: &AppState, retry_after: u64) -> Response {
 pub async fn public_change(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let audit = AuditRecord::of(&state, &req);
     let subject = format!("ip:{}", client_ip(&state, &req).unwrap_or_default());
-    let response = match state.limiter.check(&subject).await {
+    let response = match state.limiter.check(&subject) {
         Decision::Limited { retry_after, .. } => rate_limited(&state, retry_after),
         _ => next.run(req).await,
     };
@@ -238,7 +254,13 @@ impl Outcome {
     }
 }
 
-struct AuditRecord {
+/// On a response whose audit record its handler wrote already.
+#[derive(Debug, Clone, Copy)]
+pub struct Audited;
+
+/// What the audit log records of a state-changing request.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
     method: String,
     route: String,
     path: String,
@@ -278,10 +300,27 @@ impl AuditRecord {
         }
     }
 
-    /// Best effort: a lost audit row is logged (with everything it held) but does not
-    /// turn a completed change into an error for the client.
-    async fn write(self, state: &AppState, caller: Option<&Caller>, Outcome { target, status }: Outcome) {
-        let result = sqlx::query(
+    /// Writes the record inside the handler's transaction, so the change and its record
+    /// commit together (one commit instead of two on the hot path). The handler then puts
+    /// [`Audited`] on its response; should the transaction fail, the middleware records
+    /// the failed request as usual.
+    pub async fn write_on(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        caller: &Caller,
+        status: u16,
+        target: &str,
+    ) -> sqlx::Result<()> {
+        self.insert(Some(caller), status, Some(target)).execute(conn).await.map(|_| ())
+    }
+
+    fn insert<'q>(
+        &'q self,
+        caller: Option<&Caller>,
+        status: u16,
+        target: Option<&'q str>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        sqlx::query(
             "INSERT INTO audit_log (user_id, token_id, method, route, path, target, status, request_id, client_ip, user_agent)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
@@ -290,13 +329,17 @@ impl AuditRecord {
         .bind(&self.method)
         .bind(&self.route)
         .bind(&self.path)
-        .bind(&target)
+        .bind(target)
         .bind(status as i16)
         .bind(&self.request_id)
         .bind(&self.client_ip)
         .bind(&self.user_agent)
-        .execute(&state.db)
-        .await;
+    }
+
+    /// Best effort: a lost audit row is logged (with everything it held) but does not
+    /// turn a completed change into an error for the client.
+    async fn write(self, state: &AppState, caller: Option<&Caller>, Outcome { target, status }: Outcome) {
+        let result = self.insert(caller, status, target.as_deref()).execute(&state.db).await;
         if let Err(e) = result {
             tracing::error!(error = %e, method = %self.method, path = %self.path, user_id = ?caller.map(|c| c.user_id),
                             token_id = ?caller.map(|c| c.token_id), target = ?target, status,

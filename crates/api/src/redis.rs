@@ -15,7 +15,9 @@ const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct Redis {
-    client: redis::Client,
+    // Shared: a client holds the server's address and credentials as owned strings, and a
+    // `Redis` is cloned on every request.
+    client: Arc<redis::Client>,
     timeout: Duration,
     prefix: Arc<str>,
     conn: Arc<Mutex<Connection>>,
@@ -34,7 +36,7 @@ pub struct Unavailable;
 impl Redis {
     pub fn new(url: &str, prefix: &str, timeout: Duration, metrics: Arc<ApiMetrics>) -> redis::RedisResult<Self> {
         Ok(Redis {
-            client: redis::Client::open(url)?,
+            client: Arc::new(redis::Client::open(url)?),
             timeout,
             prefix: prefix.into(),
             conn: Arc::new(Mutex::new(Connection::Down { retry_at: Instant::now() })),

@@ -40,6 +40,7 @@ impl Application {
         tracing::info!(addr = %self.local_addr(), profile = %state.settings.profile, "api listening");
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let cache_recovery = tokio::spawn(settle_cache(state.clone()));
+        let rate_limits = tokio::spawn(state.limiter.clone().keep_synced());
         let depth_stop = tokio_util::sync::CancellationToken::new();
         let feed = tokio::spawn(state.feed.clone().run(state.db.clone(), depth_stop.clone()));
         let depth = tokio::spawn(state.metrics.depth.clone().refresh(
@@ -59,6 +60,7 @@ impl Application {
             .await;
         housekeeping.abort();
         cache_recovery.abort();
+        rate_limits.abort();
         depth_stop.cancel();
         let _ = tokio::join!(depth, feed);
         state.db.close().await;

@@ -4,6 +4,7 @@ use flowforge_queue::Queue;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::accounts::TokenCache;
 use crate::cache::TaskCache;
 use crate::config::ApiSettings;
 use crate::events::TaskFeed;
@@ -12,19 +13,30 @@ use crate::ops::Prometheus;
 use crate::rate_limit::RateLimiter;
 use crate::redis::Redis;
 
-/// Everything a handler may need, cheap to clone.
+/// Everything a handler may need. One shared allocation: every middleware layer and
+/// handler takes its own clone, per request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub db: PgPool,
     pub queue: Queue,
     pub redis: Redis,
     pub cache: TaskCache,
     pub limiter: RateLimiter,
+    pub tokens: Arc<TokenCache>,
     pub metrics: Arc<ApiMetrics>,
     pub feed: TaskFeed,
     pub prometheus: Prometheus,
     pub settings: Arc<ApiSettings>,
     draining: CancellationToken,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl AppState {
@@ -36,10 +48,11 @@ impl AppState {
             settings.redis_timeout,
             metrics.clone(),
         )?;
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             queue: Queue::new(db.clone()),
             cache: TaskCache::new(redis.clone(), settings.cache_ttl, metrics.clone()),
             limiter: RateLimiter::new(redis.clone(), settings.rate_limit_per_minute),
+            tokens: Arc::new(TokenCache::new(settings.auth_cache_ttl)),
             feed: TaskFeed::default(),
             prometheus: Prometheus::new(settings.prometheus_url.as_deref())?,
             redis,
@@ -47,7 +60,7 @@ impl AppState {
             metrics,
             settings: Arc::new(settings),
             draining: CancellationToken::new(),
-        })
+        })))
     }
 
     pub fn is_draining(&self) -> bool {

@@ -11,3 +11,9 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use config::{ConfigError, Profile, Secret, Source};
+
+/// Every FlowForge binary allocates through mimalloc: glibc's allocator serialised the
+/// api's request threads on its arena locks (about a quarter more requests per second
+/// with mimalloc, measured with wrk against one replica).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -113,6 +113,7 @@ pub async fn revoke_token(
     if !accounts::revoke_token(&state.db, &caller, id).await? {
         return Err(ApiError::NotFound);
     }
+    state.tokens.forget_token(id);
     Ok(audited(
         StatusCode::OK,
         json!({ "success": true, "data": { "id": id, "revoked": true } }),

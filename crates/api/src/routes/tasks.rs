@@ -9,7 +9,9 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use flowforge_queue::{CancelOutcome, NewTask, Queue, RetryOutcome, Task, TaskStatus, TASK_COLUMNS};
+use flowforge_queue::{
+    CancelOutcome, NewTask, Queue, RetryOutcome, Task, TaskStatus, BEGIN_NOTIFY_AFTER_COMMIT, TASK_COLUMNS,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::{Postgres, QueryBuilder};
@@ -18,7 +20,7 @@ use crate::accounts::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery, Id};
 use crate::idempotency::{self, IdempotencyKey};
-use crate::middleware::{AuditTarget, RequestId, TraceId};
+use crate::middleware::{AuditRecord, AuditTarget, Audited, RequestId, TraceId};
 use crate::requests::{BulkCreate, CreateTask, Origin, StatusChange, TaskChanges, UpdateTask};
 use crate::routes::{ErrorBody, TaskEnvelope, TaskListEnvelope};
 use crate::state::AppState;
@@ -34,8 +36,15 @@ pub fn router(bulk_body_limit: usize) -> Router<AppState> {
 }
 
 /// `{"success": true, "data": task}` with the task's version as its ETag.
+/// `{"success": true, "data": …}`, serialized straight from the task (no `Value` between).
+#[derive(serde::Serialize)]
+struct Envelope<'a, T> {
+    success: bool,
+    data: &'a T,
+}
+
 fn task_response(status: StatusCode, task: &Task) -> Response {
-    let mut r = (status, Json(json!({ "success": true, "data": task }))).into_response();
+    let mut r = (status, Json(Envelope { success: true, data: task })).into_response();
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", task.version)) {
         r.headers_mut().insert(header::ETAG, etag);
     }
@@ -79,6 +88,7 @@ pub async fn create_task(
     Extension(caller): Extension<Caller>,
     Extension(request_id): Extension<RequestId>,
     Extension(trace_id): Extension<TraceId>,
+    audit: Option<Extension<AuditRecord>>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateTask>,
 ) -> ApiResult<Response> {
@@ -86,7 +96,7 @@ pub async fn create_task(
     let mut errors = Vec::new();
     let task =
         body.parse(&origin(&caller, &request_id, &trace_id), "", &mut errors).ok_or(ApiError::Validation(errors))?;
-    create(&state, &caller, key, vec![task], false).await
+    create(&state, &caller, audit.map(|a| a.0), key, vec![task], false).await
 }
 
 /// Create up to `FLOWFORGE_BULK_MAX_TASKS` tasks in one transaction: all or none.
@@ -99,6 +109,7 @@ pub async fn create_tasks(
     Extension(caller): Extension<Caller>,
     Extension(request_id): Extension<RequestId>,
     Extension(trace_id): Extension<TraceId>,
+    audit: Option<Extension<AuditRecord>>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<BulkCreate>,
 ) -> ApiResult<Response> {
@@ -118,17 +129,18 @@ pub async fn create_tasks(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    create(&state, &caller, key, tasks.into_iter().flatten().collect(), true).await
+    create(&state, &caller, audit.map(|a| a.0), key, tasks.into_iter().flatten().collect(), true).await
 }
 
 async fn create(
     state: &AppState,
     caller: &Caller,
+    audit: Option<AuditRecord>,
     key: Option<(IdempotencyKey, Vec<u8>)>,
     tasks: Vec<NewTask>,
     many: bool,
 ) -> ApiResult<Response> {
-    let mut tx = state.db.begin().await?;
+    let mut tx = state.db.begin_with(BEGIN_NOTIFY_AFTER_COMMIT).await?;
     if let Some((key, fingerprint)) = &key {
         if let Some(replay) = idempotency::claim(&mut tx, caller.user_id, key, fingerprint).await? {
             tx.rollback().await?;
@@ -139,27 +151,43 @@ async fn create(
         }
     }
     let created = Queue::enqueue_on(&mut tx, &tasks).await?;
-    let body =
-        if many { json!({ "success": true, "data": created }) } else { json!({ "success": true, "data": created[0] }) };
-    if let Some((key, _)) = &key {
-        idempotency::store(&mut tx, caller.user_id, key, StatusCode::CREATED.as_u16(), &body).await?;
+    // What an idempotent retry replays, and a bulk create's answer.
+    let body = (many || key.is_some()).then(|| {
+        if many {
+            json!({ "success": true, "data": created })
+        } else {
+            json!({ "success": true, "data": created[0] })
+        }
+    });
+    if let (Some((key, _)), Some(body)) = (&key, &body) {
+        idempotency::store(&mut tx, caller.user_id, key, StatusCode::CREATED.as_u16(), body).await?;
+    }
+    let (first, last) = (created[0].id, created[created.len() - 1].id);
+    let target = if many { format!("tasks:{first}..{last} ({})", created.len()) } else { format!("task:{first}") };
+    if let Some(audit) = &audit {
+        audit.write_on(&mut tx, caller, StatusCode::CREATED.as_u16(), &target).await?;
     }
     tx.commit().await?;
+    let ids: Vec<i64> = created.iter().map(|t| t.id).collect();
+    state.queue.notify_inserted(&ids).await;
     for t in &created {
         state.metrics.tasks_created.with_label_values(&[&t.kind]).inc();
     }
-    if many {
+    let mut r = if let (true, Some(body)) = (many, body) {
         let mut r = (StatusCode::CREATED, Json(body)).into_response();
-        let (first, last) = (created[0].id, created[created.len() - 1].id);
-        r.extensions_mut().insert(AuditTarget(format!("tasks:{first}..{last} ({})", created.len())));
-        Ok(r)
+        r.extensions_mut().insert(AuditTarget(target));
+        r
     } else {
         let mut r = task_response(StatusCode::CREATED, &created[0]);
-        if let Ok(location) = HeaderValue::from_str(&format!("/tasks/{}", created[0].id)) {
+        if let Ok(location) = HeaderValue::from_str(&format!("/tasks/{first}")) {
             r.headers_mut().insert(header::LOCATION, location);
         }
-        Ok(r)
+        r
+    };
+    if audit.is_some() {
+        r.extensions_mut().insert(Audited);
     }
+    Ok(r)
 }
 
 /// Query parameters of `GET /tasks`.

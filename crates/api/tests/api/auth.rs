@@ -101,6 +101,26 @@ async fn admins_manage_users_and_tokens_can_be_revoked() {
 }
 
 #[tokio::test]
+async fn a_token_revoked_through_another_replica_stops_working_here_within_the_auth_cache_ttl() {
+    let app = TestApp::spawn_with(&[("AUTH_CACHE_TTL", "700ms")]).await;
+    let grace = app.user("grace").await;
+    assert_eq!(app.get("/tasks", &grace).await.status(), 200);
+    // Another replica revokes it: this one only sees the database change.
+    sqlx::query("UPDATE api_tokens SET revoked_at = now() FROM users WHERE users.id = api_tokens.user_id AND users.name = 'grace'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    let revoked = std::time::Instant::now();
+    let mut last = 200;
+    while revoked.elapsed() < std::time::Duration::from_secs(3) && last == 200 {
+        last = app.get("/tasks", &grace).await.status().as_u16();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(last, 401, "still accepted 3 s after its revocation");
+    assert!(revoked.elapsed() < std::time::Duration::from_millis(1500), "refused only after {:?}", revoked.elapsed());
+}
+
+#[tokio::test]
 async fn rate_limits_answer_429_with_retry_after() {
     let app = TestApp::spawn_with(&[("RATE_LIMIT_PER_MINUTE", "5")]).await;
     let erin = app.user("erin").await;
