@@ -26,7 +26,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::model::TaskStatus;
-use crate::store::{Outcome, OutcomeColumns, Queue};
+use crate::store::{Outcome, OutcomeColumns, Queue, BEGIN_NOTIFY_AFTER_COMMIT};
 
 /// A task locked by an open claim, as its handler will see it.
 #[derive(Debug, Clone)]
@@ -73,7 +73,8 @@ impl Queue {
     /// transaction. Rows another claim holds are skipped, not waited for. `None` when
     /// nothing is due (the transaction is rolled back).
     pub(crate) async fn open_claim(&self, limit: usize) -> sqlx::Result<Option<Claim>> {
-        let mut tx = self.pool().begin().await?;
+        // The close's notifications are sent after its commit (`notify_changed`).
+        let mut tx = self.pool().begin_with(BEGIN_NOTIFY_AFTER_COMMIT).await?;
         let rows: Vec<LockedRow> = sqlx::query_as(
             "SELECT (SELECT pg_current_xact_id()::text::int8), id, kind, payload, attempts + 1, max_attempts,
                     timeout_secs, request_id, trace_id, GREATEST(run_at, created_at)

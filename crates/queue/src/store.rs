@@ -163,6 +163,22 @@ impl Queue {
         }
     }
 
+    /// The change feed's notification for tasks the engine changed in a transaction that
+    /// left its notifications for after its commit. Best effort: live views also reload.
+    pub(crate) async fn notify_changed(&self, ids: &[i64]) {
+        if ids.is_empty() {
+            return;
+        }
+        let sent = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(EVENTS_CHANNEL)
+            .bind(changed_payload(ids))
+            .execute(&self.pool)
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, tasks = ids.len(), "change feed notification not sent");
+        }
+    }
+
     /// Inserts tasks in their own transaction.
     pub async fn enqueue(&self, tasks: &[NewTask]) -> sqlx::Result<Vec<Task>> {
         let mut conn = self.pool.acquire().await?;
@@ -209,7 +225,11 @@ impl Queue {
         let cols = OutcomeColumns::new(outcomes.iter().map(|(id, _, o)| (*id, o)));
         let tokens: Vec<Uuid> = outcomes.iter().map(|(_, token, _)| *token).collect();
         let changed: Vec<(i64, TaskStatus)> = sqlx::query_as(
-            "WITH input AS (
+            // `quiet`: the triggers leave the change feed to `notify_changed`, after the commit
+            // (see BEGIN_NOTIFY_AFTER_COMMIT).
+            "WITH quiet AS (
+                 SELECT set_config('flowforge.notify_after_commit', 'on', true)
+             ), input AS (
                  SELECT * FROM unnest($1::int8[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::float8[])
                      AS i(id, token, outcome, result, error, retry_in)
              ), decided AS (
@@ -244,7 +264,7 @@ impl Queue {
                                THEN now() + make_interval(secs => d.retry_in) ELSE t.run_at END,
                  completed_at = CASE WHEN d.next_status <> 'pending' OR t.cancel_requested THEN now() END,
                  lease_token = NULL, lease_expires_at = NULL, updated_at = now(), version = t.version + 1
-             FROM decided d
+             FROM decided d, quiet
              WHERE t.id = d.id AND t.lease_token = d.token
              RETURNING t.id, t.status",
         )
@@ -259,6 +279,8 @@ impl Queue {
         if outcomes.iter().any(|(_, _, o)| *o == Outcome::Released) {
             self.wake_best_effort().await;
         }
+        let ids: Vec<i64> = changed.iter().map(|(id, _)| *id).collect();
+        self.notify_changed(&ids).await;
         Ok(changed)
     }
 
@@ -271,7 +293,11 @@ impl Queue {
         }
         let (ids, tokens): (Vec<i64>, Vec<Uuid>) = leases.iter().copied().unzip();
         sqlx::query_as(
-            "WITH held AS (
+            // A lease extension is no change-feed event: `quiet` keeps the trigger from
+            // sending one (and from holding the notification lock through this commit).
+            "WITH quiet AS (
+                 SELECT set_config('flowforge.notify_after_commit', 'on', true)
+             ), held AS (
                  SELECT t.id FROM tasks t JOIN unnest($1::int8[], $2::uuid[]) AS i(id, token) ON t.id = i.id
                  WHERE t.lease_token = i.token -- the fence, by primary key (see `record`)
                  -- The same lock order as `record`, so the two never deadlock.
@@ -279,7 +305,7 @@ impl Queue {
                  FOR UPDATE OF t
              )
              UPDATE tasks t SET lease_expires_at = now() + make_interval(secs => $3)
-             FROM held WHERE t.id = held.id
+             FROM held, quiet WHERE t.id = held.id
              RETURNING t.id, t.cancel_requested",
         )
         .bind(ids)

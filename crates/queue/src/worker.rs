@@ -453,7 +453,11 @@ async fn run_claim(
         return;
     }
     let statuses: Vec<TaskStatus> = recorded.iter().map(|(_, status, _)| *status).collect();
+    let changed: Vec<i64> = recorded.iter().map(|(id, ..)| *id).chain(leased.iter().map(|(id, _)| *id)).collect();
     drop(recorded);
+    let queue = shared.queue.clone();
+    // Off the claim's path: live views only.
+    tokio::spawn(async move { queue.notify_changed(&changed).await });
     let mut statuses = statuses.into_iter();
     let mut tokens = leased.into_iter();
     let releasing = shared.releasing.load(Ordering::SeqCst);

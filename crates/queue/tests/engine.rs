@@ -661,3 +661,25 @@ async fn a_writer_can_send_its_inserts_notifications_after_commit_with_the_trigg
     queue.enqueue(&tasks("x", 1, json!({}))).await.unwrap();
     assert!(next(&mut listener).await.is_some());
 }
+
+#[tokio::test]
+async fn the_change_feed_hears_of_what_workers_do() {
+    let (db, queue) = setup().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool).await.unwrap();
+    listener.listen(flowforge_queue::EVENTS_CHANNEL).await.unwrap();
+    let fast_one = queue.enqueue(&[NewTask::new("record", json!({}))]).await.unwrap()[0].id;
+    let slow_one = queue.enqueue(&[NewTask::new("sleep", json!({"ms": 400}))]).await.unwrap()[0].id;
+    let config = WorkerConfig { inline_window: Duration::from_millis(100), ..fast("w") };
+    let registry = Registry::new().register("record", Recorder::default()).register("sleep", Sleep);
+    let w = spawn(&queue, registry, config);
+    wait_status(&queue, slow_one, TaskStatus::Completed, Duration::from_secs(10)).await;
+    w.shutdown().await;
+    // Each insert, the claim's close (one done, one leased) and the leased one's outcome.
+    let mut heard = Vec::new();
+    while let Some((_, payload)) = next(&mut listener).await {
+        heard.push(payload);
+    }
+    let mentions = |id: i64| heard.iter().filter(|p| p[1..].split(',').any(|x| x == id.to_string())).count();
+    assert!(mentions(fast_one) >= 2, "{heard:?}");
+    assert!(mentions(slow_one) >= 3, "{heard:?}");
+}
