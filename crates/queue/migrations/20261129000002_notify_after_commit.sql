@@ -1,10 +1,10 @@
--- A NOTIFY sent inside a writing transaction holds a database-wide lock from its commit
--- until the commit's WAL flush is done, so every such commit waits for the one before:
+-- A NOTIFY gives its transaction an id and takes a database-wide lock at commit that it
+-- holds until the commit's WAL flush is done, so every such commit waits for the one before:
 -- with one task per transaction (the API's POST /tasks) that, not the disk, caps the rate.
 -- A writer may instead set flowforge.notify_after_commit for its transaction and send the
--- same notifications once committed (Queue::notify_inserted): a transaction that only
--- notifies has nothing to flush and holds the lock for microseconds. Every other writer
--- keeps the triggers' notifications.
+-- same notifications once committed (Queue::notify_inserted), from a transaction that
+-- commits asynchronously: it holds the lock without waiting for the disk. Every other
+-- writer keeps the triggers' notifications.
 
 CREATE OR REPLACE FUNCTION tasks_notify_insert() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

@@ -108,7 +108,7 @@ impl Queue {
             .bind(xid.to_string())
             .bind(worker)
             .bind(task_ids)
-            .execute(self.marks())
+            .execute(self.unsynced())
             .await?;
         Ok(())
     }

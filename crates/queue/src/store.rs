@@ -71,8 +71,12 @@ pub struct QueueDepth {
 #[derive(Clone, Debug)]
 pub struct Queue {
     pool: PgPool,
-    /// A few connections with asynchronous commit, for claim markers (see `claim`).
-    marks: PgPool,
+    /// A few connections with asynchronous commit, for what must outlive a worker but not
+    /// the database: claim markers (see `claim`), and notifications. A NOTIFY makes its
+    /// transaction take an id, and so commit through a WAL flush, while it holds the
+    /// database-wide notification lock: with a synchronous commit every notifying
+    /// transaction would wait for the disk in turn.
+    unsynced: PgPool,
 }
 
 /// Longest error text kept per attempt; handlers can produce arbitrarily long messages.
@@ -93,19 +97,19 @@ fn truncate(mut s: String) -> String {
 impl Queue {
     pub fn new(pool: PgPool) -> Self {
         let options = (*pool.connect_options()).clone().options([("synchronous_commit", "off")]);
-        let marks = PgPoolOptions::new()
+        let unsynced = PgPoolOptions::new()
             .max_connections(2)
             .acquire_timeout(pool.options().get_acquire_timeout())
             .connect_lazy_with(options);
-        Queue { pool, marks }
+        Queue { pool, unsynced }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
 
-    pub(crate) fn marks(&self) -> &PgPool {
-        &self.marks
+    pub(crate) fn unsynced(&self) -> &PgPool {
+        &self.unsynced
     }
 
     /// Inserts tasks on `conn`, typically inside the caller's transaction so the task and
@@ -156,7 +160,7 @@ impl Queue {
             .bind(WAKE_CHANNEL)
             .bind(EVENTS_CHANNEL)
             .bind(changed_payload(ids))
-            .execute(&self.pool)
+            .execute(&self.unsynced)
             .await;
         if let Err(e) = sent {
             tracing::warn!(error = %e, tasks = ids.len(), "could not notify about new tasks; workers will poll");
@@ -172,7 +176,7 @@ impl Queue {
         let sent = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(EVENTS_CHANNEL)
             .bind(changed_payload(ids))
-            .execute(&self.pool)
+            .execute(&self.unsynced)
             .await;
         if let Err(e) = sent {
             tracing::debug!(error = %e, tasks = ids.len(), "change feed notification not sent");
@@ -463,7 +467,7 @@ impl Queue {
     /// Wakes idle workers after re-queueing work outside an INSERT. The write it follows
     /// has committed, so a failure here is only logged: workers poll anyway.
     async fn wake_best_effort(&self) {
-        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&self.pool).await {
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')").bind(WAKE_CHANNEL).execute(&self.unsynced).await {
             tracing::warn!(error = %e, "could not notify workers; they will find the work by polling");
         }
     }
@@ -476,8 +480,8 @@ async fn fetch_on(conn: &mut PgConnection, id: i64) -> sqlx::Result<Option<Task>
 /// Begins a transaction whose inserts leave their notifications to
 /// [`Queue::notify_inserted`], to be called once it has committed (for example with
 /// `pool.begin_with(BEGIN_NOTIFY_AFTER_COMMIT)`). A notification sent inside a writing
-/// transaction serializes its commit with every other such commit (see the
-/// `notify_after_commit` migration), which caps one-task transactions.
+/// transaction makes its commit wait for the disk while holding a database-wide lock (see
+/// the `notify_after_commit` migration), which puts one-task transactions in single file.
 pub const BEGIN_NOTIFY_AFTER_COMMIT: &str = "BEGIN; SET LOCAL flowforge.notify_after_commit = on";
 
 /// The change feed's payload for tasks inserted or updated (as the `task_events`
