@@ -274,6 +274,39 @@ echo "     resolved $((SECONDS - started)) s after the workers came back"
 # shellcheck source=tests/stack/load-lib.sh
 source tests/stack/load-lib.sh
 
+# --- footprint, and the API load command (issue 12) ------------------------------------
+rss_mb() { awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$(docker inspect -f '{{.State.Pid}}' "$1")/status"; }
+rss="" small=true
+for service in api worker; do
+    for n in 1 2; do
+        mb=$(rss_mb "$(container "$service" "$n")")
+        rss+=" $service-$n $mb MB,"
+        awk -v mb="$mb" 'BEGIN { exit !(mb < 30) }' || small=false
+    done
+done
+check "resident memory of the api and worker processes under 30 MB:${rss%,}" $small
+# Its own user, so its requests count against a rate limit of their own.
+api -H 'Content-Type: application/json' -d '{"name":"loadtest"}' "$base/api/v1/users" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["token"]["token"], end="")' >"$load_dir/loadtest-token"
+chmod a+r "$load_dir/loadtest-token"
+docker run --rm --network host -v "$load_dir:/load" "flowforge-cli:${FLOWFORGE_TAG:-dev}" bench api --url "$base" \
+    --token-file /load/loadtest-token --ca-file /load/ca.pem --routes get,create,list --connections 1,4 \
+    --duration 2s --closed-loop-only --out /load/api.jsonl >"$load_dir/api.txt" 2>&1 || cat "$load_dir/api.txt"
+load_command_works() {
+    python3 - "$load_dir/api.jsonl" <<'PY'
+import json, sys
+steps = [json.loads(line) for line in open(sys.argv[1])]
+routes = {s["route"] for s in steps}
+assert routes == {"GET /tasks/{id}", "POST /tasks", "GET /tasks?limit=50"}, routes
+# The user's rate limit (1200/min) may answer some with 429, counted apart from errors.
+assert len(steps) == 6, steps
+assert all(s["errors"] == 0 and s["ok"] + s["rate_limited"] == s["requests"] > 0 for s in steps), steps
+assert steps[0]["ok"] > 0 and steps[0]["p99_ms"] > 0, steps
+PY
+}
+check "flowforge bench api: 3 routes at 1 and 4 connections through the proxy, no errors" load_command_works
+sed 's/^/     /' "$load_dir/api.txt"
+
 # --- backups: point-in-time restore of a destroyed database (issue 6) ------------------
 # shellcheck source=tests/stack/restore-drill.sh
 source tests/stack/restore-drill.sh

@@ -152,6 +152,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let deleted = flowforge_queue::Queue::new(db).purge_finished(cutoff).await?;
             eprintln!("deleted {deleted} finished task(s) older than {:?}", older_than.0);
         }
+        Command::Bench { command: bench::BenchCommand::Api(args) } => {
+            logging("bench")?;
+            bench::api::run(args).await?;
+        }
         Command::Bench { command } => {
             // The engine logs every attempt at info; a benchmark of 200,000 tasks wants
             // only warnings unless FLOWFORGE_LOG says otherwise.

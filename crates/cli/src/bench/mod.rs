@@ -8,6 +8,7 @@
 //! running. Each worker counts its handler invocations, so a task run twice shows up as
 //! a duplicate run even when its outcome was recorded once.
 
+pub mod api;
 mod stats;
 pub mod worker;
 
@@ -37,6 +38,9 @@ pub enum BenchCommand {
     BurnDown(BurnDownArgs),
     /// Enqueue→start latency: single tasks, spaced out, one idle worker process.
     Latency(LatencyArgs),
+    /// The API under load through its real entry point: throughput and latency per route
+    /// at rising concurrency, a spike, and the breaking point.
+    Api(api::ApiArgs),
     /// One worker process (started by the other subcommands).
     #[command(hide = true)]
     Worker(worker::WorkerArgs),
@@ -101,6 +105,7 @@ pub async fn run(settings: DatabaseSettings, command: BenchCommand) -> anyhow::R
         BenchCommand::BurnDown(args) => burn_down(&settings, args).await,
         BenchCommand::Latency(args) => latency(&settings, args).await,
         BenchCommand::Worker(args) => worker::run(settings, args).await,
+        BenchCommand::Api(args) => api::run(args).await,
     }
 }
 
