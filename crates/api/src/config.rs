@@ -23,6 +23,9 @@ pub struct ApiSettings {
     pub auth_cache_ttl: Duration,
     /// Requests per minute per user; 0 turns rate limiting off.
     pub rate_limit_per_minute: u32,
+    /// How long a state-changing request waits for one of the replica's database
+    /// connections before it is refused with 429 (`overloaded`).
+    pub write_queue_timeout: Duration,
     /// Take the client address from `X-Forwarded-For` (only behind our own proxy).
     pub trust_proxy: bool,
     /// After SIGTERM: how long to report not-ready before closing, so load balancers
@@ -58,6 +61,7 @@ impl ApiSettings {
         let cache_ttl = s.duration_or("CACHE_TTL", Duration::from_secs(60));
         let auth_cache_ttl = s.duration_or("AUTH_CACHE_TTL", Duration::from_secs(5));
         let rate_limit_per_minute = s.parse_or("RATE_LIMIT_PER_MINUTE", 1200u32);
+        let write_queue_timeout = s.duration_or("WRITE_QUEUE_TIMEOUT", Duration::from_millis(100));
         let trust_proxy = s.parse_or("TRUST_PROXY", false);
         let default_delay = if profile.is_dev() { Duration::ZERO } else { Duration::from_secs(5) };
         let shutdown_delay = s.duration_or("SHUTDOWN_DELAY", default_delay);
@@ -97,6 +101,7 @@ impl ApiSettings {
             cache_ttl,
             auth_cache_ttl,
             rate_limit_per_minute,
+            write_queue_timeout,
             trust_proxy,
             shutdown_delay,
             max_body_bytes,

@@ -2,6 +2,7 @@
 //! Redis cache that is never required for correct answers.
 
 pub mod accounts;
+pub mod admission;
 pub mod cache;
 pub mod config;
 pub mod error;

@@ -9,6 +9,7 @@ pub struct ApiMetrics {
     pub tasks_created: IntCounterVec,
     pub cache_requests: IntCounterVec,
     pub rate_limited: IntCounter,
+    pub overloaded: IntCounter,
     pub event_streams: IntGauge,
     pub redis_errors: IntCounter,
     /// The backlog, read from the database like the workers do, so it is visible with none.
@@ -34,6 +35,10 @@ impl ApiMetrics {
                 &["result"],
             )?,
             rate_limited: IntCounter::new("rate_limited_requests_total", "Requests refused by the rate limit")?,
+            overloaded: IntCounter::new(
+                "overloaded_requests_total",
+                "Changes refused because the replica's database connections stayed busy",
+            )?,
             event_streams: IntGauge::new("event_streams", "Open server-sent event streams (web UI live updates)")?,
             redis_errors: IntCounter::new("redis_errors_total", "Redis commands that failed or timed out")?,
             depth: DepthGauges::new(&registry)?,
@@ -44,6 +49,7 @@ impl ApiMetrics {
         m.registry.register(Box::new(m.tasks_created.clone()))?;
         m.registry.register(Box::new(m.cache_requests.clone()))?;
         m.registry.register(Box::new(m.rate_limited.clone()))?;
+        m.registry.register(Box::new(m.overloaded.clone()))?;
         m.registry.register(Box::new(m.event_streams.clone()))?;
         m.registry.register(Box::new(m.redis_errors.clone()))?;
         Ok(m)

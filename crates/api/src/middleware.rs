@@ -202,7 +202,14 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             }
             decision => {
                 req.extensions_mut().insert(caller.clone());
+                let turn = if req.method().is_safe() { None } else { Some(state.writes.enter().await) };
+                if let Some(None) = turn {
+                    state.metrics.overloaded.inc();
+                    // No audit row either: writing one is the work being shed.
+                    return ApiError::Overloaded.into_response();
+                }
                 let mut r = next.run(req).await;
+                drop(turn);
                 if let Decision::Allowed { limit, remaining, reset_secs } = decision {
                     r.headers_mut().insert("x-ratelimit-limit", HeaderValue::from(limit));
                     r.headers_mut().insert("x-ratelimit-remaining", HeaderValue::from(remaining));

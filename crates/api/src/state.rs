@@ -5,6 +5,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::TokenCache;
+use crate::admission::WriteGate;
 use crate::cache::TaskCache;
 use crate::config::ApiSettings;
 use crate::events::TaskFeed;
@@ -24,6 +25,7 @@ pub struct Shared {
     pub redis: Redis,
     pub cache: TaskCache,
     pub limiter: RateLimiter,
+    pub writes: WriteGate,
     pub tokens: Arc<TokenCache>,
     pub metrics: Arc<ApiMetrics>,
     pub feed: TaskFeed,
@@ -52,6 +54,7 @@ impl AppState {
             queue: Queue::new(db.clone()),
             cache: TaskCache::new(redis.clone(), settings.cache_ttl, metrics.clone()),
             limiter: RateLimiter::new(redis.clone(), settings.rate_limit_per_minute),
+            writes: WriteGate::new(settings.database.max_connections as usize, settings.write_queue_timeout),
             tokens: Arc::new(TokenCache::new(settings.auth_cache_ttl)),
             feed: TaskFeed::default(),
             prometheus: Prometheus::new(settings.prometheus_url.as_deref())?,

@@ -334,3 +334,39 @@ async fn a_patch_is_all_or_nothing_and_if_match_guards_status_changes_too() {
     let task: Value = app.get(&path, &app.admin).await.json().await.unwrap();
     assert_eq!(task["data"]["status"], "failed", "a stale If-Match changed the status");
 }
+
+#[tokio::test]
+async fn a_change_that_finds_every_database_connection_busy_is_refused_quickly_and_loses_nothing() {
+    // Two connections, so two changes in flight; a third waits at most 50 ms.
+    let app = TestApp::spawn_with(&[("DATABASE_MAX_CONNECTIONS", "2"), ("WRITE_QUEUE_TIMEOUT", "50ms")]).await;
+    let task = app.create(&app.admin, &json!({"title": "contended"})).await;
+    let id = task["id"].as_i64().unwrap();
+
+    // Hold the task's row so two edits of it stay in flight, holding both turns.
+    let mut lock = app.db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE").bind(id).execute(&mut *lock).await.unwrap();
+    let edits: Vec<_> = (0..2)
+        .map(|_| {
+            let edit =
+                app.request(Method::PATCH, &format!("/tasks/{id}"), &app.admin).json(&json!({"title": "edited"}));
+            tokio::spawn(edit.send())
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    let started = std::time::Instant::now();
+    let refused = app.post("/tasks", &app.admin, &json!({"title": "refused"})).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "refused at once, not after the pool's timeout");
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_error(refused, 429, "overloaded").await;
+
+    lock.rollback().await.unwrap();
+    for edit in edits {
+        assert_eq!(edit.await.unwrap().unwrap().status(), 200, "the changes in flight went through");
+    }
+    assert_eq!(app.post("/tasks", &app.admin, &json!({"title": "later"})).await.status(), 201);
+    let titles: Vec<String> =
+        sqlx::query_scalar("SELECT title FROM tasks ORDER BY id").fetch_all(&app.db.pool).await.unwrap();
+    assert_eq!(titles, ["edited", "later"], "the refused task was not created");
+    assert_eq!(app.metric("overloaded_requests_total").await, 1.0);
+}
