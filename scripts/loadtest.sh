@@ -7,7 +7,7 @@
 #      connections, 15 s each;
 #   3. flowforge bench api: a spike (10x the steady creation rate for 30 s) and the
 #      breaking point, open loop;
-#   4. idle RSS of the api and worker processes.
+#   4. idle RSS of the api and worker processes, before the load and a minute after it.
 # Every figure lands in OUT_DIR (default artifacts/loadtest/<UTC time>). About 15 minutes.
 #   scripts/loadtest.sh [OUT_DIR]
 set -euo pipefail
@@ -39,8 +39,22 @@ for mode in select-only tpcb-like; do
 done
 stop_services
 
+# Resident memory of each api and worker process, one line each, into rss.txt.
+idle_rss() {
+    for service in api worker; do
+        for c in $(docker ps -q --filter "label=com.docker.compose.project=${COMPOSE_PROJECT_NAME:-flowforge}" \
+            --filter "label=com.docker.compose.service=$service"); do
+            pid=$(docker inspect -f '{{.State.Pid}}' "$c")
+            awk -v s="$service" -v when="$1" '/VmRSS/ { printf "%s idle RSS (%s): %.1f MB\n", s, when, $2 / 1024 }' \
+                "/proc/$pid/status"
+        done
+    done | tee -a "$out/rss.txt"
+}
+
 step "the stack, rate limit out of the way"
 FLOWFORGE_RATE_LIMIT_PER_MINUTE=1000000000 scripts/stack.sh up >"$out/stack-up.log" 2>&1
+sleep 10
+idle_rss "started, before any load"
 token_file="$out/token"
 scripts/stack.sh token 2>/dev/null | tail -n 1 >"$token_file"
 token=$(cat "$token_file")
@@ -67,7 +81,8 @@ for route in "GET /tasks/{id}" "POST /tasks" "GET /tasks?limit=50"; do
         *) args=("$base/tasks?limit=50") ;;
     esac
     for c in 1 4 16 64 256; do
-        wrk -t2 -c"$c" -d15s --latency -H "Authorization: Bearer $token" "${args[@]}" 2>&1 |
+        # wrk needs at least a connection per thread.
+        wrk -t"$((c < 2 ? c : 2))" -c"$c" -d15s --latency -H "Authorization: Bearer $token" "${args[@]}" 2>&1 |
             awk -v route="$route" -v c="$c" "$summarize" | tee -a "$out/wrk.txt"
     done
 done
@@ -78,13 +93,7 @@ docker run --rm --network host -v "$out:/out" -v "$(cd "$secrets" && pwd)/ca.pem
     "flowforge-cli:${FLOWFORGE_TAG:-dev}" bench api --url "$base" --token-file /out/token --ca-file /ca.pem \
     --routes create --connections 64 --duration 15s --out /out/api.jsonl | tee "$out/spike.txt"
 
-step "idle RSS"
-sleep 20
-for service in api worker; do
-    for c in $(docker ps -q --filter "label=com.docker.compose.project=${COMPOSE_PROJECT_NAME:-flowforge}" \
-        --filter "label=com.docker.compose.service=$service"); do
-        pid=$(docker inspect -f '{{.State.Pid}}' "$c")
-        awk -v s="$service" '/VmRSS/ { printf "%s idle RSS: %.1f MB\n", s, $2 / 1024 }' "/proc/$pid/status"
-    done
-done | tee "$out/rss.txt"
+step "idle RSS, a minute after the load"
+sleep 60
+idle_rss "a minute after the load"
 echo "results in $out"

@@ -29,6 +29,16 @@ def spread(values):
     return med, med - min(values), max(values) - med
 
 
+def axes(ax, title, xlabel, ylabel):
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+
+
 def burn_down(ax, runs):
     series = defaultdict(lambda: defaultdict(list))
     for r in runs:
@@ -46,13 +56,7 @@ def burn_down(ax, runs):
             color=None if ours else "grey",
             label=f"{system}, {processes} process{'es' if processes > 1 else ''}",
         )
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("handler slots per worker process")
-    ax.set_ylabel("jobs/s (200,000 no-op tasks, median, min..max)")
-    ax.set_title("Queue burn-down")
-    ax.set_ylim(bottom=0)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
+    axes(ax, "Queue burn-down", "handler slots per worker process", "jobs/s (200,000 no-op tasks, median, min..max)")
 
 
 def api(ax, runs):
@@ -62,13 +66,7 @@ def api(ax, runs):
     for route, points in sorted(series.items()):
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=route)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("connections (HTTPS through the proxy)")
-    ax.set_ylabel("requests/s")
-    ax.set_title("API under load")
-    ax.set_ylim(bottom=0)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
+    axes(ax, "API under load", "connections (HTTPS through the proxy)", "requests/s")
 
 
 def main():

@@ -460,6 +460,8 @@ async fn latency(settings: &DatabaseSettings, args: LatencyArgs) -> anyhow::Resu
     let mut p99s = Vec::new();
     for rep in 1..=args.repeat {
         let scratch = Scratch::create(settings, false).await?;
+        // A checkpoint of whatever ran before would otherwise land among the samples.
+        scratch.settle().await?;
         let queue = Queue::new(scratch.pool.clone());
         let mut worker = WorkerProcess::spawn(&scratch.name, concurrency, 1000, 4, 0).await?;
         worker.say("go").await?;
