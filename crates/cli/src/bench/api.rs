@@ -276,8 +276,9 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<()> {
         append_json(args.out.as_deref(), &step)?;
     }
 
-    // Breaking point: +50 % per 10 s step from the spike rate, until errors or p99 > 1 s.
-    let mut rate = steady * 10.0;
+    // Breaking point: +50 % per 10 s step from twice the steady rate (the spike's rate may
+    // already be past it), until errors or p99 > 1 s.
+    let mut rate = steady * 2.0;
     let mut last_good = None;
     for _ in 0..12 {
         let mut step = open_loop(&target, Route::Create, rate, quiet).await?;
