@@ -7,7 +7,7 @@
 #   ran again      completed on a later attempt, because the worker running it died
 #                  (at-least-once execution; not an error, but a number to know);
 #   failed         requests answered with anything but 201 or, where the scenario allows
-#                  it, 503 with Retry-After; timeouts (10 s) count as failed;
+#                  it, 503 or 429 with Retry-After; timeouts (10 s) count as failed;
 #   recovered      how long until the stack served (or finished the work) again.
 # Every loop is bounded in count and time.
 
@@ -77,16 +77,16 @@ slowest() { python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1])
 # verdict NAME WHAT RECOVERY [503-allowed]: waits (bounded) for the run's tasks, prints the
 # scenario's line and checks 0 lost, 0 completed twice and 0 failed requests.
 verdict() {
-    local name=$1 what=$2 recovery=$3 allow_503=${4:-} acked lost twice again errors unavailable slowest counted
+    local name=$1 what=$2 recovery=$3 allow_503=${4:-} acked lost twice again errors told_to_retry slowest counted
     wait_for 120 all_completed "$name" || true
     acked=$(acknowledged "$name")
     lost=$((acked - $(in_status "$name" completed)))
     twice=$(completed_twice "$name")
     again=$(ran_again "$name")
     errors=$(load_field "$name" failed)
-    unavailable=$(load_field "$name" unavailable_503)
+    told_to_retry=$(load_field "$name" told_to_retry)
     slowest=$(slowest "$name")
-    echo "chaos | $what | $(load_field "$name" sent) requests: $errors failed, $unavailable answered 503 + Retry-After," \
+    echo "chaos | $what | $(load_field "$name" sent) requests: $errors failed, $told_to_retry told to retry (503/429 + Retry-After)," \
         "slowest $slowest ms | $acked tasks: $lost lost, $twice completed twice, $again ran again | recovered: $recovery"
     [ "$errors" -eq 0 ] || echo "     failures: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["failure_kinds"])' "$load_dir/$name.json")"
     check "chaos: $what: 0 of $acked tasks lost" [ "$lost" -eq 0 ]
@@ -95,9 +95,9 @@ verdict() {
     once_each() { [ "$twice" -eq 0 ] && [ "$counted" -eq $((acked - lost)) ]; }
     check "chaos: $what: 0 tasks completed twice ($counted completions counted)" once_each
     if [ -n "$allow_503" ]; then
-        check "chaos: $what: no request failed or hung ($unavailable told to retry with 503 + Retry-After)" [ "$errors" -eq 0 ]
+        check "chaos: $what: no request failed or hung ($told_to_retry told to retry with 503/429 + Retry-After)" [ "$errors" -eq 0 ]
     else
-        check "chaos: $what: 0 failed requests" [ $((errors + unavailable)) -eq 0 ]
+        check "chaos: $what: 0 failed requests" [ $((errors + told_to_retry)) -eq 0 ]
     fi
 }
 
@@ -198,8 +198,8 @@ psql_super -c "BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep
 served_after=$(until_served 60) || true
 wait "$loader" || true
 verdict pool "every pool exhausted by an 8 s table lock" "tasks accepted $served_after s after the lock went" 503-allowed
-check "chaos: the pools were exhausted: $(load_field pool unavailable_503) requests got 503 + Retry-After" \
-    [ "$(load_field pool unavailable_503)" -gt 0 ]
+check "chaos: the pools were exhausted: $(load_field pool told_to_retry) requests told to retry (503/429 + Retry-After)" \
+    [ "$(load_field pool told_to_retry)" -gt 0 ]
 no_restart_since "exhausted pools"
 
 # --- 5. Redis stopped under load: the API keeps answering correctly --------------------

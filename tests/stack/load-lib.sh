@@ -46,7 +46,7 @@ no_failures_no_losses() {
     local sent failures lost
     wait_for 120 all_completed "$1" || true
     sent=$(load_field "$1" sent)
-    failures=$(($(load_field "$1" failed) + $(load_field "$1" unavailable_503)))
+    failures=$(($(load_field "$1" failed) + $(load_field "$1" told_to_retry)))
     lost=$(($(acknowledged "$1") - $(in_status "$1" completed)))
     echo "$2: $sent requests, $failures failed, $(acknowledged "$1") tasks acknowledged, $lost lost"
     check "$2: 0 of $sent requests failed" [ "$failures" -eq 0 ]

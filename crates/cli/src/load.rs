@@ -46,8 +46,9 @@ pub struct LoadArgs {
 #[derive(Default)]
 struct Tally {
     created: Vec<i64>,
-    /// 503 with Retry-After: the API said "not now" in time, as promised during outages.
-    unavailable: u64,
+    /// 503 or 429 with Retry-After: the API said "not now" in time, as promised during
+    /// outages (503) and when its database connections are all busy (429).
+    told_to_retry: u64,
     /// Anything else that was not a 201: other statuses, timeouts, connection errors.
     failed: u64,
     /// What went wrong, each kind once.
@@ -97,10 +98,12 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
                     }
                 }
                 Ok(r)
-                    if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
-                        && r.headers().contains_key("retry-after") =>
+                    if matches!(
+                        r.status(),
+                        reqwest::StatusCode::SERVICE_UNAVAILABLE | reqwest::StatusCode::TOO_MANY_REQUESTS
+                    ) && r.headers().contains_key("retry-after") =>
                 {
-                    t.unavailable += 1
+                    t.told_to_retry += 1
                 }
                 Ok(r) => {
                     t.failed += 1;
@@ -128,7 +131,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         json!({
             "sent": n,
             "created": t.created.len(),
-            "unavailable_503": t.unavailable,
+            "told_to_retry": t.told_to_retry,
             "failed": t.failed,
             "failure_kinds": t.failures,
             "latency_ms": { "p50": pct(0.5), "p99": pct(0.99), "max": t.latencies_ms.last() },
