@@ -1,12 +1,14 @@
 //! Every SQL statement of the queue. Each worker-side write is fenced by the lease
 //! token handed out at claim time.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgConnection, PgPool};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::model::{ClaimedTask, NewTask, Task, TaskStatus, TASK_COLUMNS};
@@ -77,6 +79,9 @@ pub struct Queue {
     /// database-wide notification lock: with a synchronous commit every notifying
     /// transaction would wait for the disk in turn.
     unsynced: PgPool,
+    /// Ids that writers which silenced their triggers inserted, on their way to the task
+    /// that sends their notifications (see [`Queue::notify_inserted`]).
+    inserted: Arc<OnceLock<mpsc::UnboundedSender<Vec<i64>>>>,
 }
 
 /// Longest error text kept per attempt; handlers can produce arbitrarily long messages.
@@ -101,7 +106,7 @@ impl Queue {
             .max_connections(2)
             .acquire_timeout(pool.options().get_acquire_timeout())
             .connect_lazy_with(options);
-        Queue { pool, unsynced }
+        Queue { pool, unsynced, inserted: Arc::default() }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -154,17 +159,18 @@ impl Queue {
 
     /// Wakes idle workers and tells the change feed about tasks a transaction begun with
     /// [`BEGIN_NOTIFY_AFTER_COMMIT`] inserted: the notifications its triggers would have
-    /// sent. The tasks are committed already, so a failure is only logged (workers poll).
-    pub async fn notify_inserted(&self, ids: &[i64]) {
-        let sent = sqlx::query("SELECT pg_notify($1, ''), pg_notify($2, $3)")
-            .bind(WAKE_CHANNEL)
-            .bind(EVENTS_CHANNEL)
-            .bind(changed_payload(ids))
-            .execute(&self.unsynced)
-            .await;
-        if let Err(e) = sent {
-            tracing::warn!(error = %e, tasks = ids.len(), "could not notify about new tasks; workers will poll");
-        }
+    /// sent. Returns at once; one task per queue sends them, the ids of every insert that
+    /// committed while its last statement was on the wire in one statement, so under load
+    /// a round trip serves many writers. The tasks are committed already, so a failure is
+    /// only logged (workers poll). Call it from within a Tokio runtime.
+    pub fn notify_inserted(&self, ids: &[i64]) {
+        let sender = self.inserted.get_or_init(|| {
+            let (sender, inserted) = mpsc::unbounded_channel();
+            tokio::spawn(send_inserted_notifications(self.unsynced.clone(), inserted));
+            sender
+        });
+        // Fails only once the runtime is gone, when nobody is left to tell.
+        let _ = sender.send(ids.to_vec());
     }
 
     /// The change feed's notification for tasks the engine changed in a transaction that
@@ -475,6 +481,31 @@ impl Queue {
 
 async fn fetch_on(conn: &mut PgConnection, id: i64) -> sqlx::Result<Option<Task>> {
     sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1")).bind(id).fetch_optional(conn).await
+}
+
+/// Most ids one statement of [`send_inserted_notifications`] carries: past 600 the change
+/// feed's payload is a reload anyway.
+const MAX_IDS_PER_NOTIFICATION: usize = 600;
+
+/// The task behind [`Queue::notify_inserted`]; ends when the queue's last clone is gone.
+async fn send_inserted_notifications(unsynced: PgPool, mut inserted: mpsc::UnboundedReceiver<Vec<i64>>) {
+    while let Some(mut ids) = inserted.recv().await {
+        while ids.len() < MAX_IDS_PER_NOTIFICATION {
+            match inserted.try_recv() {
+                Ok(more) => ids.extend(more),
+                Err(_) => break,
+            }
+        }
+        let sent = sqlx::query("SELECT pg_notify($1, ''), pg_notify($2, $3)")
+            .bind(WAKE_CHANNEL)
+            .bind(EVENTS_CHANNEL)
+            .bind(changed_payload(&ids))
+            .execute(&unsynced)
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, tasks = ids.len(), "could not notify about new tasks; workers will poll");
+        }
+    }
 }
 
 /// Begins a transaction whose inserts leave their notifications to

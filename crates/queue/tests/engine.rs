@@ -652,7 +652,7 @@ async fn a_writer_can_send_its_inserts_notifications_after_commit_with_the_trigg
         Queue::enqueue_on(&mut tx, &tasks("x", 2, json!({}))).await.unwrap().iter().map(|t| t.id).collect();
     tx.commit().await.unwrap();
     assert_eq!(next(&mut listener).await, None, "the deferring transaction notified at commit");
-    queue.notify_inserted(&deferred).await;
+    queue.notify_inserted(&deferred);
     let mut heard = vec![next(&mut listener).await.unwrap(), next(&mut listener).await.unwrap()];
     heard.sort();
     let expected = format!("c{},{}", deferred[0], deferred[1]);

@@ -169,7 +169,7 @@ async fn create(
     }
     tx.commit().await?;
     let ids: Vec<i64> = created.iter().map(|t| t.id).collect();
-    state.queue.notify_inserted(&ids).await;
+    state.queue.notify_inserted(&ids);
     for t in &created {
         state.metrics.tasks_created.with_label_values(&[&t.kind]).inc();
     }
