@@ -50,11 +50,18 @@ impl DatabaseSettings {
     }
 
     /// How each connection is opened: the URL, the application name PostgreSQL shows
-    /// for it, and the statement timeout.
+    /// for it, the statement timeout, and generic plans for prepared statements.
+    ///
+    /// FlowForge's statements have fixed shapes. Left to choose, PostgreSQL plans the
+    /// ones that take arrays (`INSERT … FROM unnest($1…)`, batch outcomes) and the claim
+    /// anew at every execution, because a plan made for the actual array looks cheaper
+    /// than the generic one; that planning took about 15 % of a task creation (see
+    /// docs/benchmarks.md).
     pub fn connect_options(&self, application_name: &str) -> anyhow::Result<PgConnectOptions> {
-        Ok(PgConnectOptions::from_str(self.url.expose())?
-            .application_name(application_name)
-            .options([("statement_timeout", format!("{}", self.statement_timeout.as_millis()))]))
+        Ok(PgConnectOptions::from_str(self.url.expose())?.application_name(application_name).options([
+            ("statement_timeout", format!("{}", self.statement_timeout.as_millis())),
+            ("plan_cache_mode", "force_generic_plan".to_owned()),
+        ]))
     }
 
     /// A pool that connects lazily: a service starts (and reports not-ready) even while
