@@ -1,8 +1,10 @@
-//! Admission of state-changing requests. Each replica lets as many writes run at once as
-//! it has database connections, and a write waits for its turn only so long
-//! (`FLOWFORGE_WRITE_QUEUE_TIMEOUT`). Past that it is refused at once with 429 and
-//! `Retry-After`: a burst above what the database can commit gets quick answers — most
-//! served, the rest told to come back — instead of every request queueing for seconds.
+//! Admission of state-changing requests. Each replica runs a few writes at once
+//! (`FLOWFORGE_WRITE_CONCURRENCY`): more in flight would not commit sooner, they would
+//! only queue inside the database, holding connections and locks. A write waits for its
+//! turn only so long (`FLOWFORGE_WRITE_QUEUE_TIMEOUT`); past that it is refused at once
+//! with 429 and `Retry-After`: a burst above what the database can commit gets quick
+//! answers — most served, the rest told to come back — instead of every request queueing
+//! for seconds.
 
 use std::time::Duration;
 

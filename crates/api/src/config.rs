@@ -23,8 +23,10 @@ pub struct ApiSettings {
     pub auth_cache_ttl: Duration,
     /// Requests per minute per user; 0 turns rate limiting off.
     pub rate_limit_per_minute: u32,
-    /// How long a state-changing request waits for one of the replica's database
-    /// connections before it is refused with 429 (`overloaded`).
+    /// State-changing requests a replica runs at once; more wait their turn.
+    pub write_concurrency: usize,
+    /// How long a state-changing request waits for its turn before it is refused with
+    /// 429 (`overloaded`).
     pub write_queue_timeout: Duration,
     /// Take the client address from `X-Forwarded-For` (only behind our own proxy).
     pub trust_proxy: bool,
@@ -61,6 +63,7 @@ impl ApiSettings {
         let cache_ttl = s.duration_or("CACHE_TTL", Duration::from_secs(60));
         let auth_cache_ttl = s.duration_or("AUTH_CACHE_TTL", Duration::from_secs(5));
         let rate_limit_per_minute = s.parse_or("RATE_LIMIT_PER_MINUTE", 1200u32);
+        let write_concurrency = s.parse_or("WRITE_CONCURRENCY", 8usize);
         let write_queue_timeout = s.duration_or("WRITE_QUEUE_TIMEOUT", Duration::from_millis(100));
         let trust_proxy = s.parse_or("TRUST_PROXY", false);
         let default_delay = if profile.is_dev() { Duration::ZERO } else { Duration::from_secs(5) };
@@ -80,6 +83,9 @@ impl ApiSettings {
         }
         if max_body_bytes < 1024 {
             s.problem("FLOWFORGE_MAX_BODY_BYTES must be at least 1024");
+        }
+        if write_concurrency == 0 {
+            s.problem("FLOWFORGE_WRITE_CONCURRENCY must be at least 1");
         }
         if bulk_max_tasks == 0 {
             s.problem("FLOWFORGE_BULK_MAX_TASKS must be at least 1");
@@ -101,6 +107,7 @@ impl ApiSettings {
             cache_ttl,
             auth_cache_ttl,
             rate_limit_per_minute,
+            write_concurrency,
             write_queue_timeout,
             trust_proxy,
             shutdown_delay,

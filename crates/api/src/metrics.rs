@@ -37,7 +37,7 @@ impl ApiMetrics {
             rate_limited: IntCounter::new("rate_limited_requests_total", "Requests refused by the rate limit")?,
             overloaded: IntCounter::new(
                 "overloaded_requests_total",
-                "Changes refused because the replica's database connections stayed busy",
+                "Changes refused because they waited too long for their turn (FLOWFORGE_WRITE_CONCURRENCY)",
             )?,
             event_streams: IntGauge::new("event_streams", "Open server-sent event streams (web UI live updates)")?,
             redis_errors: IntCounter::new("redis_errors_total", "Redis commands that failed or timed out")?,

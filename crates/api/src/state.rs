@@ -54,7 +54,7 @@ impl AppState {
             queue: Queue::new(db.clone()),
             cache: TaskCache::new(redis.clone(), settings.cache_ttl, metrics.clone()),
             limiter: RateLimiter::new(redis.clone(), settings.rate_limit_per_minute),
-            writes: WriteGate::new(settings.database.max_connections as usize, settings.write_queue_timeout),
+            writes: WriteGate::new(settings.write_concurrency, settings.write_queue_timeout),
             tokens: Arc::new(TokenCache::new(settings.auth_cache_ttl)),
             feed: TaskFeed::default(),
             prometheus: Prometheus::new(settings.prometheus_url.as_deref())?,

@@ -47,7 +47,7 @@ pub struct LoadArgs {
 struct Tally {
     created: Vec<i64>,
     /// 503 or 429 with Retry-After: the API said "not now" in time, as promised during
-    /// outages (503) and when its database connections are all busy (429).
+    /// outages (503) and when its writes are all busy (429).
     told_to_retry: u64,
     /// Anything else that was not a 201: other statuses, timeouts, connection errors.
     failed: u64,

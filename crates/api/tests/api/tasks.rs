@@ -336,9 +336,9 @@ async fn a_patch_is_all_or_nothing_and_if_match_guards_status_changes_too() {
 }
 
 #[tokio::test]
-async fn a_change_that_finds_every_database_connection_busy_is_refused_quickly_and_loses_nothing() {
-    // Two connections, so two changes in flight; a third waits at most 50 ms.
-    let app = TestApp::spawn_with(&[("DATABASE_MAX_CONNECTIONS", "2"), ("WRITE_QUEUE_TIMEOUT", "50ms")]).await;
+async fn a_change_that_finds_every_turn_taken_is_refused_quickly_and_loses_nothing() {
+    // Two changes in flight at once; a third waits at most 50 ms.
+    let app = TestApp::spawn_with(&[("WRITE_CONCURRENCY", "2"), ("WRITE_QUEUE_TIMEOUT", "50ms")]).await;
     let task = app.create(&app.admin, &json!({"title": "contended"})).await;
     let id = task["id"].as_i64().unwrap();
 
