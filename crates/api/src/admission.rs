@@ -1,6 +1,5 @@
-//! Admission of state-changing requests. Each replica runs a few writes at once
-//! (`FLOWFORGE_WRITE_CONCURRENCY`): more in flight would not commit sooner, they would
-//! only queue inside the database, holding connections and locks. A write waits for its
+//! Admission of state-changing requests. Each replica runs a bounded number of writes at
+//! once (`FLOWFORGE_WRITE_CONCURRENCY`, by default one per pooled connection). A write waits for its
 //! turn only so long (`FLOWFORGE_WRITE_QUEUE_TIMEOUT`); past that it is refused at once
 //! with 429 and `Retry-After`: a burst above what the database can commit gets quick
 //! answers — most served, the rest told to come back — instead of every request queueing
