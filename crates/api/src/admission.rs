@@ -1,9 +1,9 @@
 //! Admission of state-changing requests. Each replica runs a bounded number of writes at
-//! once (`FLOWFORGE_WRITE_CONCURRENCY`, by default one per pooled connection). A write waits for its
-//! turn only so long (`FLOWFORGE_WRITE_QUEUE_TIMEOUT`); past that it is refused at once
-//! with 429 and `Retry-After`: a burst above what the database can commit gets quick
-//! answers — most served, the rest told to come back — instead of every request queueing
-//! for seconds.
+//! once (`FLOWFORGE_WRITE_CONCURRENCY`, by default one per pooled connection). A write
+//! waits for its turn only so long (`FLOWFORGE_WRITE_QUEUE_TIMEOUT`); past that it is
+//! refused at once with 429 and `Retry-After`: a burst above what the database can commit
+//! gets quick answers — most served, the rest told to come back — instead of every
+//! request queueing for seconds.
 
 use std::time::Duration;
 

@@ -202,7 +202,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
             }
             decision => {
                 req.extensions_mut().insert(caller.clone());
-                let turn = if req.method().is_safe() { None } else { Some(state.writes.enter().await) };
+                let turn = if changes_state(req.method()) { Some(state.writes.enter().await) } else { None };
                 if let Some(None) = turn {
                     state.metrics.overloaded.inc();
                     // No audit row either: writing one is the work being shed.

@@ -483,14 +483,11 @@ async fn fetch_on(conn: &mut PgConnection, id: i64) -> sqlx::Result<Option<Task>
     sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1")).bind(id).fetch_optional(conn).await
 }
 
-/// Most ids one statement of [`send_inserted_notifications`] carries: past 600 the change
-/// feed's payload is a reload anyway.
-const MAX_IDS_PER_NOTIFICATION: usize = 600;
-
 /// The task behind [`Queue::notify_inserted`]; ends when the queue's last clone is gone.
 async fn send_inserted_notifications(unsynced: PgPool, mut inserted: mpsc::UnboundedReceiver<Vec<i64>>) {
     while let Some(mut ids) = inserted.recv().await {
-        while ids.len() < MAX_IDS_PER_NOTIFICATION {
+        // Past this many the change feed's payload is a reload anyway.
+        while ids.len() < MAX_IDS_IN_PAYLOAD {
             match inserted.try_recv() {
                 Ok(more) => ids.extend(more),
                 Err(_) => break,
@@ -515,11 +512,15 @@ async fn send_inserted_notifications(unsynced: PgPool, mut inserted: mpsc::Unbou
 /// the `notify_after_commit` migration), which puts one-task transactions in single file.
 pub const BEGIN_NOTIFY_AFTER_COMMIT: &str = "BEGIN; SET LOCAL flowforge.notify_after_commit = on";
 
+/// Most task ids a change-feed notification lists; the `task_events` migration's trigger
+/// uses the same bound.
+const MAX_IDS_IN_PAYLOAD: usize = 600;
+
 /// The change feed's payload for tasks inserted or updated (as the `task_events`
 /// migration's trigger writes it): `c` and their ids, or `r` (reload) when that would not
 /// fit in a notification.
 fn changed_payload(ids: &[i64]) -> String {
-    if ids.len() > 600 {
+    if ids.len() > MAX_IDS_IN_PAYLOAD {
         return "r".into();
     }
     let list: Vec<String> = ids.iter().map(i64::to_string).collect();
