@@ -240,23 +240,29 @@ rotate_database() {
     log "database: the owner role (migrations) has a new password"
 }
 
-# The webhook signing key: the current key becomes the previous one, which workers keep
-# signing with as well until it is retired (receivers accept either meanwhile).
+# The deployment's webhook key, which seals every user's signing secret: the current key
+# becomes the previous one, every secret is resealed with the new key, and the services
+# restart with both (a secret an old replica seals meanwhile is resealed at retirement).
 rotate_webhook_key() {
-    if [ -s "$secrets/webhook_signing_key_previous" ]; then
+    if [ -s "$secrets/webhook_secrets_key_previous" ]; then
         echo "a webhook key rotation is under way: retire-webhook-key first" >&2
         return 1
     fi
-    write_secret webhook_signing_key_previous "$(cat "$secrets/webhook_signing_key")"
-    write_secret webhook_signing_key "$(openssl rand -hex 32)"
+    write_secret webhook_secrets_key_previous "$(cat "$secrets/webhook_secrets_key")"
+    write_secret webhook_secrets_key "$(openssl rand -hex 32)"
+    compose run --rm -T migrate reseal-webhook-secrets
+    rolling_update api
     rolling_update worker
-    log "webhooks: signed with the new key and the previous one; retire-webhook-key once receivers have the new key"
+    log "webhooks: secrets sealed with the new key; retire-webhook-key drops the previous one"
 }
 
+# Refused while any secret is still sealed with a key other than the current one.
 retire_webhook_key() {
-    write_secret webhook_signing_key_previous ""
+    compose run --rm -T migrate reseal-webhook-secrets
+    write_secret webhook_secrets_key_previous ""
+    rolling_update api
     rolling_update worker
-    log "webhooks: signed with the current key only"
+    log "webhooks: the previous deployment key is gone"
 }
 
 up_and_wait() {
@@ -273,7 +279,8 @@ up_and_wait() {
 }
 
 case "${1:-}" in
-dev | reload) export COMPOSE_FILE=compose.yaml:compose.dev.yaml ;;
+# The dev stack runs development builds and settings: reachable from this machine only.
+dev | reload) export COMPOSE_FILE=compose.yaml:compose.dev.yaml FLOWFORGE_PUBLISH_ADDR=${FLOWFORGE_PUBLISH_ADDR:-127.0.0.1} ;;
 esac
 case "${1:-}" in
 up | dev)

@@ -12,11 +12,11 @@ umask 077
 
 random() { [ -s "$1" ] || openssl rand -hex 32 >"$1"; }
 for name in postgres_superuser_password postgres_owner_password \
-    postgres_monitor_password redis_password webhook_signing_key operator_password backup_cipher_pass; do
+    postgres_monitor_password redis_password webhook_secrets_key operator_password backup_cipher_pass; do
     random "$name"
 done
 # Set only while a webhook key rotation is under way (scripts/stack.sh rotate webhook-key).
-[ -e webhook_signing_key_previous ] || : >webhook_signing_key_previous
+[ -e webhook_secrets_key_previous ] || : >webhook_secrets_key_previous
 
 if [ ! -s ca.pem ]; then
     openssl req -x509 -newkey rsa:3072 -nodes -days 3650 -subj "/CN=FlowForge local CA" \

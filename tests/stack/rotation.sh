@@ -1,7 +1,8 @@
 # Secret rotation with no downtime (issue 6), sourced by system-test.sh after the restore
 # drill and load-lib.sh. Under steady client load: the database passwords (the app moves
 # to its second login role, the old one loses its login; the owner gets a new password),
-# then the webhook signing key (new key, previous kept, then retired). No request may
+# then the webhook deployment key (new key, every user's secret resealed, previous kept,
+# then retired). No request may
 # fail, no task be lost. Then a restore to the drill's T, a moment before the rotation:
 # the old passwords come back with the data, and the restore must re-apply the new ones.
 
@@ -16,23 +17,28 @@ started=$SECONDS
 check "rotation: rotate database" stack_step "$load_dir/rotate-database.log" rotate database
 echo "     database passwords rotated in $((SECONDS - started)) s"
 started=$SECONDS
+# A user's webhook secret exists, so the reseal has something to do.
+api -X POST -H 'content-type: application/json' -d '{}' "$base/api/v1/webhook-secrets" >"$load_dir/webhook-secret.json"
 check "rotation: rotate webhook-key" stack_step "$load_dir/rotate-webhook-key.log" rotate webhook-key
 second_rotation_refused() { ! scripts/stack.sh rotate webhook-key >/dev/null 2>&1; }
 check "rotation: a second rotate webhook-key is refused while one is under way" second_rotation_refused
-# What each running worker said when it started: how many keys it signs with, one line
+# What each running worker said when it started: how many deployment keys it holds, one line
 # per worker (a worker without the line shows as "none").
 signing_keys() {
     local c keys
     for c in $(docker ps -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
         --filter "label=com.docker.compose.service=worker"); do
-        keys=$(docker logs "$c" 2>&1 | grep -o '"webhook_signing_keys":[0-9]*' | tail -n 1 | cut -d: -f2)
+        keys=$(docker logs "$c" 2>&1 | grep -o '"webhook_secrets_keys":[0-9]*' | tail -n 1 | cut -d: -f2)
         echo "${keys:-none}"
     done | paste -sd,
 }
-check "rotation: every worker signs webhooks with the new and the previous key ($(signing_keys))" [ "$(signing_keys)" = 2,2 ]
+check "rotation: every worker holds the new and the previous deployment key ($(signing_keys))" [ "$(signing_keys)" = 2,2 ]
 check "rotation: retire-webhook-key" stack_step "$load_dir/retire-webhook-key.log" rotate retire-webhook-key
-check "rotation: after the retirement every worker signs with the new key only ($(signing_keys))" [ "$(signing_keys)" = 1,1 ]
-echo "     webhook key rotated and the previous one retired in $((SECONDS - started)) s"
+resealed() { psql_super -c "SELECT count(DISTINCT key_id) FROM webhook_secrets" | grep -qx 1 &&
+    grep -q '"secret":"whsec_' "$load_dir/webhook-secret.json"; }
+check "rotation: every webhook secret resealed with the new key" resealed
+check "rotation: after the retirement every worker holds the new key only ($(signing_keys))" [ "$(signing_keys)" = 1,1 ]
+echo "     webhook deployment key rotated and the previous one retired in $((SECONDS - started)) s"
 wait "$loader" || true
 no_failures_no_losses rotation "secret rotation under load"
 

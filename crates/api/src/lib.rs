@@ -3,7 +3,9 @@
 
 pub mod accounts;
 pub mod admission;
+pub mod audit;
 pub mod cache;
+pub mod client_addr;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -33,5 +35,6 @@ pub static MIGRATOR: sqlx::migrate::Migrator = {
 /// Applies every migration FlowForge has, in order.
 pub async fn migrate(db: &sqlx::PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     flowforge_queue::MIGRATOR.run(db).await?;
-    MIGRATOR.run(db).await
+    MIGRATOR.run(db).await?;
+    flowforge_webhooks::MIGRATOR.run(db).await
 }

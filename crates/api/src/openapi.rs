@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{accounts, health, live, session, tasks};
+use crate::routes::{accounts, health, live, session, tasks, webhook_secrets};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -16,11 +16,13 @@ use crate::routes::{accounts, health, live, session, tasks};
         tasks::patch_task, tasks::delete_task, tasks::cancel_task, tasks::retry_task,
         accounts::me, accounts::create_user, accounts::create_token, accounts::revoke_token,
         session::sign_in, session::current, session::sign_out, live::events, live::ops_metrics,
+        webhook_secrets::rotate_secret, webhook_secrets::list_secrets,
         health::health, health::ready, health::metrics,
     ),
     modifiers(&BearerAuth),
     tags((name = "tasks"), (name = "accounts"), (name = "session", description = "The web UI's cookie session"),
-         (name = "live", description = "Live task changes and operations metrics"), (name = "probes"))
+         (name = "live", description = "Live task changes and operations metrics"),
+         (name = "webhooks", description = "The secret that signs your webhook deliveries"), (name = "probes"))
 )]
 pub struct ApiDoc;
 

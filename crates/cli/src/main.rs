@@ -15,6 +15,7 @@ use flowforge_platform::config::HumanDuration;
 use flowforge_platform::db::DatabaseSettings;
 use flowforge_platform::telemetry::{self, TelemetrySettings};
 use flowforge_platform::Source;
+use flowforge_webhooks::{DeploymentKeySettings, SecretStore};
 use sqlx::PgPool;
 
 #[derive(Parser)]
@@ -64,6 +65,10 @@ enum Command {
     Load(load::LoadArgs),
     /// Serve the stack's Alertmanager webhook receiver (records what it gets).
     AlertReceiver(alert_receiver::ReceiverArgs),
+    /// Reseal every user's webhook signing secret with the current deployment key
+    /// (FLOWFORGE_WEBHOOK_SECRETS_KEY, the previous one in ..._PREVIOUS). Fails while any
+    /// secret is still sealed with another key, so a key is only retired once unused.
+    ResealWebhookSecrets,
     /// Exit 0 if the HTTP service at IP:PORT answers /health (a HEALTHCHECK without a shell).
     Healthcheck {
         #[arg(long, default_value = "127.0.0.1:9095")]
@@ -144,6 +149,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let token = accounts::issue_token(&db, user.id, &name).await?;
             eprintln!("token {} for user {} ({:?})", token.id, user.name, user.role);
             println!("{}", token.token);
+        }
+        Command::ResealWebhookSecrets => {
+            let mut source = Source::from_env();
+            let keys = DeploymentKeySettings::from_source(&mut source);
+            let db = database_from(source)?;
+            let store = SecretStore::new(db, keys.expect("checked by finish").keys());
+            let resealed = store.reseal().await?;
+            let left = store.unsealable_with_current().await?;
+            eprintln!("webhook secrets resealed with the current key: {resealed}; sealed with another key: {left}");
+            if left > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Check(args) => return check::run(args).await,
         Command::Retention { older_than } => {

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 fn flowforge(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowforge"));
-    cmd.args(args).env("FLOWFORGE_LOG", "warn");
+    cmd.args(args).env("FLOWFORGE_LOG", "warn").env("FLOWFORGE_PROFILE", "dev");
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -71,7 +71,7 @@ impl Handler for Noop {
 
 #[tokio::test]
 async fn check_passes_on_a_live_stack_and_fails_on_a_dead_one() {
-    let db = TestDb::new(&[&flowforge_queue::MIGRATOR, &flowforge_api::MIGRATOR]).await;
+    let db = TestDb::new(&[&flowforge_queue::MIGRATOR, &flowforge_api::MIGRATOR, &flowforge_webhooks::MIGRATOR]).await;
     let vars = [
         ("PROFILE", "dev".to_string()),
         ("API_ADDR", "127.0.0.1:0".to_string()),
@@ -210,6 +210,7 @@ async fn alert_receiver_records_what_alertmanager_sends() {
         Command::new(env!("CARGO_BIN_EXE_flowforge"))
             .args(["alert-receiver", "--listen", &addr])
             .env("FLOWFORGE_LOG", "warn")
+            .env("FLOWFORGE_PROFILE", "dev")
             .spawn()
             .expect("start the receiver"),
     );

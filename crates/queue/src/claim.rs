@@ -38,6 +38,7 @@ pub(crate) struct LockedTask {
     pub attempt: i32,
     pub max_attempts: i32,
     pub timeout_secs: i32,
+    pub owner_id: Option<i64>,
     pub request_id: Option<String>,
     pub trace_id: Option<String>,
     /// When it became due: `run_at`, or its creation if later.
@@ -66,7 +67,7 @@ pub(crate) fn status_after(outcome: &Outcome, attempt: i32, max_attempts: i32) -
 }
 
 /// One row of [`Queue::open_claim`]: the claim's transaction id, then the task.
-type LockedRow = (i64, i64, String, Value, i32, i32, i32, Option<String>, Option<String>, DateTime<Utc>);
+type LockedRow = (i64, i64, String, Value, i32, i32, i32, Option<i64>, Option<String>, Option<String>, DateTime<Utc>);
 
 impl Queue {
     /// Locks up to `limit` due tasks, highest priority first, then oldest, in a new
@@ -77,7 +78,7 @@ impl Queue {
         let mut tx = self.pool().begin_with(BEGIN_NOTIFY_AFTER_COMMIT).await?;
         let rows: Vec<LockedRow> = sqlx::query_as(
             "SELECT (SELECT pg_current_xact_id()::text::int8), id, kind, payload, attempts + 1, max_attempts,
-                    timeout_secs, request_id, trace_id, GREATEST(run_at, created_at)
+                    timeout_secs, owner_id, request_id, trace_id, GREATEST(run_at, created_at)
              FROM tasks
              WHERE status = 'pending' AND run_at <= now()
              ORDER BY priority DESC, run_at, id
@@ -91,12 +92,23 @@ impl Queue {
             tx.rollback().await?;
             return Ok(None);
         };
-        let tasks =
-            rows.into_iter()
-                .map(|(_, id, kind, payload, attempt, max_attempts, timeout_secs, request_id, trace_id, due)| {
-                    LockedTask { id, kind, payload, attempt, max_attempts, timeout_secs, request_id, trace_id, due }
-                })
-                .collect();
+        let tasks = rows
+            .into_iter()
+            .map(|(_, id, kind, payload, attempt, max_attempts, timeout_secs, owner_id, request_id, trace_id, due)| {
+                LockedTask {
+                    id,
+                    kind,
+                    payload,
+                    attempt,
+                    max_attempts,
+                    timeout_secs,
+                    owner_id,
+                    request_id,
+                    trace_id,
+                    due,
+                }
+            })
+            .collect();
         Ok(Some(Claim { tx, xid, tasks }))
     }
 

@@ -14,6 +14,8 @@ pub struct TaskContext {
     /// 1 on the first run.
     pub attempt: i32,
     pub max_attempts: i32,
+    /// The tenant that created the task, if the service that did gave one.
+    pub owner_id: Option<i64>,
     pub request_id: Option<String>,
     pub trace_id: Option<String>,
     /// Cancelled when the task is cancelled, its lease is lost or its time is up. The

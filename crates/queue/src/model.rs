@@ -133,6 +133,7 @@ pub struct ClaimedTask {
     pub max_attempts: i32,
     pub timeout_secs: i32,
     pub lease_token: Uuid,
+    pub owner_id: Option<i64>,
     pub request_id: Option<String>,
     pub trace_id: Option<String>,
     pub created_at: DateTime<Utc>,

@@ -217,7 +217,7 @@ impl Queue {
                  started_at = now(), updated_at = now(), version = t.version + 1
              FROM picked WHERE t.id = picked.id
              RETURNING t.id, t.kind, t.payload, t.attempts, t.max_attempts, t.timeout_secs, t.lease_token,
-                       t.request_id, t.trace_id, t.created_at, t.run_at",
+                       t.owner_id, t.request_id, t.trace_id, t.created_at, t.run_at",
         )
         .bind(limit as i64)
         .bind(lease.as_secs_f64())

@@ -587,6 +587,7 @@ async fn execute(
         payload: task.payload,
         attempt: task.attempt,
         max_attempts: task.max_attempts,
+        owner_id: task.owner_id,
         request_id: task.request_id,
         trace_id: task.trace_id,
         cancelled: cancel.clone(),

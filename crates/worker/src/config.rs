@@ -8,8 +8,9 @@ use std::time::Duration;
 use flowforge_platform::config::HumanDuration;
 use flowforge_platform::db::DatabaseSettings;
 use flowforge_platform::telemetry::TelemetrySettings;
-use flowforge_platform::{ConfigError, Profile, Secret, Source};
+use flowforge_platform::{ConfigError, Profile, Source};
 use flowforge_queue::{Backoff, WorkerConfig};
+use flowforge_webhooks::{DeploymentKeySettings, DeploymentKeys};
 
 /// Pool size default: enough for claims, outcome batches, heartbeats, LISTEN and probes
 /// without one starving the others.
@@ -37,24 +38,39 @@ pub struct HandlerSettings {
 
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
-    /// HMAC-SHA256 key of the `X-FlowForge-Signature` header.
-    pub signing_key: Secret,
-    /// The key being rotated out, if any: while set, every request is signed with both
-    /// keys, so receivers that still verify with the old key keep accepting.
-    pub previous_signing_key: Option<Secret>,
+    /// The deployment key that seals each user's signing secret, and the previous one
+    /// while it is being rotated.
+    pub secrets_keys: DeploymentKeySettings,
     /// Whole-request limit: connect, send and read the response.
     pub timeout: Duration,
     /// Whether webhook URLs may point at loopback, private or link-local addresses.
     /// Off outside dev: otherwise any task author could reach internal services (SSRF).
     pub allow_private: bool,
+    /// The ports a webhook URL may name; `None`: any.
+    pub allowed_ports: Option<Vec<u16>>,
 }
 
 impl WebhookSettings {
-    /// The keys every request is signed with: the current one, then the previous one
-    /// while a rotation is under way (unless it equals the current one).
-    pub fn signing_keys(&self) -> Vec<Secret> {
-        let previous = self.previous_signing_key.iter().filter(|k| **k != self.signing_key);
-        std::iter::once(&self.signing_key).chain(previous).cloned().collect()
+    pub fn deployment_keys(&self) -> DeploymentKeys {
+        self.secrets_keys.keys()
+    }
+}
+
+/// `FLOWFORGE_WEBHOOK_ALLOWED_PORTS`: `any`, or ports separated by commas.
+#[derive(Debug, Clone)]
+struct Ports(Option<Vec<u16>>);
+
+impl FromStr for Ports {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "any" {
+            return Ok(Ports(None));
+        }
+        let ports: Result<Vec<u16>, _> = s.split(',').map(|p| p.trim().parse::<u16>()).collect();
+        match ports {
+            Ok(p) if !p.is_empty() && !p.contains(&0) => Ok(Ports(Some(p))),
+            _ => Err("expected `any` or ports separated by commas, like 80,443".into()),
+        }
     }
 }
 
@@ -72,14 +88,11 @@ impl WorkerSettings {
         let telemetry = TelemetrySettings::from_source(&mut s);
         let runtime = runtime_settings(&mut s);
         let metrics_addr = s.parse_or("METRICS_ADDR", SocketAddr::from(([0, 0, 0, 0], 9090)));
-        let signing_key = s.parse_dev_default("WEBHOOK_SIGNING_KEY", "key that signs webhook requests", || {
-            Secret::new("dev-webhook-signing-key")
-        });
-        // Empty (or an empty secret file) means "not rotating": deployments mount the
-        // secret file either way.
-        let previous_signing_key = s.parse_or("WEBHOOK_SIGNING_KEY_PREVIOUS", OptionalSecret(None)).0;
+        let secrets_keys = DeploymentKeySettings::from_source(&mut s);
         let webhook_timeout = positive_duration(&mut s, "WEBHOOK_TIMEOUT", Duration::from_secs(10));
         let allow_private = s.parse_or("WEBHOOK_ALLOW_PRIVATE", profile.is_dev());
+        let default_ports = if profile.is_dev() { Ports(None) } else { Ports(Some(vec![80, 443])) };
+        let allowed_ports = s.parse_or("WEBHOOK_ALLOWED_PORTS", default_ports).0;
         let chaos_handlers = s.parse_or("CHAOS_HANDLERS", false);
         s.finish()?;
         // `finish` succeeded, so nothing required is missing.
@@ -92,10 +105,10 @@ impl WorkerSettings {
             metrics_addr,
             handlers: HandlerSettings {
                 webhook: WebhookSettings {
-                    signing_key: signing_key.expect(missing),
-                    previous_signing_key,
+                    secrets_keys: secrets_keys.expect(missing),
                     timeout: webhook_timeout,
                     allow_private,
+                    allowed_ports,
                 },
                 chaos_handlers,
             },
@@ -196,24 +209,16 @@ impl FromStr for Retention {
     }
 }
 
-/// A secret that may be absent: an empty (or whitespace-only) value is `None`.
-struct OptionalSecret(Option<Secret>);
-
-impl FromStr for OptionalSecret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim();
-        Ok(OptionalSecret((!s.is_empty()).then(|| Secret::new(s))))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flowforge_platform::Secret;
 
+    /// The dev profile unless `pairs` names one.
     fn settings(pairs: &[(&str, &str)]) -> Result<WorkerSettings, ConfigError> {
+        let dev = (!pairs.iter().any(|(k, _)| *k == "PROFILE")).then_some(("PROFILE", "dev"));
         WorkerSettings::from_source(Source::from_vars(
-            pairs.iter().map(|(k, v)| (format!("FLOWFORGE_{k}"), v.to_string())),
+            pairs.iter().copied().chain(dev).map(|(k, v)| (format!("FLOWFORGE_{k}"), v.to_string())),
         ))
     }
 
@@ -232,8 +237,9 @@ mod tests {
         assert_eq!(s.runtime.retention_interval, Duration::from_secs(3600));
         assert!(s.runtime.id.contains(&format!("-{}-", std::process::id())), "{}", s.runtime.id);
         assert_eq!(s.metrics_addr, "0.0.0.0:9090".parse().unwrap());
-        assert_eq!(s.handlers.webhook.signing_key.expose(), "dev-webhook-signing-key");
-        assert_eq!(s.handlers.webhook.previous_signing_key, None);
+        assert_eq!(s.handlers.webhook.secrets_keys.current.expose(), "dev-webhook-secrets-key");
+        assert_eq!(s.handlers.webhook.secrets_keys.previous, None);
+        assert_eq!(s.handlers.webhook.allowed_ports, None);
         assert_eq!(s.handlers.webhook.timeout, Duration::from_secs(10));
         assert!(s.handlers.webhook.allow_private);
         assert!(!s.handlers.chaos_handlers);
@@ -244,7 +250,7 @@ mod tests {
         let s = settings(&[
             ("PROFILE", "prod"),
             ("DATABASE_URL", "postgres://w@db/flowforge?sslmode=require"),
-            ("WEBHOOK_SIGNING_KEY", "k"),
+            ("WEBHOOK_SECRETS_KEY", "k"),
             ("WORKER_ID", "w-1"),
             ("WORKER_CONCURRENCY", "8"),
             ("WORKER_LEASE", "2s"),
@@ -261,6 +267,7 @@ mod tests {
         assert_eq!(s.metrics_addr.port(), 0);
         assert!(s.handlers.chaos_handlers);
         assert!(!s.handlers.webhook.allow_private, "private webhook targets are refused outside dev");
+        assert_eq!(s.handlers.webhook.allowed_ports, Some(vec![80, 443]));
         assert!(!format!("{s:?}").contains("sslmode"), "the database URL leaked into Debug output");
     }
 
@@ -277,6 +284,7 @@ mod tests {
             ("RETENTION", "forever"),
             ("METRICS_ADDR", "nowhere"),
             ("WEBHOOK_ALLOW_PRIVATE", "maybe"),
+            ("WEBHOOK_ALLOWED_PORTS", "80,http"),
             ("CHAOS_HANDLERS", "yes"),
         ])
         .unwrap_err();
@@ -291,8 +299,9 @@ mod tests {
             "FLOWFORGE_WORKER_BACKOFF_BASE",
             "FLOWFORGE_RETENTION",
             "FLOWFORGE_METRICS_ADDR",
-            "FLOWFORGE_WEBHOOK_SIGNING_KEY",
+            "FLOWFORGE_WEBHOOK_SECRETS_KEY",
             "FLOWFORGE_WEBHOOK_ALLOW_PRIVATE",
+            "FLOWFORGE_WEBHOOK_ALLOWED_PORTS",
             "FLOWFORGE_CHAOS_HANDLERS",
         ];
         for key in keys {
@@ -302,20 +311,20 @@ mod tests {
     }
 
     #[test]
-    fn previous_signing_key_from_the_environment() {
-        let s = settings(&[("WEBHOOK_SIGNING_KEY", "new-key"), ("WEBHOOK_SIGNING_KEY_PREVIOUS", "old-key")]).unwrap();
-        assert_eq!(s.handlers.webhook.signing_key.expose(), "new-key");
-        assert_eq!(s.handlers.webhook.previous_signing_key.as_ref().map(Secret::expose), Some("old-key"));
+    fn previous_secrets_key_from_the_environment() {
+        let s = settings(&[("WEBHOOK_SECRETS_KEY", "new-key"), ("WEBHOOK_SECRETS_KEY_PREVIOUS", "old-key")]).unwrap();
+        assert_eq!(s.handlers.webhook.secrets_keys.current.expose(), "new-key");
+        assert_eq!(s.handlers.webhook.secrets_keys.previous.as_ref().map(Secret::expose), Some("old-key"));
         let debug = format!("{s:?}");
-        assert!(!debug.contains("old-key") && !debug.contains("new-key"), "a signing key leaked: {debug}");
+        assert!(!debug.contains("old-key") && !debug.contains("new-key"), "a secrets key leaked: {debug}");
         for empty in ["", "  "] {
-            let s = settings(&[("WEBHOOK_SIGNING_KEY_PREVIOUS", empty)]).unwrap();
-            assert_eq!(s.handlers.webhook.previous_signing_key, None, "{empty:?}");
+            let s = settings(&[("WEBHOOK_SECRETS_KEY_PREVIOUS", empty)]).unwrap();
+            assert_eq!(s.handlers.webhook.secrets_keys.previous, None, "{empty:?}");
         }
     }
 
     #[test]
-    fn previous_signing_key_from_a_file_where_an_empty_file_means_none() {
+    fn previous_secrets_key_from_a_file_where_an_empty_file_means_none() {
         let dir = std::env::temp_dir().join(format!("ff-worker-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = |name: &str, text: &str| {
@@ -328,25 +337,25 @@ mod tests {
         let s = settings(&[
             ("PROFILE", "prod"),
             ("DATABASE_URL", "postgres://w@db/flowforge?sslmode=require"),
-            ("WEBHOOK_SIGNING_KEY_FILE", &key),
-            ("WEBHOOK_SIGNING_KEY_PREVIOUS_FILE", &previous),
+            ("WEBHOOK_SECRETS_KEY_FILE", &key),
+            ("WEBHOOK_SECRETS_KEY_PREVIOUS_FILE", &previous),
         ])
         .unwrap();
-        assert_eq!(s.handlers.webhook.signing_key.expose(), "new-key");
-        assert_eq!(s.handlers.webhook.previous_signing_key.as_ref().map(Secret::expose), Some("old-key"));
+        assert_eq!(s.handlers.webhook.secrets_keys.current.expose(), "new-key");
+        assert_eq!(s.handlers.webhook.secrets_keys.previous.as_ref().map(Secret::expose), Some("old-key"));
         for (name, text) in [("empty", ""), ("newline", "\n"), ("blank", " \r\n\t\n")] {
             let path = file(name, text);
-            let s = settings(&[("WEBHOOK_SIGNING_KEY_PREVIOUS_FILE", &path)]).unwrap();
-            assert_eq!(s.handlers.webhook.previous_signing_key, None, "{text:?}");
+            let s = settings(&[("WEBHOOK_SECRETS_KEY_PREVIOUS_FILE", &path)]).unwrap();
+            assert_eq!(s.handlers.webhook.secrets_keys.previous, None, "{text:?}");
         }
         // The same rules as every `_FILE` setting: both forms, or an unreadable file, are problems.
         let err =
-            settings(&[("WEBHOOK_SIGNING_KEY_PREVIOUS", "old-key"), ("WEBHOOK_SIGNING_KEY_PREVIOUS_FILE", &previous)])
+            settings(&[("WEBHOOK_SECRETS_KEY_PREVIOUS", "old-key"), ("WEBHOOK_SECRETS_KEY_PREVIOUS_FILE", &previous)])
                 .unwrap_err();
         assert!(err.to_string().contains("both set"), "{err}");
         let missing = dir.join("missing");
-        let err = settings(&[("WEBHOOK_SIGNING_KEY_PREVIOUS_FILE", missing.to_str().unwrap())]).unwrap_err();
-        assert!(err.to_string().contains("FLOWFORGE_WEBHOOK_SIGNING_KEY_PREVIOUS_FILE"), "{err}");
+        let err = settings(&[("WEBHOOK_SECRETS_KEY_PREVIOUS_FILE", missing.to_str().unwrap())]).unwrap_err();
+        assert!(err.to_string().contains("FLOWFORGE_WEBHOOK_SECRETS_KEY_PREVIOUS_FILE"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -16,5 +16,5 @@ mod server;
 mod startup;
 
 pub use config::{HandlerSettings, WebhookSettings, WorkerSettings};
-pub use handlers::{registry, sign};
+pub use handlers::registry;
 pub use startup::WorkerApp;

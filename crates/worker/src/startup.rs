@@ -28,16 +28,17 @@ impl WorkerApp {
         let pool = settings.database.pool("flowforge-worker")?;
         let metrics = prometheus::Registry::new();
         let queue_metrics = QueueMetrics::new(&metrics).context("registering queue metrics")?;
-        let registry = handlers::registry(&settings.handlers);
+        let registry = handlers::registry(&settings.handlers, pool.clone());
         let listener = TcpListener::bind(settings.metrics_addr)
             .await
             .with_context(|| format!("binding the metrics address {}", settings.metrics_addr))?;
         let metrics_addr = listener.local_addr()?;
         let mut kinds: Vec<&str> = registry.kinds().collect();
         kinds.sort_unstable();
-        // Two signing keys mean a key rotation is under way (operators check that it ends).
+        // Two keys mean a rotation of the deployment's webhook key is under way (operators
+        // check that it ends).
         tracing::info!(worker_id = %settings.runtime.id, ?kinds, %metrics_addr, profile = %settings.profile,
-                       webhook_signing_keys = settings.handlers.webhook.signing_keys().len(), "worker starting");
+                       webhook_secrets_keys = settings.handlers.webhook.deployment_keys().count(), "worker starting");
         let worker = Worker::new(Queue::new(pool.clone()), registry, settings.runtime, queue_metrics);
         Ok(WorkerApp { worker, pool, metrics, listener, metrics_addr })
     }

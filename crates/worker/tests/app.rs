@@ -15,6 +15,7 @@ fn settings(database_url: &str) -> WorkerSettings {
         ("DATABASE_ACQUIRE_TIMEOUT", "500ms"),
         ("METRICS_ADDR", "127.0.0.1:0"),
         ("RETENTION", "off"),
+        ("PROFILE", "dev"),
         ("WORKER_SHUTDOWN_TIMEOUT", "1s"),
     ];
     WorkerSettings::from_source(Source::from_vars(vars.map(|(k, v)| (format!("FLOWFORGE_{k}"), v.to_string()))))

@@ -253,7 +253,7 @@ async fn bad_configuration_exits_2_naming_every_bad_key() {
         "FLOWFORGE_METRICS_ADDR",
         "FLOWFORGE_RETENTION",
         "FLOWFORGE_DATABASE_URL",
-        "FLOWFORGE_WEBHOOK_SIGNING_KEY",
+        "FLOWFORGE_WEBHOOK_SECRETS_KEY",
     ] {
         assert!(stderr.contains(key), "{key} is not named in:\n{stderr}");
     }

@@ -10,14 +10,17 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use flowforge_platform::Secret;
-use flowforge_queue::{Backoff, NewTask, Queue, QueueMetrics, Task, TaskStatus, Worker, WorkerConfig, MIGRATOR};
+use flowforge_queue::{Backoff, NewTask, Queue, QueueMetrics, Task, TaskStatus, Worker, WorkerConfig};
 use flowforge_testkit::{eventually, free_port, TestDb};
-use flowforge_worker::{registry, sign, HandlerSettings, WebhookSettings};
+use flowforge_webhooks::{verify, Delivery, DeploymentKeySettings, SecretStore, SigningSecret, VerifyError};
+use flowforge_worker::{registry, HandlerSettings, WebhookSettings};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-const KEY: &str = "test-signing-key";
-const PREVIOUS_KEY: &str = "previous-signing-key";
+/// The owners of the tasks below: alice has a secret, bob another, carol none.
+const ALICE: i64 = 1;
+const BOB: i64 = 2;
+const CAROL: i64 = 3;
 
 struct Received {
     method: Method,
@@ -63,28 +66,27 @@ fn ok(status: u16) -> (u16, Duration) {
 struct Setup {
     _db: TestDb,
     queue: Queue,
+    secrets: SecretStore,
+    alice: SigningSecret,
+    bob: SigningSecret,
     stop: CancellationToken,
     worker: tokio::task::JoinHandle<()>,
 }
 
 impl Setup {
     async fn new(allow_private: bool) -> Setup {
-        Setup::with_previous_key(allow_private, None).await
-    }
-
-    /// A worker signing with [`KEY`] and, while rotating, `previous_key` too.
-    async fn with_previous_key(allow_private: bool, previous_key: Option<&str>) -> Setup {
-        let db = TestDb::new(&[&MIGRATOR]).await;
+        let db = TestDb::new(&[&flowforge_queue::MIGRATOR, &flowforge_webhooks::MIGRATOR]).await;
         let queue = Queue::new(db.pool.clone());
-        let handlers = registry(&HandlerSettings {
-            webhook: WebhookSettings {
-                signing_key: Secret::new(KEY),
-                previous_signing_key: previous_key.map(Secret::new),
-                timeout: Duration::from_millis(500),
-                allow_private,
-            },
-            chaos_handlers: false,
-        });
+        let webhook = WebhookSettings {
+            secrets_keys: DeploymentKeySettings { current: Secret::new("deployment-key"), previous: None },
+            timeout: Duration::from_millis(500),
+            allow_private,
+            allowed_ports: None,
+        };
+        let secrets = SecretStore::new(db.pool.clone(), webhook.deployment_keys());
+        let (alice, _) = secrets.rotate(ALICE, Duration::ZERO).await.unwrap();
+        let (bob, _) = secrets.rotate(BOB, Duration::ZERO).await.unwrap();
+        let handlers = registry(&HandlerSettings { webhook, chaos_handlers: false }, db.pool.clone());
         let config = WorkerConfig {
             id: "webhook-test".into(),
             poll_interval: Duration::from_millis(100),
@@ -96,11 +98,17 @@ impl Setup {
         let stop = CancellationToken::new();
         let worker = Worker::new(queue.clone(), handlers, config, QueueMetrics::unregistered());
         let worker = tokio::spawn(worker.run(stop.clone()));
-        Setup { _db: db, queue, stop, worker }
+        Setup { _db: db, queue, secrets, alice, bob, stop, worker }
     }
 
+    /// A webhook task of alice's.
     async fn enqueue(&self, payload: Value, max_attempts: i32) -> i64 {
+        self.enqueue_for(ALICE, payload, max_attempts).await
+    }
+
+    async fn enqueue_for(&self, owner: i64, payload: Value, max_attempts: i32) -> i64 {
         let mut task = NewTask::new("webhook", payload);
+        task.owner_id = Some(owner);
         task.max_attempts = max_attempts;
         task.request_id = Some("req-123".into());
         self.queue.enqueue(&[task]).await.unwrap()[0].id
@@ -124,32 +132,33 @@ fn header<'a>(r: &'a Received, name: &str) -> &'a str {
     r.headers.get(name).unwrap_or_else(|| panic!("no {name} header")).to_str().unwrap()
 }
 
-/// The values of the one `X-FlowForge-Signature` header, split as receivers do.
-fn signatures(r: &Received) -> Vec<&str> {
-    assert_eq!(r.headers.get_all("x-flowforge-signature").iter().count(), 1, "expected one signature header");
-    header(r, "x-flowforge-signature").split(", ").collect()
+/// What a Standard Webhooks receiver holding `secret` makes of the request, at `now`.
+fn receiver_verdict(r: &Received, secret: &SigningSecret, now: i64) -> Result<(), VerifyError> {
+    let delivery = Delivery {
+        id: header(r, "webhook-id"),
+        timestamp: header(r, "webhook-timestamp").parse().unwrap(),
+        body: &r.body,
+    };
+    verify(secret, &delivery, header(r, "webhook-signature"), now, 300)
 }
 
-/// A receiver holding only `key`: accepts if any `sha256=` value is its own HMAC.
-fn verifies_with(r: &Received, key: &str) -> bool {
-    let timestamp: u64 = header(r, "x-flowforge-timestamp").parse().unwrap();
-    let ours = sign(key, timestamp, &r.body);
-    let ours = ours.strip_prefix("sha256=").unwrap();
-    signatures(r).iter().filter_map(|s| s.strip_prefix("sha256=")).any(|theirs| theirs == ours)
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
 #[tokio::test]
-async fn delivers_a_signed_request_with_the_task_headers() {
+async fn delivers_a_request_signed_with_the_owners_secret_only() {
     let (receiver, addr) = Receiver::start(&[]).await;
     let setup = Setup::new(true).await;
     let payload = json!({
         "url": format!("http://{addr}/hook"),
         "method": "PUT",
         "body": {"order": 42},
-        "headers": {"X-Custom": "yes", "X-FlowForge-Task-Id": "forged"},
+        "headers": {"X-Custom": "yes", "X-FlowForge-Task-Id": "forged", "webhook-id": "forged"},
     });
     let id = setup.enqueue(payload, 3).await;
     let task = setup.finished(id, TaskStatus::Completed).await;
+    let (alice, bob) = (setup.alice.clone(), setup.bob.clone());
     setup.shutdown().await;
 
     assert_eq!(task.result, Some(json!({"status": 200, "body": "received"})));
@@ -159,40 +168,60 @@ async fn delivers_a_signed_request_with_the_task_headers() {
     assert_eq!(r.method, Method::PUT);
     assert_eq!(serde_json::from_slice::<Value>(&r.body).unwrap(), json!({"order": 42}));
     assert_eq!(header(r, "content-type"), "application/json");
+    assert!(header(r, "webhook-id").starts_with(&format!("msg_{id}_1_")), "{}", header(r, "webhook-id"));
     assert_eq!(header(r, "x-flowforge-task-id"), id.to_string(), "a payload header overrode the task id");
     assert_eq!(header(r, "x-flowforge-attempt"), "1");
     assert_eq!(header(r, "x-request-id"), "req-123");
     assert_eq!(header(r, "x-custom"), "yes");
-    let timestamp: u64 = header(r, "x-flowforge-timestamp").parse().unwrap();
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    assert!(now.abs_diff(timestamp) < 60, "timestamp {timestamp} is not now ({now})");
-    assert_eq!(header(r, "x-flowforge-signature"), sign(KEY, timestamp, &r.body));
-    assert_ne!(header(r, "x-flowforge-signature"), sign("another-key", timestamp, &r.body));
-    assert_eq!(signatures(r).len(), 1, "without a previous key there is exactly one signature");
+    let timestamp: i64 = header(r, "webhook-timestamp").parse().unwrap();
+    assert!((now() - timestamp).abs() < 60, "timestamp {timestamp} is not now");
+    assert_eq!(header(r, "webhook-signature").split(' ').count(), 1, "one secret, one signature");
+    assert_eq!(receiver_verdict(r, &alice, now()), Ok(()));
+    // Alice aimed her task at bob's receiver: it does not verify with bob's secret.
+    assert_eq!(receiver_verdict(r, &bob, now()), Err(VerifyError::NoMatch));
+    // A captured delivery replayed under another id, or another time, does not verify.
+    let signed = |id: &str, timestamp: i64| {
+        let d = Delivery { id, timestamp, body: &r.body };
+        verify(&alice, &d, header(r, "webhook-signature"), now(), 300)
+    };
+    assert_eq!(signed(&format!("msg_{id}_2_0000000000000000"), timestamp), Err(VerifyError::NoMatch));
+    assert_eq!(signed(header(r, "webhook-id"), timestamp + 1), Err(VerifyError::NoMatch));
+    assert_eq!(receiver_verdict(r, &alice, now() + 3600), Err(VerifyError::Stale(300)));
 }
 
 #[tokio::test]
-async fn during_a_key_rotation_requests_carry_both_signatures() {
+async fn during_a_rotation_both_secrets_sign_and_every_attempt_has_its_own_id() {
     let (receiver, addr) = Receiver::start(&[ok(500), ok(200)]).await;
-    let setup = Setup::with_previous_key(true, Some(PREVIOUS_KEY)).await;
+    let setup = Setup::new(true).await;
+    let (new_secret, listed) = setup.secrets.rotate(ALICE, Duration::from_secs(3600)).await.unwrap();
+    assert_eq!(listed.len(), 2);
     let id = setup.enqueue(json!({"url": format!("http://{addr}/hook"), "body": {"order": 42}}), 3).await;
     setup.finished(id, TaskStatus::Completed).await;
+    let (alice, bob) = (setup.alice.clone(), setup.bob.clone());
     setup.shutdown().await;
 
     let received = receiver.received.lock().unwrap();
     assert_eq!(received.len(), 2, "a retried delivery is signed the same way");
     for r in received.iter() {
-        let timestamp: u64 = header(r, "x-flowforge-timestamp").parse().unwrap();
-        // Current key first, comma+space separated, in one header.
-        assert_eq!(
-            header(r, "x-flowforge-signature"),
-            format!("{}, {}", sign(KEY, timestamp, &r.body), sign(PREVIOUS_KEY, timestamp, &r.body))
-        );
-        assert_eq!(signatures(r), [sign(KEY, timestamp, &r.body), sign(PREVIOUS_KEY, timestamp, &r.body)]);
-        assert!(verifies_with(r, KEY), "a receiver with the new key refused");
-        assert!(verifies_with(r, PREVIOUS_KEY), "a receiver with the old key refused");
-        assert!(!verifies_with(r, "another-key"), "a receiver with an unrelated key accepted");
+        assert_eq!(header(r, "webhook-signature").split(' ').count(), 2);
+        assert_eq!(receiver_verdict(r, &new_secret, now()), Ok(()), "a receiver with the new secret refused");
+        assert_eq!(receiver_verdict(r, &alice, now()), Ok(()), "a receiver with the old secret refused");
+        assert_eq!(receiver_verdict(r, &bob, now()), Err(VerifyError::NoMatch));
     }
+    assert_ne!(header(&received[0], "webhook-id"), header(&received[1], "webhook-id"));
+    assert!(header(&received[1], "webhook-id").starts_with(&format!("msg_{id}_2_")));
+}
+
+#[tokio::test]
+async fn an_owner_without_a_secret_is_told_how_to_get_one_and_nothing_is_sent() {
+    let (receiver, addr) = Receiver::start(&[]).await;
+    let setup = Setup::new(true).await;
+    let id = setup.enqueue_for(CAROL, json!({"url": format!("http://{addr}/hook")}), 5).await;
+    let task = setup.finished(id, TaskStatus::Failed).await;
+    setup.shutdown().await;
+    assert_eq!(task.attempts, 1);
+    assert!(task.last_error.as_deref().unwrap().contains("POST /api/v1/webhook-secrets"), "{:?}", task.last_error);
+    assert_eq!(receiver.count(), 0);
 }
 
 #[tokio::test]
@@ -270,7 +299,7 @@ async fn private_targets_are_refused_unless_allowed() {
         let id = setup.enqueue(json!({ "url": url }), 5).await;
         let task = setup.finished(id, TaskStatus::Failed).await;
         assert_eq!(task.attempts, 1, "{url}");
-        assert!(task.last_error.as_deref().unwrap().contains("non-public address"), "{url}: {:?}", task.last_error);
+        assert!(task.last_error.as_deref().unwrap().contains("not a public address"), "{url}: {:?}", task.last_error);
     }
     setup.shutdown().await;
     assert_eq!(receiver.count(), 0, "a refused webhook reached the receiver");

@@ -5,6 +5,7 @@ pub mod health;
 pub mod live;
 pub mod session;
 pub mod tasks;
+pub mod webhook_secrets;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -61,7 +62,11 @@ pub fn router(state: AppState) -> Router {
         .merge(tasks::router(bulk_limit))
         .nest(
             "/api/v1",
-            tasks::router(bulk_limit).merge(accounts::router()).merge(session::router()).merge(live::router()),
+            tasks::router(bulk_limit)
+                .merge(accounts::router())
+                .merge(session::router())
+                .merge(live::router())
+                .merge(webhook_secrets::router()),
         )
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authenticate));
     Router::new()

@@ -6,3 +6,4 @@ mod helpers;
 mod lifecycle;
 mod tasks;
 mod web;
+mod webhook_secrets;

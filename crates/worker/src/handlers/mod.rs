@@ -9,22 +9,25 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flowforge_queue::{Handler, HandlerError, Registry, TaskContext};
+use flowforge_webhooks::SecretStore;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-pub use webhook::{sign, Webhook};
+pub use webhook::Webhook;
 
 use crate::config::HandlerSettings;
 
-/// Every built-in handler, keyed by kind. `panic` and `fill_scratch` only with `chaos_handlers`.
-pub fn registry(settings: &HandlerSettings) -> Registry {
+/// Every built-in handler, keyed by kind. `panic` and `fill_scratch` only with
+/// `chaos_handlers`. Webhooks are signed with secrets read from `db`.
+pub fn registry(settings: &HandlerSettings, db: sqlx::PgPool) -> Registry {
+    let secrets = SecretStore::new(db, settings.webhook.deployment_keys());
     let registry = Registry::new()
         .register("noop", Noop)
         .register("echo", Echo)
         .register("sleep", Sleep)
         .register("fail", Fail)
-        .register("webhook", Webhook::new(&settings.webhook));
+        .register("webhook", Webhook::new(&settings.webhook, secrets));
     if settings.chaos_handlers {
         registry.register("panic", Panic).register("fill_scratch", FillScratch::new(std::env::temp_dir()))
     } else {
@@ -192,6 +195,7 @@ pub(crate) mod tests {
             payload,
             attempt,
             max_attempts: 3,
+            owner_id: Some(1),
             request_id: None,
             trace_id: None,
             cancelled: CancellationToken::new(),
@@ -241,23 +245,28 @@ pub(crate) mod tests {
         permanent_error(Fail.run(context("fail", json!({"fail_attempts": "two"}), 1)).await);
     }
 
-    #[test]
-    fn panic_handler_only_with_chaos_enabled() {
+    #[tokio::test]
+    async fn panic_handler_only_with_chaos_enabled() {
         let mut settings = HandlerSettings {
             webhook: crate::config::WebhookSettings {
-                signing_key: flowforge_platform::Secret::new("k"),
-                previous_signing_key: None,
+                secrets_keys: flowforge_webhooks::DeploymentKeySettings {
+                    current: flowforge_platform::Secret::new("k"),
+                    previous: None,
+                },
                 timeout: Duration::from_secs(1),
                 allow_private: false,
+                allowed_ports: None,
             },
             chaos_handlers: false,
         };
-        let mut kinds: Vec<String> = registry(&settings).kinds().map(String::from).collect();
+        // Never connected: registering reads nothing.
+        let db = sqlx::PgPool::connect_lazy("postgres://nowhere.invalid/x").unwrap();
+        let mut kinds: Vec<String> = registry(&settings, db.clone()).kinds().map(String::from).collect();
         kinds.sort();
         assert_eq!(kinds, ["echo", "fail", "noop", "sleep", "webhook"]);
         settings.chaos_handlers = true;
-        assert!(registry(&settings).get("panic").is_some());
-        assert!(registry(&settings).get("fill_scratch").is_some());
+        assert!(registry(&settings, db.clone()).get("panic").is_some());
+        assert!(registry(&settings, db).get("fill_scratch").is_some());
     }
 
     #[tokio::test]

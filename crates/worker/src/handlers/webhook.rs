@@ -1,15 +1,10 @@
 //! `webhook`: delivers a signed JSON request to a URL the task names.
 //!
-//! Each request carries `X-FlowForge-Timestamp` (unix seconds) and `X-FlowForge-Signature`,
-//! one or more `sha256=HEX(HMAC-SHA256(key, "{timestamp}.{body}"))` values separated by
-//! `", "`. Usually there is one. While the signing key is being rotated
-//! (`FLOWFORGE_WEBHOOK_SIGNING_KEY_PREVIOUS` set) there are two, the current key's first:
-//! `sha256=NEW, sha256=OLD`.
-//!
-//! Receivers split the header on `", "` and accept the request if any `sha256=` value
-//! equals their own HMAC of `"{timestamp}.{body}"` (compared in constant time), ignoring
-//! values with another scheme; and they reject old timestamps to stop replays. A receiver
-//! so written keeps accepting through a rotation whichever of the two keys it holds.
+//! Signed as [Standard Webhooks](https://www.standardwebhooks.com/) specifies, with the
+//! secret of the user who created the task (`POST /api/v1/webhook-secrets`): headers
+//! `webhook-id` (unique per attempt, naming the task and attempt), `webhook-timestamp`
+//! and `webhook-signature` (`v1,<base64>`, two space-separated while the user's secret is
+//! being rotated). See `flowforge_webhooks` for the scheme, and docs/api.md for receivers.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,9 +12,8 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use flowforge_platform::Secret;
 use flowforge_queue::{Handler, HandlerError, TaskContext};
-use hmac::{Hmac, Mac};
+use flowforge_webhooks::{Delivery, SecretStore, StoreError, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING,
@@ -27,7 +21,6 @@ use reqwest::header::{
 use reqwest::{redirect, Client, Method, Response, StatusCode, Url};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 use super::payload;
 use crate::config::WebhookSettings;
@@ -39,44 +32,45 @@ const MAX_RESPONSE_BYTES: usize = 4096;
 /// would contradict the body or the connection.
 const FRAMING_HEADERS: [HeaderName; 4] = [CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION, HOST];
 
-/// One `X-FlowForge-Signature` value (`sha256=…`) for a request body sent at `timestamp`
-/// (unix seconds) and signed with `key`.
-pub fn sign(key: &str, timestamp: u64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes keys of any length");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
 pub struct Webhook {
     client: Client,
-    /// The current key, then the previous one while a rotation is under way.
-    signing_keys: Vec<Secret>,
-    allow_private: bool,
+    secrets: SecretStore,
+    guard: Option<Arc<TargetGuard>>,
+    allowed_ports: Option<Vec<u16>>,
 }
 
 impl Webhook {
-    pub fn new(settings: &WebhookSettings) -> Self {
+    pub fn new(settings: &WebhookSettings, secrets: SecretStore) -> Self {
         // Redirects are not followed: a receiver could otherwise bounce the request (and
         // its signature) anywhere, including addresses the SSRF guard refuses.
         // No proxy: a proxy would resolve the target itself, out of the SSRF guard's sight.
         let mut builder = Client::builder().timeout(settings.timeout).redirect(redirect::Policy::none()).no_proxy();
-        if !settings.allow_private {
-            builder = builder.dns_resolver(Arc::new(PublicOnly));
+        let guard = (!settings.allow_private).then(|| Arc::new(TargetGuard::with_own_addresses()));
+        if let Some(guard) = &guard {
+            builder = builder.dns_resolver(guard.clone());
         }
         Webhook {
             client: builder.build().expect("a rustls client with these options always builds"),
-            signing_keys: settings.signing_keys(),
-            allow_private: settings.allow_private,
+            secrets,
+            guard,
+            allowed_ports: settings.allowed_ports.clone(),
         }
     }
 
-    /// The `X-FlowForge-Signature` header: one signature per key, current key first,
-    /// separated by `", "`.
-    fn signature(&self, timestamp: u64, body: &[u8]) -> HeaderValue {
-        let signatures: Vec<String> = self.signing_keys.iter().map(|k| sign(k.expose(), timestamp, body)).collect();
-        HeaderValue::try_from(signatures.join(", ")).expect("hex is a valid header value")
+    /// The signing secrets of the task's owner, current first.
+    async fn secrets_for(&self, ctx: &TaskContext) -> Result<Vec<flowforge_webhooks::SigningSecret>, HandlerError> {
+        let owner = ctx.owner_id.ok_or_else(|| permanent("the task has no owner whose secret could sign it"))?;
+        let secrets = self.secrets.signing_secrets(owner).await.map_err(|e| match e {
+            // An operator retired the deployment key too early; fixing it lets the retry through.
+            StoreError::UnknownKey => HandlerError::Retryable(format!("webhook: {e}")),
+            StoreError::Database(e) => HandlerError::Retryable(format!("webhook: reading the signing secret: {e}")),
+        })?;
+        if secrets.is_empty() {
+            return Err(permanent(
+                "you have no webhook signing secret yet: create one (POST /api/v1/webhook-secrets), then retry the task",
+            ));
+        }
+        Ok(secrets)
     }
 }
 
@@ -119,23 +113,34 @@ impl Handler for Webhook {
             let value = HeaderValue::try_from(value).map_err(|e| permanent(format!("header {name}: {e}")))?;
             headers.insert(name, value);
         }
-        if !self.allow_private {
+        let port = url.port_or_known_default().unwrap_or_default();
+        if let Some(allowed) = self.allowed_ports.as_ref().filter(|p| !p.contains(&port)) {
+            return Err(permanent(format!(
+                "port {port} is not allowed (allowed: {allowed:?}; see FLOWFORGE_WEBHOOK_ALLOWED_PORTS)"
+            )));
+        }
+        if let Some(guard) = &self.guard {
             // Checked here for a clear, permanent error; the client's resolver checks again
             // at connect time, so a DNS answer that changes in between cannot slip through.
             let host = url.host_str().unwrap_or_default();
-            let addrs = resolve(host, url.port_or_known_default().unwrap_or_default())
+            let addrs = resolve(host, port)
                 .await
                 .map_err(|e| HandlerError::Retryable(format!("webhook: cannot resolve {host}: {e}")))?;
-            refuse_private(host, &addrs).map_err(permanent)?;
+            guard.check(host, &addrs).map_err(permanent)?;
         }
+        let secrets = self.secrets_for(&ctx).await?;
         let body = serde_json::to_vec(&request.body).expect("a JSON value always serialises");
-        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
+        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs() as i64;
+        let id = Delivery::id_for(ctx.id, ctx.attempt);
+        let signature = flowforge_webhooks::sign(&secrets, &Delivery { id: &id, timestamp, body: &body });
         // After the task's own headers, so a payload cannot forge these.
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(ID_HEADER, HeaderValue::try_from(id).expect("ascii"));
+        headers.insert(TIMESTAMP_HEADER, HeaderValue::from(timestamp));
+        headers.insert(SIGNATURE_HEADER, HeaderValue::try_from(signature).expect("base64 is a valid header value"));
+        // Unsigned conveniences; `webhook-id` carries both, signed.
         headers.insert("x-flowforge-task-id", HeaderValue::from(ctx.id));
         headers.insert("x-flowforge-attempt", HeaderValue::from(ctx.attempt));
-        headers.insert("x-flowforge-timestamp", HeaderValue::from(timestamp));
-        headers.insert("x-flowforge-signature", self.signature(timestamp, &body));
         // A request id that is not a valid header value is left out rather than failing delivery.
         if let Some(request_id) = ctx.request_id.as_deref().and_then(|id| HeaderValue::from_str(id).ok()) {
             headers.insert("x-request-id", request_id);
@@ -211,14 +216,40 @@ async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
     Ok(tokio::net::lookup_host((host, port)).await?.collect())
 }
 
-/// Refuses a host with any address inside the deployment's own networks.
-fn refuse_private(host: &str, addrs: &[SocketAddr]) -> Result<(), String> {
-    match addrs.iter().find(|a| !is_public(a.ip())) {
-        Some(a) => Err(format!(
-            "refusing {host}: it resolves to the non-public address {} (set FLOWFORGE_WEBHOOK_ALLOW_PRIVATE to allow)",
-            a.ip()
-        )),
-        None => Ok(()),
+/// Which targets a webhook may reach: public addresses only, and none of this machine's
+/// own (a public address of the host would reach its services from outside the
+/// containers' networks).
+struct TargetGuard {
+    own: Vec<IpAddr>,
+}
+
+impl TargetGuard {
+    fn with_own_addresses() -> TargetGuard {
+        let own = nix::ifaddrs::getifaddrs()
+            .map(|addrs| {
+                addrs
+                    .filter_map(|a| a.address)
+                    .filter_map(|a| {
+                        a.as_sockaddr_in()
+                            .map(|v4| IpAddr::V4(v4.ip()))
+                            .or_else(|| a.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        TargetGuard { own }
+    }
+
+    /// Refuses a host with any address that is not public or is ours. The message names
+    /// neither the address nor which rule refused it: the task's author sees it, and
+    /// must not learn the layout of the networks behind the worker.
+    fn check(&self, host: &str, addrs: &[SocketAddr]) -> Result<(), String> {
+        match addrs.iter().any(|a| !is_public(a.ip()) || self.own.contains(&a.ip().to_canonical())) {
+            true => Err(format!(
+                "refusing {host}: it is not a public address this worker may call (FLOWFORGE_WEBHOOK_ALLOW_PRIVATE allows private ones)"
+            )),
+            false => Ok(()),
+        }
     }
 }
 
@@ -272,13 +303,12 @@ fn is_public(ip: IpAddr) -> bool {
 
 /// The client's resolver when private targets are refused: every connection, not just
 /// the check before it, sees only public addresses.
-struct PublicOnly;
-
-impl Resolve for PublicOnly {
+impl Resolve for TargetGuard {
     fn resolve(&self, name: Name) -> Resolving {
+        let own = self.own.clone();
         Box::pin(async move {
             let addrs = resolve(name.as_str(), 0).await?;
-            refuse_private(name.as_str(), &addrs)?;
+            TargetGuard { own }.check(name.as_str(), &addrs)?;
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })
     }
@@ -288,15 +318,6 @@ impl Resolve for PublicOnly {
 mod tests {
     use super::*;
     use crate::handlers::tests::context;
-
-    #[test]
-    fn signature_is_hmac_sha256_of_timestamp_dot_body() {
-        // Reference value: printf '1700000000.{"a":1}' | openssl dgst -sha256 -hmac key
-        assert_eq!(
-            sign("key", 1_700_000_000, br#"{"a":1}"#),
-            "sha256=a438e398bfafc57e4396bb7fc2304422f0f768e965d073ca313cb52e22e6ad03"
-        );
-    }
 
     #[test]
     fn status_decides_retry_or_not() {
@@ -349,94 +370,39 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_client_resolver_refuses_private_answers() {
-        let refused = PublicOnly.resolve("localhost".parse().unwrap()).await.err().expect("localhost refused");
-        assert!(refused.to_string().contains("non-public"), "{refused}");
-    }
-
-    /// A local receiver that records the headers and body of every request it gets.
-    async fn receiver() -> (Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, axum::body::Bytes)>>>, SocketAddr) {
-        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let record = received.clone();
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
-                record.lock().unwrap().push((headers, body));
-                "received"
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (received, addr)
-    }
-
-    /// Delivers one request to a local receiver with these keys; returns the timestamp,
-    /// body and the `X-FlowForge-Signature` values it got.
-    async fn deliver(key: &str, previous: Option<&str>) -> (u64, Vec<u8>, Vec<String>) {
-        let (received, addr) = receiver().await;
-        let webhook = Webhook::new(&WebhookSettings {
-            signing_key: Secret::new(key),
-            previous_signing_key: previous.map(Secret::new),
-            timeout: std::time::Duration::from_secs(5),
-            allow_private: true,
-        });
-        let payload = json!({"url": format!("http://{addr}/hook"), "body": {"order": 42}});
-        let result = webhook.run(context("webhook", payload, 1)).await.unwrap();
-        assert_eq!(result, json!({"status": 200, "body": "received"}));
-        let (headers, body) = received.lock().unwrap().pop().expect("the receiver got the request");
-        let timestamp = headers["x-flowforge-timestamp"].to_str().unwrap().parse().unwrap();
-        let signatures =
-            headers.get_all("x-flowforge-signature").iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>();
-        assert_eq!(signatures.len(), 1, "one header, however many signatures: {signatures:?}");
-        (timestamp, body.to_vec(), signatures[0].split(", ").map(String::from).collect())
-    }
-
-    /// What a receiver holding `key` does: accept if any `sha256=` value matches.
-    fn receiver_accepts(signatures: &[String], key: &str, timestamp: u64, body: &[u8]) -> bool {
-        let ours = sign(key, timestamp, body);
-        let ours = ours.strip_prefix("sha256=").unwrap();
-        signatures.iter().filter_map(|s| s.strip_prefix("sha256=")).any(|theirs| theirs == ours)
-    }
-
-    #[tokio::test]
-    async fn during_a_rotation_both_keys_sign_the_request_current_first() {
-        let (timestamp, body, signatures) = deliver("new-key", Some("old-key")).await;
-        assert_eq!(signatures, [sign("new-key", timestamp, &body), sign("old-key", timestamp, &body)]);
-        assert!(receiver_accepts(&signatures, "new-key", timestamp, &body), "a receiver with the new key refused");
-        assert!(receiver_accepts(&signatures, "old-key", timestamp, &body), "a receiver with the old key refused");
-        assert!(!receiver_accepts(&signatures, "other-key", timestamp, &body), "any key verified");
-    }
-
-    #[tokio::test]
-    async fn without_a_previous_key_there_is_exactly_one_signature() {
-        let (timestamp, body, signatures) = deliver("new-key", None).await;
-        assert_eq!(signatures, [sign("new-key", timestamp, &body)]);
-        assert!(!receiver_accepts(&signatures, "old-key", timestamp, &body));
-    }
-
-    #[tokio::test]
-    async fn a_previous_key_equal_to_the_current_one_signs_once() {
-        let (timestamp, body, signatures) = deliver("same-key", Some("same-key")).await;
-        assert_eq!(signatures, [sign("same-key", timestamp, &body)]);
+    async fn the_client_resolver_refuses_private_answers_and_our_own() {
+        let refused = TargetGuard { own: vec![] }.resolve("localhost".parse().unwrap()).await.err().unwrap();
+        assert!(refused.to_string().contains("not a public address"), "{refused}");
+        assert!(!refused.to_string().contains("127.0.0.1"), "the address leaked: {refused}");
+        let ours = TargetGuard { own: vec!["8.8.8.8".parse().unwrap()] };
+        assert!(ours.check("us", &["8.8.8.8:443".parse().unwrap()]).is_err());
+        assert!(ours.check("them", &["8.8.4.4:443".parse().unwrap()]).is_ok());
     }
 
     #[tokio::test]
     async fn bad_payloads_fail_permanently() {
-        let webhook = Webhook::new(&WebhookSettings {
-            signing_key: Secret::new("k"),
-            previous_signing_key: None,
+        // Never connected: every payload here is refused before a secret is read.
+        let db = sqlx::PgPool::connect_lazy("postgres://nowhere.invalid/x").unwrap();
+        let settings = WebhookSettings {
+            secrets_keys: flowforge_webhooks::DeploymentKeySettings {
+                current: flowforge_platform::Secret::new("k"),
+                previous: None,
+            },
             timeout: std::time::Duration::from_secs(1),
             allow_private: false,
-        });
+            allowed_ports: Some(vec![80, 443]),
+        };
+        let webhook = Webhook::new(&settings, SecretStore::new(db, settings.deployment_keys()));
         for (payload, expected) in [
             (json!({}), "url"),
             (json!({"url": "not a url"}), "invalid url"),
             (json!({"url": "ftp://example.com/x"}), "http or https"),
             (json!({"url": "file:///etc/passwd"}), "http or https"),
-            (json!({"url": "http://127.0.0.1:1/x"}), "non-public"),
-            (json!({"url": "http://[::1]:1/x"}), "non-public"),
-            (json!({"url": "http://localhost:1/x"}), "non-public"),
+            (json!({"url": "http://127.0.0.1/x"}), "not a public address"),
+            (json!({"url": "http://[::1]/x"}), "not a public address"),
+            (json!({"url": "http://localhost/x"}), "not a public address"),
+            (json!({"url": "http://postgres:5432/"}), "port 5432 is not allowed"),
+            (json!({"url": "https://example.com:8443/"}), "port 8443 is not allowed"),
             (json!({"url": "https://example.com", "method": "GET"}), "unknown variant"),
             (json!({"url": "https://example.com", "headers": {"bad header": "x"}}), "header"),
             (json!({"url": "https://example.com", "headers": {"Content-Length": "1"}}), "set by the worker"),
