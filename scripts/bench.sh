@@ -20,7 +20,8 @@ cargo build --release --locked -p flowforge-cli
 services_dir="${TMPDIR:-/tmp}/flowforge-bench-$$"
 trap 'stop_services; rm -rf "$services_dir"' EXIT
 start_services "$services_dir"
-export FLOWFORGE_DATABASE_URL=$FLOWFORGE_TEST_DATABASE_URL
+# A private server on loopback, without TLS: the dev profile allows that.
+export FLOWFORGE_PROFILE=dev FLOWFORGE_DATABASE_URL=$FLOWFORGE_TEST_DATABASE_URL
 flowforge=target/release/flowforge
 
 { uname -srm; nproc; grep -m1 'model name' /proc/cpuinfo || true; free -g | sed -n 2p; } >"$out/machine.txt"

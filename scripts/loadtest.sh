@@ -54,7 +54,8 @@ idle_rss() {
 step "the stack, rate limit out of the way"
 # Eight changes in flight per replica instead of one per connection: bursts get quick
 # answers (docs/benchmarks.md, configuration.md).
-FLOWFORGE_RATE_LIMIT_PER_MINUTE=1000000000 FLOWFORGE_WRITE_CONCURRENCY=8 scripts/stack.sh up >"$out/stack-up.log" 2>&1
+FLOWFORGE_RATE_LIMIT_PER_MINUTE=1000000000 FLOWFORGE_WRITE_CONCURRENCY=8 FLOWFORGE_PROXY_MAX_CONNECTIONS_PER_SOURCE=100000 \
+    scripts/stack.sh up >"$out/stack-up.log" 2>&1
 sleep 10
 idle_rss "started, before any load"
 token_file="$out/token"

@@ -22,7 +22,7 @@ check() { local what=$1; shift; if "$@"; then ok "$what"; else fail "$what"; fi;
 
 cleanup() {
     scripts/stack.sh down --purge >/dev/null 2>&1 || true
-    rm -rf "${drill:-/nonexistent}" "${drill_dir:-/nonexistent}" "${load_dir:-/nonexistent}" "$FLOWFORGE_SECRETS"
+    rm -rf "${drill:-/nonexistent}" "${drill_dir:-/nonexistent}" "${abuse_dir:-/nonexistent}" "${load_dir:-/nonexistent}" "$FLOWFORGE_SECRETS"
 }
 trap cleanup EXIT
 
@@ -50,6 +50,9 @@ services:
   worker:
     environment:
       FLOWFORGE_CHAOS_HANDLERS: "true"
+  api:
+    environment:
+      FLOWFORGE_AUTH_FAILURES_PER_MINUTE: "10"
 YAML
 chmod -R a+rX "$drill"
 export COMPOSE_FILE="compose.yaml:$drill/compose.system-test.yaml"
@@ -88,7 +91,7 @@ secrets_leak() {
     # One value per file (rotated files have no final newline), and the passwords inside
     # the connection strings.
     values=()
-    for f in "$FLOWFORGE_SECRETS"/*password* "$FLOWFORGE_SECRETS"/webhook_signing_key* "$FLOWFORGE_SECRETS"/backup_cipher_pass; do
+    for f in "$FLOWFORGE_SECRETS"/*password* "$FLOWFORGE_SECRETS"/webhook_secrets_key* "$FLOWFORGE_SECRETS"/backup_cipher_pass; do
         value=$(<"$f")
         [ -n "$value" ] && values+=("$value")
     done
@@ -342,6 +345,10 @@ reach_host() { docker run --rm --network "${COMPOSE_PROJECT_NAME}_$1" debian:boo
 check "from the edge network the host's published port answers (control)" reach_host edge "$host_ip"
 host_blocked() { ! reach_host data "$host_ip" && ! reach_host data "$gateway"; }
 check "from the data network the host ($host_ip, gateway $gateway) does not answer" host_blocked
+
+# --- abuse from one address ----------------------------------------------------------
+# shellcheck source=tests/stack/abuse.sh
+source tests/stack/abuse.sh
 
 # --- the dev override: host-built binaries, reload after a change ---------------------
 scripts/stack.sh down --purge >/dev/null 2>&1

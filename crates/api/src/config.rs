@@ -1,11 +1,15 @@
 //! The api service's settings (all `FLOWFORGE_*`, see docs/configuration.md).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use flowforge_platform::config::{ConfigError, Profile, Secret, Source};
 use flowforge_platform::db::DatabaseSettings;
 use flowforge_platform::telemetry::TelemetrySettings;
+use flowforge_webhooks::DeploymentKeySettings;
+
+use crate::client_addr::TrustedProxies;
 
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
@@ -28,8 +32,11 @@ pub struct ApiSettings {
     /// How long a state-changing request waits for its turn before it is refused with
     /// 429 (`overloaded`).
     pub write_queue_timeout: Duration,
-    /// Take the client address from `X-Forwarded-For` (only behind our own proxy).
-    pub trust_proxy: bool,
+    /// Refused credentials (and sign-ins) per client address per minute; past it, that
+    /// address gets 429 before any lookup. 0 turns the limit off.
+    pub auth_failures_per_minute: u32,
+    /// Peers whose `X-Forwarded-For` names the client (see [`TrustedProxies`]).
+    pub trusted_proxies: Arc<TrustedProxies>,
     /// After SIGTERM: how long to report not-ready before closing, so load balancers
     /// stop sending traffic first.
     pub shutdown_delay: Duration,
@@ -41,6 +48,8 @@ pub struct ApiSettings {
     pub audit_retention: Duration,
     /// How long a web UI session lasts after signing in.
     pub session_ttl: Duration,
+    /// The deployment key that seals each user's webhook signing secret.
+    pub webhook_keys: DeploymentKeySettings,
     /// Prometheus (with any route prefix), read by the operations view; none turns it off.
     pub prometheus_url: Option<String>,
 }
@@ -68,7 +77,14 @@ impl ApiSettings {
         let pool_size = database.as_ref().map_or(1, |d| d.max_connections as usize);
         let write_concurrency = s.parse_or("WRITE_CONCURRENCY", pool_size);
         let write_queue_timeout = s.duration_or("WRITE_QUEUE_TIMEOUT", Duration::from_millis(100));
-        let trust_proxy = s.parse_or("TRUST_PROXY", false);
+        let auth_failures_per_minute = s.parse_or("AUTH_FAILURES_PER_MINUTE", 30u32);
+        let trusted_proxies = match TrustedProxies::parse(&s.parse_or("TRUSTED_PROXIES", String::new())) {
+            Ok(p) => p,
+            Err(e) => {
+                s.problem(format!("FLOWFORGE_TRUSTED_PROXIES: {e}"));
+                TrustedProxies::default()
+            }
+        };
         let default_delay = if profile.is_dev() { Duration::ZERO } else { Duration::from_secs(5) };
         let shutdown_delay = s.duration_or("SHUTDOWN_DELAY", default_delay);
         let max_body_bytes = s.parse_or("MAX_BODY_BYTES", 1024 * 1024usize);
@@ -76,6 +92,7 @@ impl ApiSettings {
         let idempotency_key_ttl = s.duration_or("IDEMPOTENCY_KEY_TTL", Duration::from_secs(24 * 3600));
         let audit_retention = s.duration_or("AUDIT_RETENTION", Duration::from_secs(90 * 24 * 3600));
         let session_ttl = s.duration_or("SESSION_TTL", Duration::from_secs(8 * 3600));
+        let webhook_keys = DeploymentKeySettings::from_source(&mut s);
         let prometheus_url: Option<String> = s.parse_or("PROMETHEUS_URL", String::new()).into();
         let prometheus_url = prometheus_url.filter(|u| !u.is_empty());
         if prometheus_url.as_deref().is_some_and(|u| !u.starts_with("http://") && !u.starts_with("https://")) {
@@ -112,13 +129,15 @@ impl ApiSettings {
             rate_limit_per_minute,
             write_concurrency,
             write_queue_timeout,
-            trust_proxy,
+            auth_failures_per_minute,
+            trusted_proxies: Arc::new(trusted_proxies),
             shutdown_delay,
             max_body_bytes,
             bulk_max_tasks,
             idempotency_key_ttl,
             audit_retention,
             session_ttl,
+            webhook_keys: webhook_keys.expect("checked by finish"),
             prometheus_url,
         })
     }

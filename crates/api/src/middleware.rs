@@ -3,14 +3,15 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, MatchedPath, OriginalUri, Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use rand::RngCore;
 use tracing::Instrument;
 
 use crate::accounts::{self, Caller};
+use crate::audit::{AuditRecord, Audited, Outcome};
 use crate::error::ApiError;
 use crate::rate_limit::Decision;
 use crate::state::AppState;
@@ -116,21 +117,11 @@ pub async fn observe(State(state): State<AppState>, req: Request, next: Next) ->
 /// A read slower than this is logged like a change.
 const SLOW_REQUEST: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// The client's address: the proxy's `X-Forwarded-For` when trusted, else the peer.
+/// The client's address: the peer, or what a trusted proxy says it saw.
 fn client_ip(state: &AppState, req: &Request) -> Option<String> {
-    if state.settings.trust_proxy {
-        if let Some(ip) = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-        {
-            return Some(ip);
-        }
-    }
-    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string())
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    let forwarded = req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+    Some(state.settings.trusted_proxies.client_ip(peer, forwarded).to_string())
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -152,7 +143,7 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 const CSRF_HEADER: HeaderName = HeaderName::from_static("x-csrf-token");
 
-fn changes_state(method: &Method) -> bool {
+pub fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
@@ -183,16 +174,33 @@ async fn identify(state: &AppState, req: &mut Request) -> Result<Caller, ApiErro
 }
 
 /// Authenticates the caller, applies their rate limit, and writes the audit record of
-/// every state-changing request, refused ones included.
+/// every state-changing request, refused ones included. An address that keeps sending
+/// bad credentials is refused before they are looked up.
 pub async fn authenticate(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let caller = identify(&state, &mut req).await;
-    let audit = AuditRecord::of(&state, &req);
+    let ip = client_ip(&state, &req);
+    let audit = AuditRecord::of(&req, ip.clone());
     if let Some(record) = &audit {
         // A handler may write it in its own transaction (see `AuditRecord::write_on`).
         req.extensions_mut().insert(record.clone());
     }
+    let failures = format!("refused:{}", ip.as_deref().unwrap_or_default());
+    let caller = match state.auth_failures.exhausted(&failures) {
+        // Still served: a token this replica checked a moment ago costs no lookup.
+        Some(Decision::Limited { retry_after, .. }) => {
+            cached_caller(&state, &req).ok_or_else(|| ApiError::RateLimited { retry_after })
+        }
+        _ => identify(&state, &mut req).await,
+    };
     let (caller, response) = match caller {
-        Err(e) => (None, e.into_response()),
+        Err(e) => {
+            if matches!(e, ApiError::Unauthorized(_)) {
+                state.auth_failures.count(&failures);
+            }
+            if matches!(e, ApiError::RateLimited { .. }) {
+                state.metrics.rate_limited.inc();
+            }
+            (None, e.into_response())
+        }
         Ok(caller) => match state.limiter.check(&format!("user:{}", caller.user_id)) {
             Decision::Limited { limit, retry_after } => {
                 let mut r = rate_limited(&state, retry_after);
@@ -225,135 +233,36 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     response
 }
 
+/// The caller of a bearer token this replica has checked recently, without a lookup.
+fn cached_caller(state: &AppState, req: &Request) -> Option<Caller> {
+    accounts::cached(&state.tokens, bearer(req.headers())?)
+}
+
 fn rate_limited(state: &AppState, retry_after: u64) -> Response {
     state.metrics.rate_limited.inc();
     ApiError::RateLimited { retry_after }.into_response()
 }
 
-/// For the routes that take no credentials but change state (signing in): a rate limit
-/// per client address, so secrets cannot be guessed at speed, and the audit record, naming
-/// the user the handler reports in its response's extensions.
+/// For the routes that take no credentials but change state (signing in): refused
+/// attempts count against the client address like bad credentials elsewhere, so secrets
+/// cannot be guessed at speed; and the audit record, naming the user the handler reports
+/// in its response's extensions.
 pub async fn public_change(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let audit = AuditRecord::of(&state, &req);
-    let subject = format!("ip:{}", client_ip(&state, &req).unwrap_or_default());
-    let response = match state.limiter.check(&subject) {
-        Decision::Limited { retry_after, .. } => rate_limited(&state, retry_after),
+    let ip = client_ip(&state, &req);
+    let audit = AuditRecord::of(&req, ip.clone());
+    let failures = format!("refused:{}", ip.unwrap_or_default());
+    let response = match state.auth_failures.exhausted(&failures) {
+        Some(Decision::Limited { retry_after, .. }) => rate_limited(&state, retry_after),
         _ => next.run(req).await,
     };
+    if response.status() == StatusCode::UNAUTHORIZED {
+        state.auth_failures.count(&failures);
+    }
     if let Some(record) = audit {
         let caller = response.extensions().get::<Caller>().cloned();
         record.finish(&state, caller, Outcome::of(&response)).await;
     }
     response
-}
-
-/// How a request ended, for its audit record: the status and the object its handler
-/// named (`AuditTarget`).
-struct Outcome {
-    target: Option<String>,
-    status: u16,
-}
-
-impl Outcome {
-    fn of(response: &Response) -> Outcome {
-        let target = response.extensions().get::<AuditTarget>().map(|t| t.0.clone());
-        Outcome { target, status: response.status().as_u16() }
-    }
-}
-
-/// On a response whose audit record its handler wrote already.
-#[derive(Debug, Clone, Copy)]
-pub struct Audited;
-
-/// What the audit log records of a state-changing request.
-#[derive(Debug, Clone)]
-pub struct AuditRecord {
-    method: String,
-    route: String,
-    path: String,
-    request_id: Option<String>,
-    client_ip: Option<String>,
-    user_agent: Option<String>,
-}
-
-impl AuditRecord {
-    /// The record of `req`, if it is one that changes state.
-    fn of(state: &AppState, req: &Request) -> Option<AuditRecord> {
-        changes_state(req.method()).then(|| AuditRecord {
-            method: req.method().to_string(),
-            route: req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default(),
-            // Inside a nested router the URI lost its prefix; the original has it.
-            path: req.extensions().get::<OriginalUri>().map_or(req.uri(), |o| &o.0).path().to_owned(),
-            request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
-            client_ip: client_ip(state, req),
-            user_agent: req
-                .headers()
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|s| s.chars().take(256).collect()),
-        })
-    }
-
-    /// Writes the record before the answer goes out, except after a 503: the database was
-    /// unreachable a moment ago, and waiting for the pool again would hold back (by the
-    /// acquire timeout) an answer that tells the client to retry. That record is written in
-    /// the background instead.
-    async fn finish(self, state: &AppState, caller: Option<Caller>, outcome: Outcome) {
-        if outcome.status == 503 {
-            let state = state.clone();
-            tokio::spawn(async move { self.write(&state, caller.as_ref(), outcome).await });
-        } else {
-            self.write(state, caller.as_ref(), outcome).await;
-        }
-    }
-
-    /// Writes the record inside the handler's transaction, so the change and its record
-    /// commit together (one commit instead of two on the hot path). The handler then puts
-    /// [`Audited`] on its response; should the transaction fail, the middleware records
-    /// the failed request as usual.
-    pub async fn write_on(
-        &self,
-        conn: &mut sqlx::PgConnection,
-        caller: &Caller,
-        status: u16,
-        target: &str,
-    ) -> sqlx::Result<()> {
-        self.insert(Some(caller), status, Some(target)).execute(conn).await.map(|_| ())
-    }
-
-    fn insert<'q>(
-        &'q self,
-        caller: Option<&Caller>,
-        status: u16,
-        target: Option<&'q str>,
-    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-        sqlx::query(
-            "INSERT INTO audit_log (user_id, token_id, method, route, path, target, status, request_id, client_ip, user_agent)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(caller.map(|c| c.user_id))
-        .bind(caller.map(|c| c.token_id))
-        .bind(&self.method)
-        .bind(&self.route)
-        .bind(&self.path)
-        .bind(target)
-        .bind(status as i16)
-        .bind(&self.request_id)
-        .bind(&self.client_ip)
-        .bind(&self.user_agent)
-    }
-
-    /// Best effort: a lost audit row is logged (with everything it held) but does not
-    /// turn a completed change into an error for the client.
-    async fn write(self, state: &AppState, caller: Option<&Caller>, Outcome { target, status }: Outcome) {
-        let result = self.insert(caller, status, target.as_deref()).execute(&state.db).await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, method = %self.method, path = %self.path, user_id = ?caller.map(|c| c.user_id),
-                            token_id = ?caller.map(|c| c.token_id), target = ?target, status,
-                            request_id = ?self.request_id, client_ip = ?self.client_ip, user_agent = ?self.user_agent,
-                            "audit record not written");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,10 @@
-//! Fixed-window rate limit per subject (a user, or a client address), shared by every api
-//! replica through Redis without a Redis round trip per request.
+//! Rate limit per subject (a user, or a client address) over a sliding minute, shared by
+//! every api replica through Redis without a Redis round trip per request.
+//!
+//! The minute slides as Cloudflare's limiter does: counts are kept per fixed minute, and
+//! a request sees the current minute's count plus the previous minute's, weighted by how
+//! much of it the last 60 s still cover. So a burst across a minute boundary is not
+//! admitted twice over, as it would be with fixed windows.
 //!
 //! Each replica counts its own requests per subject and window, and every
 //! [`SYNC_EVERY`] adds what it counted to the subject's counter in Redis, learning the
@@ -38,6 +43,8 @@ pub enum Decision {
 #[derive(Debug, Default, Clone, Copy)]
 struct Count {
     window: u64,
+    /// What the window before counted (across replicas, as last known).
+    previous: u64,
     /// The total across replicas at the last sync (this replica's synced requests included).
     known_total: u64,
     /// This replica's requests not yet added to Redis.
@@ -56,27 +63,59 @@ impl RateLimiter {
         RateLimiter { redis, per_minute, counts: Arc::default() }
     }
 
+    /// Counts this request against `subject`'s limit, unless it is used up already.
     pub fn check(&self, subject: &str) -> Decision {
-        self.check_at(subject, now_secs())
+        self.check_at(subject, now_secs(), true)
     }
 
-    fn check_at(&self, subject: &str, now: u64) -> Decision {
+    /// Whether `subject` has used up its limit, without counting anything (the caller
+    /// counts with [`RateLimiter::count`] only what turns out to count: a refusal, say).
+    pub fn exhausted(&self, subject: &str) -> Option<Decision> {
+        Some(self.check_at(subject, now_secs(), false)).filter(|d| matches!(d, Decision::Limited { .. }))
+    }
+
+    /// Counts one event against `subject`'s limit.
+    pub fn count(&self, subject: &str) {
+        if self.per_minute > 0 {
+            let window = now_secs() / WINDOW_SECS;
+            self.with_count(subject, window, |c| c.unsynced += 1);
+        }
+    }
+
+    fn with_count<T>(&self, subject: &str, window: u64, f: impl FnOnce(&mut Count) -> T) -> T {
+        let mut counts = self.counts.lock().expect("rate limit counts");
+        let count = counts.entry(subject.to_owned()).or_default();
+        if count.window != window {
+            let previous = if count.window + 1 == window { count.known_total + count.unsynced } else { 0 };
+            *count = Count { window, previous, ..Count::default() };
+        }
+        f(count)
+    }
+
+    fn check_at(&self, subject: &str, now: u64, count_it: bool) -> Decision {
         if self.per_minute == 0 {
             return Decision::Unchecked;
         }
         let (window, reset_secs) = (now / WINDOW_SECS, WINDOW_SECS - now % WINDOW_SECS);
         let limit = self.per_minute;
-        let mut counts = self.counts.lock().expect("rate limit counts");
-        let count = counts.entry(subject.to_owned()).or_default();
-        if count.window != window {
-            *count = Count { window, ..Count::default() };
-        }
-        let seen = count.known_total + count.unsynced;
-        if seen >= u64::from(limit) {
-            return Decision::Limited { limit, retry_after: reset_secs };
-        }
-        count.unsynced += 1;
-        Decision::Allowed { limit, remaining: limit - (seen + 1) as u32, reset_secs }
+        self.with_count(subject, window, |count| {
+            // The part of the previous window the last minute still covers.
+            let current = count.known_total + count.unsynced;
+            let seen = current + count.previous * reset_secs / WINDOW_SECS;
+            if seen >= u64::from(limit) {
+                // Until this window's own count has slid out of the way (at its end), or
+                // enough of the previous window's has.
+                let retry_after = match u64::from(limit).checked_sub(current).filter(|room| *room > 0) {
+                    None => reset_secs + 1,
+                    Some(room) => reset_secs.saturating_sub(room * WINDOW_SECS / count.previous.max(1)).max(1),
+                };
+                return Decision::Limited { limit, retry_after };
+            }
+            if count_it {
+                count.unsynced += 1;
+            }
+            Decision::Allowed { limit, remaining: limit - (seen + u64::from(count_it)) as u32, reset_secs }
+        })
     }
 
     /// Adds this replica's new requests to the shared counters and learns the totals.
@@ -85,7 +124,8 @@ impl RateLimiter {
         let window = now_secs() / WINDOW_SECS;
         let batch: Vec<(String, u64, u64)> = {
             let mut counts = self.counts.lock().expect("rate limit counts");
-            counts.retain(|_, c| c.window == window);
+            // The previous window's counts still weigh on this one.
+            counts.retain(|_, c| c.window + 1 >= window);
             counts.iter().filter(|(_, c)| c.unsynced > 0).map(|(s, c)| (s.clone(), c.window, c.unsynced)).collect()
         };
         if batch.is_empty() {
@@ -144,23 +184,47 @@ mod tests {
         let l = limiter(3);
         let t = 120; // the start of a window
         for remaining in [2, 1, 0] {
-            assert_eq!(l.check_at("u", t + 5), Decision::Allowed { limit: 3, remaining, reset_secs: 55 });
+            assert_eq!(l.check_at("u", t + 5, true), Decision::Allowed { limit: 3, remaining, reset_secs: 55 });
         }
-        assert_eq!(l.check_at("u", t + 5), Decision::Limited { limit: 3, retry_after: 55 });
-        assert!(matches!(l.check_at("other", t + 5), Decision::Allowed { remaining: 2, .. }));
-        assert!(matches!(l.check_at("u", t + 60), Decision::Allowed { remaining: 2, .. }));
-        assert_eq!(limiter(0).check_at("u", t), Decision::Unchecked);
+        assert_eq!(l.check_at("u", t + 5, true), Decision::Limited { limit: 3, retry_after: 56 });
+        assert!(matches!(l.check_at("other", t + 5, true), Decision::Allowed { remaining: 2, .. }));
+        // A minute later the refused request goes through.
+        assert!(matches!(l.check_at("u", t + 5 + 56, true), Decision::Allowed { .. }));
+        assert!(matches!(l.check_at("u", t + 180, true), Decision::Allowed { remaining: 2, .. }));
+        assert_eq!(limiter(0).check_at("u", t, true), Decision::Unchecked);
+    }
+
+    #[test]
+    fn the_minute_slides_so_a_burst_across_a_boundary_is_not_admitted_twice() {
+        let l = limiter(10);
+        let t = 600; // the start of a window
+        for _ in 0..10 {
+            assert!(matches!(l.check_at("u", t + 59, true), Decision::Allowed { .. }));
+        }
+        // Just after the boundary the previous minute still counts almost fully...
+        assert!(matches!(l.check_at("u", t + 60, true), Decision::Limited { .. }));
+        // ...half of it half a minute later...
+        for _ in 0..5 {
+            assert!(matches!(l.check_at("u", t + 90, true), Decision::Allowed { .. }));
+        }
+        let Decision::Limited { retry_after, .. } = l.check_at("u", t + 90, true) else { panic!("admitted") };
+        assert!((1..=31).contains(&retry_after), "{retry_after}");
+        // ...and nothing once a whole minute without requests has passed.
+        assert!(matches!(l.check_at("u", t + 180, true), Decision::Allowed { remaining: 9, .. }));
     }
 
     #[test]
     fn what_other_replicas_counted_counts_here() {
         let l = limiter(10);
         let t = 600;
-        l.check_at("u", t);
+        l.check_at("u", t, true);
         // As a sync would leave it: 8 seen across the replicas, none unsent.
-        l.counts.lock().unwrap().insert("u".into(), Count { window: t / WINDOW_SECS, known_total: 8, unsynced: 0 });
-        assert!(matches!(l.check_at("u", t), Decision::Allowed { remaining: 1, .. }));
-        assert!(matches!(l.check_at("u", t), Decision::Allowed { remaining: 0, .. }));
-        assert!(matches!(l.check_at("u", t), Decision::Limited { .. }));
+        l.counts
+            .lock()
+            .unwrap()
+            .insert("u".into(), Count { window: t / WINDOW_SECS, previous: 0, known_total: 8, unsynced: 0 });
+        assert!(matches!(l.check_at("u", t, true), Decision::Allowed { remaining: 1, .. }));
+        assert!(matches!(l.check_at("u", t, true), Decision::Allowed { remaining: 0, .. }));
+        assert!(matches!(l.check_at("u", t, true), Decision::Limited { .. }));
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::audit::RefusalTally;
 use crate::config::ApiSettings;
 use crate::routes;
 use crate::state::AppState;
@@ -41,6 +42,9 @@ impl Application {
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let cache_recovery = tokio::spawn(settle_cache(state.clone()));
         let rate_limits = tokio::spawn(state.limiter.clone().keep_synced());
+        let auth_failures = tokio::spawn(state.auth_failures.clone().keep_synced());
+        let proxies = tokio::spawn(state.settings.trusted_proxies.clone().keep_resolved());
+        let refusals = tokio::spawn(RefusalTally::keep_writing(state.clone()));
         let depth_stop = tokio_util::sync::CancellationToken::new();
         let feed = tokio::spawn(state.feed.clone().run(state.db.clone(), depth_stop.clone()));
         let depth = tokio::spawn(state.metrics.depth.clone().refresh(
@@ -60,7 +64,10 @@ impl Application {
             .await;
         housekeeping.abort();
         cache_recovery.abort();
-        rate_limits.abort();
+        for task in [rate_limits, auth_failures, proxies, refusals] {
+            task.abort();
+        }
+        state.refusals.write(&state.db).await;
         depth_stop.cancel();
         let _ = tokio::join!(depth, feed);
         state.db.close().await;

@@ -1,11 +1,13 @@
 use std::sync::Arc;
 
 use flowforge_queue::Queue;
+use flowforge_webhooks::SecretStore;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::accounts::TokenCache;
 use crate::admission::WriteGate;
+use crate::audit::RefusalTally;
 use crate::cache::TaskCache;
 use crate::config::ApiSettings;
 use crate::events::TaskFeed;
@@ -25,11 +27,15 @@ pub struct Shared {
     pub redis: Redis,
     pub cache: TaskCache,
     pub limiter: RateLimiter,
+    /// Refused credentials per client address.
+    pub auth_failures: RateLimiter,
+    pub refusals: RefusalTally,
     pub writes: WriteGate,
     pub tokens: Arc<TokenCache>,
     pub metrics: Arc<ApiMetrics>,
     pub feed: TaskFeed,
     pub prometheus: Prometheus,
+    pub webhook_secrets: SecretStore,
     pub settings: Arc<ApiSettings>,
     draining: CancellationToken,
 }
@@ -54,10 +60,13 @@ impl AppState {
             queue: Queue::new(db.clone()),
             cache: TaskCache::new(redis.clone(), settings.cache_ttl, metrics.clone()),
             limiter: RateLimiter::new(redis.clone(), settings.rate_limit_per_minute),
+            auth_failures: RateLimiter::new(redis.clone(), settings.auth_failures_per_minute),
+            refusals: RefusalTally::default(),
             writes: WriteGate::new(settings.write_concurrency, settings.write_queue_timeout),
             tokens: Arc::new(TokenCache::new(settings.auth_cache_ttl)),
             feed: TaskFeed::default(),
             prometheus: Prometheus::new(settings.prometheus_url.as_deref())?,
+            webhook_secrets: SecretStore::new(db.clone(), settings.webhook_keys.keys()),
             redis,
             db,
             metrics,

@@ -146,7 +146,9 @@ impl Source {
                 Err(e) => source.problems.push(format!("{PREFIX}CONFIG_FILE {path}: cannot read: {e}")),
             }
         }
-        source.profile = source.parse_or("PROFILE", Profile::Dev);
+        // Unset means prod: a deployment that forgets the profile gets the safe defaults
+        // (required secrets, TLS to the database, the SSRF guard) rather than dev's.
+        source.profile = source.parse_or("PROFILE", Profile::Prod);
         source
     }
 
@@ -301,7 +303,8 @@ mod tests {
 
     #[test]
     fn dev_profile_supplies_defaults_that_prod_requires() {
-        let mut dev = source(&[]);
+        assert_eq!(source(&[]).profile(), Profile::Prod, "without a profile the safe one");
+        let mut dev = source(&[("PROFILE", "dev")]);
         assert_eq!(
             dev.parse_dev_default("DATABASE_URL", "db", || "postgres://localhost".to_string()).as_deref(),
             Some("postgres://localhost")

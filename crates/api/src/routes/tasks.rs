@@ -17,10 +17,11 @@ use serde_json::json;
 use sqlx::{Postgres, QueryBuilder};
 
 use crate::accounts::Caller;
+use crate::audit::{AuditRecord, Audited};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery, Id};
 use crate::idempotency::{self, IdempotencyKey};
-use crate::middleware::{AuditRecord, AuditTarget, Audited, RequestId, TraceId};
+use crate::middleware::{AuditTarget, RequestId, TraceId};
 use crate::requests::{BulkCreate, CreateTask, Origin, StatusChange, TaskChanges, UpdateTask};
 use crate::routes::{ErrorBody, TaskEnvelope, TaskListEnvelope};
 use crate::state::AppState;

@@ -137,3 +137,28 @@ async fn an_invalidation_missed_during_an_outage_reaches_the_other_replicas_afte
 async fn read_via(app: &TestApp, base: &str, path: &str) -> Value {
     app.client.get(format!("{base}{path}")).bearer_auth(&app.admin).send().await.unwrap().json().await.unwrap()
 }
+
+#[tokio::test]
+async fn with_redis_stopped_limits_still_hold_on_each_replica() {
+    let mut redis = RedisServer::start();
+    let app = TestApp::spawn_with(&[
+        ("REDIS_URL", &redis.url()),
+        ("RATE_LIMIT_PER_MINUTE", "5"),
+        ("AUTH_FAILURES_PER_MINUTE", "3"),
+    ])
+    .await;
+    redis.kill();
+    let erin = app.user("erin").await;
+    let statuses: Vec<u16> = futures::future::join_all((0..7).map(|_| app.get("/tasks", &erin)))
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 2, "{statuses:?}");
+    let mut refused = Vec::new();
+    for _ in 0..5 {
+        refused.push(app.get("/tasks", "ff_guess").await.status().as_u16());
+    }
+    assert_eq!(refused, [401, 401, 401, 429, 429], "the limit failed open without Redis");
+}

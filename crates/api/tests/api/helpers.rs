@@ -1,4 +1,5 @@
 use flowforge_api::accounts::{self, Role};
+use flowforge_api::state::AppState;
 use flowforge_api::{ApiSettings, Application};
 use flowforge_platform::Source;
 use flowforge_testkit::TestDb;
@@ -11,6 +12,8 @@ pub struct TestApp {
     pub db: TestDb,
     pub client: reqwest::Client,
     pub admin: String,
+    /// The running api's state (shared with it).
+    pub state: AppState,
     stop: CancellationToken,
 }
 
@@ -28,13 +31,15 @@ impl TestApp {
     /// Starts the api on port 0 with a fresh database, its own Redis key prefix, and
     /// `overrides` on top of the test defaults.
     pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
-        let db = TestDb::new(&[&flowforge_queue::MIGRATOR, &flowforge_api::MIGRATOR]).await;
+        let db =
+            TestDb::new(&[&flowforge_queue::MIGRATOR, &flowforge_api::MIGRATOR, &flowforge_webhooks::MIGRATOR]).await;
         let app = Application::build(settings(&db, overrides)).await.expect("api builds");
         let base = format!("http://{}", app.local_addr());
+        let state = app.state().clone();
         let stop = CancellationToken::new();
         let stopped = stop.clone();
         tokio::spawn(app.run_until_stopped(async move { stopped.cancelled().await }));
-        let mut test = TestApp { base, db, client: reqwest::Client::new(), admin: String::new(), stop };
+        let mut test = TestApp { base, db, client: reqwest::Client::new(), admin: String::new(), state, stop };
         test.admin = test.token_for("admin", Role::Admin).await;
         test
     }
