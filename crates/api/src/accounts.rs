@@ -65,6 +65,20 @@ impl Caller {
 pub struct IssuedToken {
     pub id: i64,
     pub token: String,
+    /// None: it never expires.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// What a listing shows of a token: never the token or its hash.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub name: String,
+    /// The first characters, to tell tokens apart.
+    pub prefix: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 const TOKEN_PREFIX: &str = "ff_";
@@ -210,18 +224,50 @@ pub async fn ensure_user(db: &PgPool, name: &str, role: Role) -> sqlx::Result<Us
     .await
 }
 
-pub async fn issue_token(db: impl sqlx::PgExecutor<'_>, user_id: i64, name: &str) -> sqlx::Result<IssuedToken> {
+/// Issues a token for `user_id`, valid for `ttl` (None: until revoked).
+pub async fn issue_token(
+    db: impl sqlx::PgExecutor<'_>,
+    user_id: i64,
+    name: &str,
+    ttl: Option<std::time::Duration>,
+) -> sqlx::Result<IssuedToken> {
     let token = format!("{TOKEN_PREFIX}{}", random_secret());
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO api_tokens (user_id, name, token_hash, prefix) VALUES ($1, $2, $3, $4) RETURNING id",
+    let (id, expires_at): (i64, Option<DateTime<Utc>>) = sqlx::query_as(
+        "INSERT INTO api_tokens (user_id, name, token_hash, prefix, expires_at)
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+         RETURNING id, expires_at",
     )
     .bind(user_id)
     .bind(name)
     .bind(hash(&token))
     .bind(&token[..TOKEN_PREFIX.len() + 6])
+    .bind(ttl.map(|t| t.as_secs_f64()))
     .fetch_one(db)
     .await?;
-    Ok(IssuedToken { id, token })
+    Ok(IssuedToken { id, token, expires_at })
+}
+
+/// Tokens of `user_id` that still work (not revoked, not expired).
+pub async fn active_tokens(db: impl sqlx::PgExecutor<'_>, user_id: i64) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM api_tokens
+         WHERE user_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
+    )
+    .bind(user_id)
+    .fetch_one(db)
+    .await
+}
+
+/// The newest `limit` tokens of `user_id`, revoked and expired ones included.
+pub async fn list_tokens(db: &PgPool, user_id: i64, limit: i64) -> sqlx::Result<Vec<TokenInfo>> {
+    sqlx::query_as(
+        "SELECT id, name, prefix, created_at, expires_at, revoked_at FROM api_tokens
+         WHERE user_id = $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(user_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }
 
 /// Revokes a token of `user_id` (or of anyone, for admins). True if one was revoked.

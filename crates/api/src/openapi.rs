@@ -14,7 +14,7 @@ use crate::routes::{accounts, health, live, session, tasks, webhook_secrets};
     paths(
         tasks::create_task, tasks::create_tasks, tasks::list_tasks, tasks::get_task, tasks::replace_task,
         tasks::patch_task, tasks::delete_task, tasks::cancel_task, tasks::retry_task,
-        accounts::me, accounts::create_user, accounts::create_token, accounts::revoke_token,
+        accounts::me, accounts::create_user, accounts::create_token, accounts::list_tokens, accounts::revoke_token,
         session::sign_in, session::current, session::sign_out, live::events, live::ops_metrics,
         webhook_secrets::rotate_secret, webhook_secrets::list_secrets,
         health::health, health::ready, health::metrics,

@@ -89,6 +89,9 @@ enum TokenCommand {
         /// A label to recognise the token by.
         #[arg(long, default_value = "cli")]
         name: String,
+        /// How long it works, e.g. 90d; `never` for a token that works until revoked.
+        #[arg(long, default_value = "90d")]
+        ttl: String,
     },
 }
 
@@ -142,11 +145,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             flowforge_api::migrate(&db).await?;
             eprintln!("migrations applied");
         }
-        Command::Token { command: TokenCommand::Create { user, role, name } } => {
+        Command::Token { command: TokenCommand::Create { user, role, name, ttl } } => {
             accounts::validate_name(&user).map_err(|m| anyhow::anyhow!("--user: {m}"))?;
+            let ttl = match ttl.as_str() {
+                "never" => None,
+                text => Some(text.parse::<HumanDuration>().map_err(|e| anyhow::anyhow!("--ttl: {e}"))?.0),
+            };
             let db = database()?;
             let user = accounts::ensure_user(&db, &user, role).await?;
-            let token = accounts::issue_token(&db, user.id, &name).await?;
+            let token = accounts::issue_token(&db, user.id, &name, ttl).await?;
             eprintln!("token {} for user {} ({:?})", token.id, user.name, user.role);
             println!("{}", token.token);
         }

@@ -96,7 +96,7 @@ async fn check_passes_on_a_live_stack_and_fails_on_a_dead_one() {
 
     let user =
         flowforge_api::accounts::ensure_user(&db.pool, "checker", flowforge_api::accounts::Role::User).await.unwrap();
-    let token = flowforge_api::accounts::issue_token(&db.pool, user.id, "check").await.unwrap();
+    let token = flowforge_api::accounts::issue_token(&db.pool, user.id, "check", None).await.unwrap();
     let token_file = std::env::temp_dir().join(format!("ff-check-token-{}", uuid::Uuid::new_v4()));
     std::fs::write(&token_file, format!("{}\n", token.token)).unwrap();
 

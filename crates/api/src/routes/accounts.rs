@@ -1,5 +1,7 @@
 //! `/api/v1/me`, `/api/v1/users` (admins), `/api/v1/tokens`.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -19,7 +21,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/me", get(me))
         .route("/users", post(create_user))
-        .route("/tokens", post(create_token))
+        .route("/tokens", post(create_token).get(list_tokens))
         .route("/tokens/{id}", delete(revoke_token))
 }
 
@@ -69,7 +71,7 @@ pub async fn create_user(
         }
         Err(e) => return Err(e.into()),
     };
-    let token = accounts::issue_token(&mut *tx, user.id, "initial").await?;
+    let token = accounts::issue_token(&mut *tx, user.id, "initial", state.settings.token_ttl).await?;
     tx.commit().await?;
     Ok(audited(
         StatusCode::CREATED,
@@ -83,11 +85,16 @@ pub async fn create_user(
 pub struct CreateToken {
     /// A label to recognise the token by.
     pub name: Option<String>,
+    /// Seconds until it stops working: at most, and by default, `FLOWFORGE_TOKEN_TTL`.
+    pub ttl_secs: Option<u64>,
 }
 
-/// Issue another token for yourself (shown once).
+/// Issue another token for yourself (shown once). It expires (`expires_at`); a user holds
+/// at most `FLOWFORGE_MAX_TOKENS_PER_USER` working tokens.
 #[utoipa::path(post, path = "/api/v1/tokens", tag = "accounts", request_body = CreateToken,
-    responses((status = 201, description = "The new token")), security(("bearer" = [])))]
+    responses((status = 201, description = "The new token", body = accounts::IssuedToken),
+              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn create_token(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -97,9 +104,40 @@ pub async fn create_token(
     if name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::invalid("name", "at most 100 characters, no control characters"));
     }
-    let token = accounts::issue_token(&state.db, caller.user_id, &name).await?;
+    let longest = state.settings.token_ttl;
+    let ttl = match (body.ttl_secs.map(Duration::from_secs), longest) {
+        (Some(asked), _) if asked < Duration::from_secs(60) => {
+            return Err(ApiError::invalid("ttl_secs", "at least 60"));
+        }
+        (Some(asked), Some(max)) if asked > max => {
+            return Err(ApiError::invalid("ttl_secs", format!("at most {}", max.as_secs())));
+        }
+        (Some(asked), _) => Some(asked),
+        (None, default) => default,
+    };
+    // The user's row is the lock: two requests cannot both take the last place.
+    let mut tx = state.db.begin().await?;
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE").bind(caller.user_id).execute(&mut *tx).await?;
+    let active = accounts::active_tokens(&mut *tx, caller.user_id).await?;
+    let max = state.settings.max_tokens_per_user;
+    if active >= max {
+        return Err(ApiError::conflict(
+            "too_many_tokens",
+            format!("you hold {active} working tokens, the most allowed ({max}); revoke one first"),
+        ));
+    }
+    let token = accounts::issue_token(&mut *tx, caller.user_id, &name, ttl).await?;
+    tx.commit().await?;
     let target = format!("token:{}", token.id);
     Ok(audited(StatusCode::CREATED, json!({ "success": true, "data": token }), target))
+}
+
+/// Your tokens, newest first (at most 100): names, prefixes and dates, never the tokens.
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "accounts",
+    responses((status = 200, description = "Your tokens", body = [accounts::TokenInfo])), security(("bearer" = [])))]
+pub async fn list_tokens(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Response> {
+    let tokens = accounts::list_tokens(&state.db, caller.user_id, 100).await?;
+    Ok(Json(json!({ "success": true, "data": tokens })).into_response())
 }
 
 /// Revoke one of your tokens (admins: anyone's).

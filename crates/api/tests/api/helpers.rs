@@ -52,7 +52,7 @@ impl TestApp {
     /// A token for user `name` (created if needed).
     pub async fn token_for(&self, name: &str, role: Role) -> String {
         let user = accounts::ensure_user(&self.db.pool, name, role).await.unwrap();
-        accounts::issue_token(&self.db.pool, user.id, "test").await.unwrap().token
+        accounts::issue_token(&self.db.pool, user.id, "test", None).await.unwrap().token
     }
 
     pub async fn user(&self, name: &str) -> String {
