@@ -46,6 +46,14 @@ pub struct ApiSettings {
     pub idempotency_key_ttl: Duration,
     /// How long audit records are kept.
     pub audit_retention: Duration,
+    /// How long a new API token works (None: until revoked); also the longest a caller
+    /// may ask for.
+    pub token_ttl: Option<Duration>,
+    /// Working tokens a user may hold at once.
+    pub max_tokens_per_user: i64,
+    /// Event streams open at once on a replica, and per user on a replica.
+    pub max_streams: usize,
+    pub max_streams_per_user: usize,
     /// How long a web UI session lasts after signing in.
     pub session_ttl: Duration,
     /// The deployment key that seals each user's webhook signing secret.
@@ -92,6 +100,13 @@ impl ApiSettings {
         let idempotency_key_ttl = s.duration_or("IDEMPOTENCY_KEY_TTL", Duration::from_secs(24 * 3600));
         let audit_retention = s.duration_or("AUDIT_RETENTION", Duration::from_secs(90 * 24 * 3600));
         let session_ttl = s.duration_or("SESSION_TTL", Duration::from_secs(8 * 3600));
+        let token_ttl = s.parse_or("TOKEN_TTL", TokenTtl(Some(Duration::from_secs(90 * 24 * 3600)))).0;
+        let max_tokens_per_user = s.parse_or("MAX_TOKENS_PER_USER", 20i64);
+        let max_streams = s.parse_or("MAX_STREAMS", 1000usize);
+        let max_streams_per_user = s.parse_or("MAX_STREAMS_PER_USER", 10usize);
+        if max_tokens_per_user < 1 {
+            s.problem("FLOWFORGE_MAX_TOKENS_PER_USER must be at least 1");
+        }
         let webhook_keys = DeploymentKeySettings::from_source(&mut s);
         let prometheus_url: Option<String> = s.parse_or("PROMETHEUS_URL", String::new()).into();
         let prometheus_url = prometheus_url.filter(|u| !u.is_empty());
@@ -137,8 +152,28 @@ impl ApiSettings {
             idempotency_key_ttl,
             audit_retention,
             session_ttl,
+            token_ttl,
+            max_tokens_per_user,
+            max_streams,
+            max_streams_per_user,
             webhook_keys: webhook_keys.expect("checked by finish"),
             prometheus_url,
         })
+    }
+}
+
+/// `FLOWFORGE_TOKEN_TTL`: a duration, or `never`.
+struct TokenTtl(Option<Duration>);
+
+impl std::str::FromStr for TokenTtl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "never" {
+            return Ok(TokenTtl(None));
+        }
+        match s.parse::<flowforge_platform::config::HumanDuration>()?.0 {
+            d if d < Duration::from_secs(60) => Err("must be at least 1m, or never".into()),
+            d => Ok(TokenTtl(Some(d))),
+        }
     }
 }

@@ -47,6 +47,8 @@ pub enum ApiError {
     RateLimited { retry_after: u64 },
     #[error("too many changes in flight; retry in 1 s")]
     Overloaded,
+    #[error("{0}")]
+    TooManyStreams(&'static str),
     #[error("a dependency is unavailable; retry shortly")]
     Unavailable,
     /// Prometheus, which the operations view reads, is not configured or not answering.
@@ -86,6 +88,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
+            ApiError::TooManyStreams(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_streams"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::MetricsUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "metrics_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -111,6 +114,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::TooManyStreams(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             ApiError::Unavailable | ApiError::MetricsUnavailable(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static(UNAVAILABLE_RETRY_AFTER));

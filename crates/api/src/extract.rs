@@ -1,14 +1,23 @@
 //! Extractors whose rejections are [`ApiError`]s, so malformed input always gets the
 //! same JSON error shape.
 
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
-/// `axum::Json` with JSON errors.
+/// `axum::Json` with JSON errors, and a bound on how many values a body may hold: parsed,
+/// each value takes tens of bytes, so a body of tiny values (`[0,0,0,…]`) would cost
+/// many times its size in memory before any field could be checked.
 pub struct ApiJson<T>(pub T);
+
+/// Most JSON values (numbers, strings, arrays, objects…) in one request body: a bulk
+/// creation of 1,000 tasks with ordinary payloads holds far fewer.
+pub const MAX_JSON_VALUES: usize = 200_000;
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
@@ -18,9 +27,56 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType(
+                "expected a request body with Content-Type: application/json".into(),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(JsonRejection::from)?;
+        if json_values_exceed(&bytes, MAX_JSON_VALUES) {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "request body holds more than {MAX_JSON_VALUES} JSON values"
+            )));
+        }
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
         Ok(ApiJson(value))
     }
+}
+
+/// `application/json`, or any `application/…+json`, as axum's `Json` accepts.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// Whether `body` holds more than `max` JSON values, counted without parsing: every value
+/// but the first follows a `,`, `[` or `:` outside strings (an overestimate for empty
+/// arrays, which is harmless).
+fn json_values_exceed(body: &[u8], max: usize) -> bool {
+    let (mut values, mut in_string, mut escaped) = (1usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b',' | b'[' | b':' => {
+                    values += 1;
+                    if values > max {
+                        return true;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    false
 }
 
 /// `axum::extract::Query` with JSON errors.
@@ -55,5 +111,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
                 format!("{raw:?} is not a valid id (ids are positive integers)"),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_counted_outside_strings_only() {
+        assert!(!json_values_exceed(br#"{"a": [1, 2, 3]}"#, 5));
+        assert!(json_values_exceed(br#"{"a": [1, 2, 3, 4]}"#, 5));
+        assert!(!json_values_exceed(br#"{"a": "[,,,:,,,]", "b": "\",,,,,"}"#, 4));
+        let tiny = format!("[{}0]", "0,".repeat(MAX_JSON_VALUES));
+        assert!(json_values_exceed(tiny.as_bytes(), MAX_JSON_VALUES));
     }
 }

@@ -184,6 +184,10 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         req.extensions_mut().insert(record.clone());
     }
     let failures = format!("refused:{}", ip.as_deref().unwrap_or_default());
+    // What counts against the address: credentials that did not verify, and changes
+    // without any (each costs an audit row). A read without credentials costs nothing to
+    // refuse: the web UI asks "am I signed in?" that way on every load.
+    let counts = changes_state(req.method()) || presents_credentials(req.headers());
     let caller = match state.auth_failures.exhausted(&failures) {
         // Still served: a token this replica checked a moment ago costs no lookup.
         Some(Decision::Limited { retry_after, .. }) => {
@@ -193,7 +197,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     };
     let (caller, response) = match caller {
         Err(e) => {
-            if matches!(e, ApiError::Unauthorized(_)) {
+            if counts && matches!(e, ApiError::Unauthorized(_)) {
                 state.auth_failures.count(&failures);
             }
             if matches!(e, ApiError::RateLimited { .. }) {
@@ -231,6 +235,10 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         record.finish(&state, caller, Outcome::of(&response)).await;
     }
     response
+}
+
+fn presents_credentials(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::AUTHORIZATION) || cookie(headers, accounts::SESSION_COOKIE).is_some()
 }
 
 /// The caller of a bearer token this replica has checked recently, without a lookup.

@@ -15,6 +15,7 @@ use crate::metrics::ApiMetrics;
 use crate::ops::Prometheus;
 use crate::rate_limit::RateLimiter;
 use crate::redis::Redis;
+use crate::routes::live::StreamSlots;
 
 /// Everything a handler may need. One shared allocation: every middleware layer and
 /// handler takes its own clone, per request.
@@ -36,6 +37,7 @@ pub struct Shared {
     pub feed: TaskFeed,
     pub prometheus: Prometheus,
     pub webhook_secrets: SecretStore,
+    pub streams: StreamSlots,
     pub settings: Arc<ApiSettings>,
     draining: CancellationToken,
 }
@@ -67,6 +69,7 @@ impl AppState {
             feed: TaskFeed::default(),
             prometheus: Prometheus::new(settings.prometheus_url.as_deref())?,
             webhook_secrets: SecretStore::new(db.clone(), settings.webhook_keys.keys()),
+            streams: StreamSlots::default(),
             redis,
             db,
             metrics,

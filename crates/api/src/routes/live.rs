@@ -1,7 +1,9 @@
 //! What the web UI watches: `/api/v1/events` (server-sent task changes) and
 //! `/api/v1/ops/metrics` (the operations view, admins only).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -43,32 +45,62 @@ fn visible(caller: &Caller, event: &TaskEvent) -> bool {
     }
 }
 
-/// Counts open streams in the `event_streams` gauge for as long as it lives.
-struct Open(prometheus::IntGauge);
+/// Open event streams, per replica and per user: each holds a connection and a feed
+/// subscription, so their number is capped.
+#[derive(Debug, Default)]
+pub struct StreamSlots {
+    open: Mutex<HashMap<i64, usize>>,
+}
 
-impl Open {
-    fn new(gauge: &prometheus::IntGauge) -> Self {
-        gauge.inc();
-        Open(gauge.clone())
+/// One open stream: counted (and in the `event_streams` gauge) for as long as it lives.
+struct Slot {
+    state: AppState,
+    user_id: i64,
+}
+
+impl StreamSlots {
+    fn take(&self, state: &AppState, user_id: i64) -> ApiResult<Slot> {
+        let mut open = self.open.lock().expect("stream slots");
+        if open.values().sum::<usize>() >= state.settings.max_streams {
+            return Err(ApiError::TooManyStreams("this replica has as many event streams open as it allows"));
+        }
+        let mine = open.entry(user_id).or_default();
+        if *mine >= state.settings.max_streams_per_user {
+            return Err(ApiError::TooManyStreams("you have as many event streams open as allowed; close one"));
+        }
+        *mine += 1;
+        state.metrics.event_streams.inc();
+        Ok(Slot { state: state.clone(), user_id })
     }
 }
 
-impl Drop for Open {
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.dec();
+        let mut open = self.state.streams.open.lock().expect("stream slots");
+        if let Some(n) = open.get_mut(&self.user_id) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.user_id);
+            }
+        }
+        self.state.metrics.event_streams.dec();
     }
 }
 
 /// Server-sent events: `ready` once, then `task` (the task as it is now), `deleted` and
 /// `resync` (reload: changes were missed) for the tasks the caller may see. Ends when the
 /// replica starts draining, so the browser reconnects to another one.
+/// At most `FLOWFORGE_MAX_STREAMS_PER_USER` per user and `FLOWFORGE_MAX_STREAMS` per
+/// replica are open at once (429 `too_many_streams` past either).
 #[utoipa::path(get, path = "/api/v1/events", tag = "live",
-    responses((status = 200, description = "text/event-stream of task changes")), security(("bearer" = [])))]
+    responses((status = 200, description = "text/event-stream of task changes"),
+              (status = 429, body = crate::routes::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn events(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let open = Open::new(&state.metrics.event_streams);
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let open = state.streams.take(&state, caller.user_id)?;
     let ready = stream::once(async { Event::default().event("ready").data("{}") });
     let changes = stream::unfold((state.feed.subscribe(), caller, open), |(mut rx, caller, open)| async move {
         let events: Vec<Event> = match rx.recv().await {
@@ -80,7 +112,7 @@ pub async fn events(
     })
     .flatten();
     let until_drain = state.draining_token().cancelled_owned();
-    Sse::new(ready.chain(changes).map(Ok).take_until(until_drain)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
+    Ok(Sse::new(ready.chain(changes).map(Ok).take_until(until_drain)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -210,6 +210,11 @@ async fn an_address_sending_bad_credentials_is_limited_before_any_lookup_and_its
     let app = TestApp::spawn_with(&[("AUTH_FAILURES_PER_MINUTE", "10")]).await;
     let known = app.user("known").await;
     assert_eq!(app.get("/tasks", &known).await.status(), 200);
+    // A browser asking whether it is signed in presents nothing and costs nothing: not counted.
+    for _ in 0..15 {
+        let r = app.client.get(format!("{}/api/v1/session", app.base)).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
     let mut statuses = Vec::new();
     for i in 0..20 {
         let request = app.client.post(format!("{}/tasks", app.base)).json(&json!({"title": "x"}));
@@ -298,4 +303,49 @@ async fn a_forged_forwarded_for_neither_escapes_the_limit_nor_reaches_the_audit(
     let rows = anonymous_refusals(&app).await;
     assert!(!rows.is_empty());
     assert!(rows.iter().all(|r| r.client_ip.as_deref() == Some("203.0.113.9")), "{rows:?}");
+}
+
+#[tokio::test]
+async fn tokens_expire_are_listed_without_secrets_and_are_capped_per_user() {
+    let app = TestApp::spawn_with(&[("TOKEN_TTL", "30d"), ("MAX_TOKENS_PER_USER", "3")]).await;
+    let erin = app.user("erin").await; // one working token (no expiry: issued directly)
+    let r = app.post("/api/v1/tokens", &erin, &json!({"name": "ci"})).await;
+    assert_eq!(r.status(), 201);
+    let issued: Value = r.json().await.unwrap();
+    let expires: chrono::DateTime<chrono::Utc> = issued["data"]["expires_at"].as_str().unwrap().parse().unwrap();
+    let in_30_days = chrono::Utc::now() + chrono::Duration::days(30);
+    assert!((expires - in_30_days).num_seconds().abs() < 60, "expires {expires}, expected about {in_30_days}");
+    let short = app.post("/api/v1/tokens", &erin, &json!({"name": "short", "ttl_secs": 3600})).await;
+    let short: Value = short.json().await.unwrap();
+    let short_token = short["data"]["token"].as_str().unwrap().to_owned();
+
+    // The cap: three working tokens, a fourth is refused until one is revoked.
+    assert_error(app.post("/api/v1/tokens", &erin, &json!({})).await, 409, "too_many_tokens").await;
+    let listed: Value = app.get("/api/v1/tokens", &erin).await.json().await.unwrap();
+    let listed = listed["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(listed[0]["name"], "short");
+    assert!(listed.iter().all(|t| t.get("token").is_none() && t.get("token_hash").is_none()), "{listed:?}");
+    assert!(!Value::Array(listed.clone()).to_string().contains(&short_token), "a listing showed a token");
+    let ci_id = issued["data"]["id"].as_i64().unwrap();
+    assert_eq!(
+        app.request(Method::DELETE, &format!("/api/v1/tokens/{ci_id}"), &erin).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(app.post("/api/v1/tokens", &erin, &json!({})).await.status(), 201);
+    // Others' tokens are not listed.
+    let admin_list: Value = app.get("/api/v1/tokens", &app.admin).await.json().await.unwrap();
+    assert_eq!(admin_list["data"].as_array().unwrap().len(), 1);
+
+    // Past its time a token stops working.
+    sqlx::query("UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE prefix = $1")
+        .bind(&short_token[..9])
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    assert_error(app.get("/tasks", &short_token).await, 401, "unauthorized").await;
+    // Asking for longer than the deployment allows is refused, with the field named.
+    let r = app.post("/api/v1/tokens", &app.admin, &json!({"ttl_secs": 40 * 24 * 3600})).await;
+    let body = assert_error(r, 422, "validation_failed").await;
+    assert_eq!(body["error"]["details"][0]["field"], "ttl_secs");
 }

@@ -199,3 +199,24 @@ async fn the_operations_view_is_for_admins_and_says_when_prometheus_is_missing()
             .await;
     assert!(body["error"]["message"].as_str().unwrap().contains("FLOWFORGE_PROMETHEUS_URL"), "{body}");
 }
+
+#[tokio::test]
+async fn event_streams_are_capped_per_user_and_per_replica() {
+    let app = TestApp::spawn_with(&[("MAX_STREAMS_PER_USER", "2"), ("MAX_STREAMS", "3")]).await;
+    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let r = app.get("/api/v1/events", &alice).await;
+        assert_eq!(r.status(), 200);
+        open.push(r);
+    }
+    let r = app.get("/api/v1/events", &alice).await;
+    assert!(r.headers().contains_key("retry-after"));
+    assert_error(r, 429, "too_many_streams").await;
+    // Another user still gets one, up to what the replica allows.
+    let r = app.get("/api/v1/events", &bob).await;
+    assert_eq!(r.status(), 200);
+    open.push(r);
+    assert_error(app.get("/api/v1/events", &bob).await, 429, "too_many_streams").await;
+    assert_eq!(app.metric("event_streams").await, 3.0);
+}
