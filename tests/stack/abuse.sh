@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2154
 # One address abusing the entry point (sourced by system-test.sh, whose api allows 10
 # refused credentials per address a minute): bad credentials, forged X-Forwarded-For,
 # guessing the operator password. The scenarios run at once, each from a throwaway
@@ -64,4 +64,24 @@ guessing_stopped() {
     [ "$(codes_of operator-guesses | head -n 1)" = 401 ] && [ "$(codes_of operator-guesses | tail -n 5 | sort -u)" = 429 ]
 }
 check "70 operator password guesses from one address: 429 from the proxy past 60 a minute" guessing_stopped
+
+
+# 4. Memory: two bulk bodies at the size limit (8 MiB) made of tiny JSON values at once.
+#    Refused after a count of their values, before any is parsed; no replica restarts.
+restarts() { for c in $(docker ps -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
+    --filter "label=com.docker.compose.service=api"); do docker inspect -f '{{.RestartCount}}' "$c"; done |
+    awk '{ n += $1 } END { print n + 0 }'; }
+python3 -c 'import sys; n = (8 * 1024 * 1024 - 64) // 2
+sys.stdout.write("{\"tasks\": [{\"title\": \"x\", \"payload\": {\"a\": [" + "0," * (n - 1) + "0]}}]}")' >"$abuse_dir/tiny-values.json"
+restarts_before=$(restarts)
+for i in 1 2; do
+    api -o /dev/null -w '%{http_code}\n' -H 'content-type: application/json' --data-binary "@$abuse_dir/tiny-values.json" \
+        "$base/tasks/bulk" >"$abuse_dir/bulk-$i" &
+done
+wait
+refused_without_restart() {
+    echo "  answers: $(cat "$abuse_dir"/bulk-* | paste -sd' '); api restarts: $restarts_before before, $(restarts) after"
+    [ "$(cat "$abuse_dir"/bulk-* | sort -u)" = 413 ] && [ "$(restarts)" = "$restarts_before" ]
+}
+check "two 8 MiB bodies of tiny JSON values at once: 413, no api replica restarts" refused_without_restart
 rm -rf "$abuse_dir"

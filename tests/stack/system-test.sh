@@ -158,6 +158,14 @@ check "every container healthy, non-root, read-only, all capabilities dropped" h
 # --- a task over HTTPS through the proxy, completed by a worker ----------------------
 redirect=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "http://localhost:$FLOWFORGE_HTTP_PORT/tasks")
 check "HTTP redirects to HTTPS ($redirect)" [ "$redirect" = "301 https://localhost:$FLOWFORGE_HTTPS_PORT/tasks" ]
+# handshake ARGS...: true if a TLS handshake with the proxy succeeds with these openssl options.
+handshake() { openssl s_client -connect "localhost:$FLOWFORGE_HTTPS_PORT" "$@" </dev/null >/dev/null 2>&1; }
+tls_pinned() {
+    handshake -tls1_3 && handshake -tls1_2 -cipher ECDHE-RSA-AES128-GCM-SHA256 &&
+        ! handshake -tls1_2 -cipher AES256-SHA256 && ! handshake -tls1_2 -cipher ECDHE-RSA-AES128-SHA &&
+        ! handshake -tls1_1
+}
+check "TLS: 1.3, and 1.2 with forward-secret AEAD ciphers only (no CBC, no RSA key exchange, no 1.1)" tls_pinned
 id=$(api -H 'Content-Type: application/json' -d '{"title":"system test","kind":"echo","payload":{"hello":"stack"}}' \
     "$base/tasks" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])')
 completed() { [ "$(status_of "$id")" = completed ]; }
