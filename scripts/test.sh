@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test: lints, the whole workspace's tests against a real PostgreSQL and Redis
+# Runs every test: lints and the security scanners (scripts/scan.sh), the whole workspace's tests against a real PostgreSQL and Redis
 # that this script starts (and stops) on free ports, then the container stack's system
 # test against a real Docker engine (installed and started if missing).
 # FLOWFORGE_SKIP_STACK=1 skips the stack, for a quick local loop; CI never sets it.
@@ -20,6 +20,9 @@ yamllint compose.yaml compose.dev.yaml deploy/
 python3 deploy/grafana/generate.py --check
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "security scanners"
+scripts/scan.sh
 
 step "test services"
 services_dir="${TMPDIR:-/tmp}/flowforge-test-$$"

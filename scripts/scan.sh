@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The security scanners, offline (no vulnerability database can be downloaded here):
+#   1. cargo deny: advisories (from the RustSec snapshot in ../shared/advisory-db, or
+#      FLOWFORGE_ADVISORY_DB), bans, licenses and sources (deny.toml);
+#   2. checkov over deploy/ (.checkov.yaml and inline comments give each skip's reason);
+#   3. trufflehog3's secret patterns over every commit and the working tree;
+#   4. a CycloneDX SBOM per Rust binary, kept in artifacts/sbom/.
+# Missing tools are installed, pinned: about 7 minutes the first time (two cargo
+# installs), under a minute after. Called by scripts/test.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n==> %s\n' "$*"; }
+
+advisories=${FLOWFORGE_ADVISORY_DB:-../shared/advisory-db}
+[ -d "$advisories/crates" ] || { echo "no RustSec advisory snapshot at $advisories (set FLOWFORGE_ADVISORY_DB)" >&2; exit 1; }
+command -v cargo-deny >/dev/null || cargo install -q --locked cargo-deny@0.20.2
+command -v cargo-cyclonedx >/dev/null || cargo install -q --locked cargo-cyclonedx@0.5.9
+command -v checkov >/dev/null && command -v trufflehog3 >/dev/null ||
+    pip install -q --disable-pip-version-check checkov==3.3.30 trufflehog3==3.0.10 2>&1 | grep -v "Running pip as the 'root' user" || true
+
+step "cargo deny: advisories ($(head -c 80 "$advisories/SNAPSHOT" 2>/dev/null || echo snapshot)), bans, licenses, sources"
+db=$(mktemp -d)
+trap 'rm -rf "$db"' EXIT
+# cargo deny looks for the database of deny.toml's URL under this name, and wants a git
+# repository there.
+copy="$db/advisory-db-3157b0e258782691"
+cp -r "$advisories" "$copy"
+git -C "$copy" init -q && git -C "$copy" add -A &&
+    git -C "$copy" -c user.name=scan -c user.email=scan@localhost commit -qm snapshot
+# Offline, every crate of the lock file must be in cargo's cache (for every target).
+cargo fetch --locked -q
+sed "s|^\[advisories\]\$|[advisories]\ndb-path = \"$db\"|" deny.toml >"$db/deny.toml"
+cargo deny --offline --config "$db/deny.toml" check
+
+step "checkov over deploy/"
+checkov -d deploy --config-file .checkov.yaml --skip-download --quiet --compact
+
+step "secret scan of every commit (trufflehog3)"
+trufflehog3 --no-entropy -c .trufflehog3.yml .
+
+step "SBOM per binary (CycloneDX) into artifacts/sbom/"
+cargo cyclonedx --format json --spec-version 1.5 --describe binaries >/dev/null
+mkdir -p artifacts/sbom
+find crates -maxdepth 3 -name '*.cdx.json' -exec mv {} artifacts/sbom/ \;
+ls artifacts/sbom
