@@ -133,4 +133,19 @@ mod tests {
         assert!(TrustedProxies::parse("").unwrap().is_empty());
         assert!(TrustedProxies::parse("not a host!").is_err());
     }
+
+    proptest::proptest! {
+        /// Any X-Forwarded-For: the answer is the peer or an address the header holds.
+        #[test]
+        fn any_forwarded_for_gives_the_peer_or_one_of_its_hops(header in "[0-9a-f.:, ]{0,60}", octet in 0u8..=255) {
+            let proxies = TrustedProxies::parse("10.0.0.0/8").unwrap();
+            let peer: IpAddr = format!("10.0.0.{octet}").parse().unwrap();
+            let client = proxies.client_ip(peer, [header.as_str()].into_iter());
+            let hops: Vec<IpAddr> = header.split(',').filter_map(|h| h.trim().parse::<IpAddr>().ok())
+                .map(|ip| ip.to_canonical()).collect();
+            proptest::prop_assert!(client == peer || hops.contains(&client));
+            let untrusted: IpAddr = "192.0.2.1".parse().unwrap();
+            proptest::prop_assert_eq!(proxies.client_ip(untrusted, [header.as_str()].into_iter()), untrusted);
+        }
+    }
 }

@@ -126,4 +126,19 @@ mod tests {
         let tiny = format!("[{}0]", "0,".repeat(MAX_JSON_VALUES));
         assert!(json_values_exceed(tiny.as_bytes(), MAX_JSON_VALUES));
     }
+
+    proptest::proptest! {
+        /// The count never undercounts: an array of n numbers holds n + 1 values.
+        #[test]
+        fn the_value_count_never_undercounts(n in 1usize..2000, spaces in " {0,3}") {
+            let body = format!("[{}]", vec!["1"; n].join(&format!(",{spaces}")));
+            proptest::prop_assert!(json_values_exceed(body.as_bytes(), n));
+            proptest::prop_assert!(!json_values_exceed(body.as_bytes(), n + 1));
+        }
+
+        #[test]
+        fn any_bytes_are_counted_without_a_panic(body in proptest::collection::vec(proptest::num::u8::ANY, 0..400)) {
+            let _ = json_values_exceed(&body, 10);
+        }
+    }
 }

@@ -293,4 +293,46 @@ mod tests {
         assert!(!valid_request_id("has space"));
         assert!(!valid_request_id(&"a".repeat(129)));
     }
+
+    proptest::proptest! {
+        /// Any traceparent: a trace id only from the W3C form, 32 lowercase hex, not all zeros.
+        #[test]
+        fn any_traceparent_gives_a_valid_trace_id_or_none(text in ".{0,80}") {
+            if let Some(id) = trace_id_from(&text) {
+                proptest::prop_assert_eq!(id.len(), 32);
+                proptest::prop_assert!(id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+                proptest::prop_assert!(id.bytes().any(|b| b != b'0'));
+            }
+        }
+
+        #[test]
+        fn well_formed_traceparents_are_read(trace in "[0-9a-f]{32}", parent in "[0-9a-f]{16}") {
+            let expected = trace.bytes().any(|b| b != b'0').then(|| trace.clone());
+            proptest::prop_assert_eq!(trace_id_from(&format!("00-{trace}-{parent}-01")), expected);
+        }
+
+        /// Any Cookie header: the value of the named cookie when it is there, nothing else.
+        #[test]
+        fn any_cookie_header_yields_only_the_named_value(
+            pairs in proptest::collection::vec(("[a-z_]{1,8}", "[!#-+--:<-~]{0,16}"), 0..6),
+            junk in "[ -~]{0,30}",
+        ) {
+            let text = pairs.iter().map(|(k, v)| format!("{k}={v}")).chain([junk]).collect::<Vec<_>>().join("; ");
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_str(&text) {
+                headers.insert(header::COOKIE, value);
+                let expected = pairs.iter().find(|(k, _)| k == "sid").map(|(_, v)| v.as_str());
+                if let Some(expected) = expected {
+                    proptest::prop_assert_eq!(cookie(&headers, "sid"), Some(expected));
+                }
+            }
+        }
+
+        #[test]
+        fn request_ids_are_kept_only_when_plain(text in ".{0,140}") {
+            if valid_request_id(&text) {
+                proptest::prop_assert!(HeaderValue::from_str(&text).is_ok() && text.len() <= 128);
+            }
+        }
+    }
 }

@@ -355,4 +355,62 @@ mod tests {
         let cancel = UpdateTask { status: Some("cancelled".into()), ..Default::default() };
         assert_eq!(cancel.parse(false).unwrap().status, Some(StatusChange::Cancel));
     }
+
+    /// Any JSON value, a few levels deep.
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+            ".{0,40}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(".{0,12}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// A creation body of any shape, with any values in the known fields: refused with
+        /// named fields or accepted whole, never a panic.
+        #[test]
+        fn any_creation_body_is_accepted_or_refused_field_by_field(
+            fields in proptest::collection::btree_map(
+                proptest::sample::select(vec!["title", "description", "status", "kind", "payload", "priority",
+                                              "run_at", "max_attempts", "timeout_secs"]),
+                any_json(), 0..9),
+        ) {
+            let body = Value::Object(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
+            if let Ok(create) = serde_json::from_value::<CreateTask>(body) {
+                let mut errors = Vec::new();
+                match create.parse(&origin(), "tasks[0].", &mut errors) {
+                    Some(task) => {
+                        proptest::prop_assert!(errors.is_empty());
+                        proptest::prop_assert!(!task.title.is_empty());
+                    }
+                    None => {
+                        proptest::prop_assert!(!errors.is_empty());
+                        proptest::prop_assert!(errors.iter().all(|e| e.field.starts_with("tasks[0].")));
+                    }
+                }
+            }
+        }
+
+        /// The same for changes.
+        #[test]
+        fn any_change_body_is_accepted_or_refused(body in any_json()) {
+            if let Ok(update) = serde_json::from_value::<UpdateTask>(body) {
+                for full in [false, true] {
+                    if let Err(errors) = update.clone().parse(full) {
+                        proptest::prop_assert!(!errors.is_empty());
+                    }
+                }
+            }
+        }
+    }
 }

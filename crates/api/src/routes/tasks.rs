@@ -593,4 +593,35 @@ mod tests {
         h.insert(header::IF_MATCH, HeaderValue::from_static("\"abc\""));
         assert!(if_match(&h).is_err());
     }
+
+    proptest::proptest! {
+        /// Any text as a cursor: decoded only if this API could have issued it for that sort.
+        #[test]
+        fn any_cursor_text_is_decoded_or_refused(text in ".{0,120}") {
+            for sort in [Sort::Newest, Sort::Oldest, Sort::HighestPriority, Sort::LowestPriority] {
+                if let Ok(c) = Cursor::decode(&text, sort) {
+                    proptest::prop_assert_eq!(c.s.as_str(), sort.name());
+                }
+            }
+        }
+
+        /// Every cursor the API issues comes back as it was, for its own sort only.
+        #[test]
+        fn issued_cursors_round_trip(id in proptest::num::i64::ANY, p in proptest::num::i16::ANY, which in 0usize..4) {
+            let sort = [Sort::Newest, Sort::Oldest, Sort::HighestPriority, Sort::LowestPriority][which];
+            let with_priority = matches!(sort, Sort::HighestPriority | Sort::LowestPriority);
+            let c = Cursor { s: sort.name().into(), id, p: with_priority.then_some(p) };
+            proptest::prop_assert_eq!(Cursor::decode(&c.encode(), sort).unwrap(), c);
+        }
+
+        /// Any If-Match header: a version, none (`*`), or a clear refusal.
+        #[test]
+        fn any_if_match_is_parsed_or_refused(text in "[ -~]{0,40}") {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_MATCH, HeaderValue::from_str(&text).unwrap());
+            if let Ok(Some(version)) = if_match(&h) {
+                proptest::prop_assert!(text.contains(&version.abs().to_string()));
+            }
+        }
+    }
 }
