@@ -170,9 +170,8 @@ impl RefusalTally {
         if kinds.len() >= MAX_TALLIED_KINDS && !kinds.contains_key(&kind) {
             kind.client_ip = None;
         }
-        let entry = kinds.entry(kind).or_insert_with(|| (record.clone(), 0));
-        entry.0 = record;
-        entry.1 = entry.1.saturating_add(1);
+        let count = kinds.get(&kind).map_or(0, |(_, n)| *n);
+        kinds.insert(kind, (record, count.saturating_add(1)));
     }
 
     /// Writes one row per kind, with its count, and starts a new period.

@@ -101,6 +101,9 @@ impl ApiSettings {
         let audit_retention = s.duration_or("AUDIT_RETENTION", Duration::from_secs(90 * 24 * 3600));
         let session_ttl = s.duration_or("SESSION_TTL", Duration::from_secs(8 * 3600));
         let token_ttl = s.parse_or("TOKEN_TTL", TokenTtl(Some(Duration::from_secs(90 * 24 * 3600)))).0;
+        if token_ttl.is_some_and(|t| t < Duration::from_secs(60)) {
+            s.problem("FLOWFORGE_TOKEN_TTL must be at least 1m, or never");
+        }
         let max_tokens_per_user = s.parse_or("MAX_TOKENS_PER_USER", 20i64);
         let max_streams = s.parse_or("MAX_STREAMS", 1000usize);
         let max_streams_per_user = s.parse_or("MAX_STREAMS_PER_USER", 10usize);
@@ -162,8 +165,10 @@ impl ApiSettings {
     }
 }
 
-/// `FLOWFORGE_TOKEN_TTL`: a duration, or `never`.
-struct TokenTtl(Option<Duration>);
+/// How long a token works: a duration (`90d`), or `never`. Read by the api
+/// (`FLOWFORGE_TOKEN_TTL`) and by `flowforge token create --ttl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenTtl(pub Option<Duration>);
 
 impl std::str::FromStr for TokenTtl {
     type Err = String;
@@ -171,9 +176,6 @@ impl std::str::FromStr for TokenTtl {
         if s.trim() == "never" {
             return Ok(TokenTtl(None));
         }
-        match s.parse::<flowforge_platform::config::HumanDuration>()?.0 {
-            d if d < Duration::from_secs(60) => Err("must be at least 1m, or never".into()),
-            d => Ok(TokenTtl(Some(d))),
-        }
+        Ok(TokenTtl(Some(s.parse::<flowforge_platform::config::HumanDuration>()?.0)))
     }
 }

@@ -183,7 +183,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         // A handler may write it in its own transaction (see `AuditRecord::write_on`).
         req.extensions_mut().insert(record.clone());
     }
-    let failures = format!("refused:{}", ip.as_deref().unwrap_or_default());
+    let failures = refusals_subject(ip.as_deref());
     // What counts against the address: credentials that did not verify, and changes
     // without any (each costs an audit row). A read without credentials costs nothing to
     // refuse: the web UI asks "am I signed in?" that way on every load.
@@ -196,12 +196,10 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
         _ => identify(&state, &mut req).await,
     };
     let (caller, response) = match caller {
+        Err(ApiError::RateLimited { retry_after }) => (None, rate_limited(&state, retry_after)),
         Err(e) => {
             if counts && matches!(e, ApiError::Unauthorized(_)) {
                 state.auth_failures.count(&failures);
-            }
-            if matches!(e, ApiError::RateLimited { .. }) {
-                state.metrics.rate_limited.inc();
             }
             (None, e.into_response())
         }
@@ -237,6 +235,11 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     response
 }
 
+/// The rate-limit subject that counts refused credentials from a client address.
+fn refusals_subject(client_ip: Option<&str>) -> String {
+    format!("refused:{}", client_ip.unwrap_or_default())
+}
+
 fn presents_credentials(headers: &HeaderMap) -> bool {
     headers.contains_key(header::AUTHORIZATION) || cookie(headers, accounts::SESSION_COOKIE).is_some()
 }
@@ -258,7 +261,7 @@ fn rate_limited(state: &AppState, retry_after: u64) -> Response {
 pub async fn public_change(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let ip = client_ip(&state, &req);
     let audit = AuditRecord::of(&req, ip.clone());
-    let failures = format!("refused:{}", ip.unwrap_or_default());
+    let failures = refusals_subject(ip.as_deref());
     let response = match state.auth_failures.exhausted(&failures) {
         Some(Decision::Limited { retry_after, .. }) => rate_limited(&state, retry_after),
         _ => next.run(req).await,

@@ -51,6 +51,18 @@ struct Count {
     unsynced: u64,
 }
 
+impl Count {
+    /// This count as it stands in `window`: a later window starts empty, remembering what
+    /// the one just before it counted.
+    fn in_window(self, window: u64) -> Count {
+        if self.window == window {
+            return self;
+        }
+        let previous = if self.window + 1 == window { self.known_total + self.unsynced } else { 0 };
+        Count { window, previous, ..Count::default() }
+    }
+}
+
 #[derive(Clone)]
 pub struct RateLimiter {
     redis: Redis,
@@ -85,10 +97,7 @@ impl RateLimiter {
     fn with_count<T>(&self, subject: &str, window: u64, f: impl FnOnce(&mut Count) -> T) -> T {
         let mut counts = self.counts.lock().expect("rate limit counts");
         let count = counts.entry(subject.to_owned()).or_default();
-        if count.window != window {
-            let previous = if count.window + 1 == window { count.known_total + count.unsynced } else { 0 };
-            *count = Count { window, previous, ..Count::default() };
-        }
+        *count = count.in_window(window);
         f(count)
     }
 
@@ -96,26 +105,41 @@ impl RateLimiter {
         if self.per_minute == 0 {
             return Decision::Unchecked;
         }
-        let (window, reset_secs) = (now / WINDOW_SECS, WINDOW_SECS - now % WINDOW_SECS);
-        let limit = self.per_minute;
+        let window = now / WINDOW_SECS;
+        if !count_it {
+            // A look only: every request takes one, so it neither allocates nor adds the
+            // subject to the map.
+            let counts = self.counts.lock().expect("rate limit counts");
+            let count = counts.get(subject).map_or(Count { window, ..Count::default() }, |c| c.in_window(window));
+            return self.decide(&count, now, false);
+        }
         self.with_count(subject, window, |count| {
-            // The part of the previous window the last minute still covers.
-            let current = count.known_total + count.unsynced;
-            let seen = current + count.previous * reset_secs / WINDOW_SECS;
-            if seen >= u64::from(limit) {
-                // Until this window's own count has slid out of the way (at its end), or
-                // enough of the previous window's has.
-                let retry_after = match u64::from(limit).checked_sub(current).filter(|room| *room > 0) {
-                    None => reset_secs + 1,
-                    Some(room) => reset_secs.saturating_sub(room * WINDOW_SECS / count.previous.max(1)).max(1),
-                };
-                return Decision::Limited { limit, retry_after };
-            }
-            if count_it {
+            let decision = self.decide(count, now, true);
+            if matches!(decision, Decision::Allowed { .. }) {
                 count.unsynced += 1;
             }
-            Decision::Allowed { limit, remaining: limit - (seen + u64::from(count_it)) as u32, reset_secs }
+            decision
         })
+    }
+
+    /// What `count` (already in the window of `now`) allows, this request included when
+    /// `counting`.
+    fn decide(&self, count: &Count, now: u64, counting: bool) -> Decision {
+        let reset_secs = WINDOW_SECS - now % WINDOW_SECS;
+        let limit = self.per_minute;
+        // The part of the previous window the last minute still covers.
+        let current = count.known_total + count.unsynced;
+        let seen = current + count.previous * reset_secs / WINDOW_SECS;
+        if seen >= u64::from(limit) {
+            // Until this window's own count has slid out of the way (at its end), or
+            // enough of the previous window's has.
+            let retry_after = match u64::from(limit).checked_sub(current).filter(|room| *room > 0) {
+                None => reset_secs + 1,
+                Some(room) => reset_secs.saturating_sub(room * WINDOW_SECS / count.previous.max(1)).max(1),
+            };
+            return Decision::Limited { limit, retry_after };
+        }
+        Decision::Allowed { limit, remaining: limit - (seen + u64::from(counting)) as u32, reset_secs }
     }
 
     /// Adds this replica's new requests to the shared counters and learns the totals.

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use flowforge_api::accounts::{self, Role};
+use flowforge_api::config::TokenTtl;
 use flowforge_platform::config::HumanDuration;
 use flowforge_platform::db::DatabaseSettings;
 use flowforge_platform::telemetry::{self, TelemetrySettings};
@@ -91,7 +92,7 @@ enum TokenCommand {
         name: String,
         /// How long it works, e.g. 90d; `never` for a token that works until revoked.
         #[arg(long, default_value = "90d")]
-        ttl: String,
+        ttl: TokenTtl,
     },
 }
 
@@ -147,13 +148,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Token { command: TokenCommand::Create { user, role, name, ttl } } => {
             accounts::validate_name(&user).map_err(|m| anyhow::anyhow!("--user: {m}"))?;
-            let ttl = match ttl.as_str() {
-                "never" => None,
-                text => Some(text.parse::<HumanDuration>().map_err(|e| anyhow::anyhow!("--ttl: {e}"))?.0),
-            };
             let db = database()?;
             let user = accounts::ensure_user(&db, &user, role).await?;
-            let token = accounts::issue_token(&db, user.id, &name, ttl).await?;
+            let token = accounts::issue_token(&db, user.id, &name, ttl.0).await?;
             eprintln!("token {} for user {} ({:?})", token.id, user.name, user.role);
             println!("{}", token.token);
         }

@@ -119,6 +119,14 @@ pub struct SecretInfo {
     pub retires_at: Option<DateTime<Utc>>,
 }
 
+#[derive(sqlx::FromRow)]
+struct ActiveSecret {
+    #[sqlx(flatten)]
+    info: SecretInfo,
+    key_id: Vec<u8>,
+    sealed: Vec<u8>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(transparent)]
@@ -180,10 +188,10 @@ impl SecretStore {
         Ok((secret, self.list(owner_id).await?))
     }
 
-    /// The owner's secrets that sign now, current first.
-    pub async fn list(&self, owner_id: i64) -> Result<Vec<SecretInfo>, StoreError> {
+    /// The owner's secrets that sign now, current first, sealed.
+    async fn active(&self, owner_id: i64) -> Result<Vec<ActiveSecret>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT id, created_at, retires_at FROM webhook_secrets
+            "SELECT id, created_at, retires_at, key_id, sealed FROM webhook_secrets
              WHERE owner_id = $1 AND (retires_at IS NULL OR retires_at > now())
              ORDER BY retires_at IS NOT NULL, id DESC",
         )
@@ -192,19 +200,18 @@ impl SecretStore {
         .await?)
     }
 
+    /// The owner's secrets that sign now, current first.
+    pub async fn list(&self, owner_id: i64) -> Result<Vec<SecretInfo>, StoreError> {
+        Ok(self.active(owner_id).await?.into_iter().map(|s| s.info).collect())
+    }
+
     /// The secrets a delivery for `owner_id` is signed with, current first; empty when the
     /// owner has none.
     pub async fn signing_secrets(&self, owner_id: i64) -> Result<Vec<SigningSecret>, StoreError> {
-        let rows: Vec<(Vec<u8>, Vec<u8>)> = sqlx::query_as(
-            "SELECT key_id, sealed FROM webhook_secrets
-             WHERE owner_id = $1 AND (retires_at IS NULL OR retires_at > now())
-             ORDER BY retires_at IS NOT NULL, id DESC",
-        )
-        .bind(owner_id)
-        .fetch_all(&self.db)
-        .await?;
-        rows.iter()
-            .map(|(key_id, sealed)| self.keys.open(owner_id, key_id, sealed).ok_or(StoreError::UnknownKey))
+        self.active(owner_id)
+            .await?
+            .iter()
+            .map(|s| self.keys.open(owner_id, &s.key_id, &s.sealed).ok_or(StoreError::UnknownKey))
             .collect()
     }
 

@@ -219,8 +219,10 @@ async fn resolve(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
 /// Which targets a webhook may reach: public addresses only, and none of this machine's
 /// own (a public address of the host would reach its services from outside the
 /// containers' networks).
+#[derive(Clone)]
 struct TargetGuard {
-    own: Vec<IpAddr>,
+    /// Shared: every connection's resolution takes a handle.
+    own: Arc<[IpAddr]>,
 }
 
 impl TargetGuard {
@@ -305,10 +307,10 @@ fn is_public(ip: IpAddr) -> bool {
 /// the check before it, sees only public addresses.
 impl Resolve for TargetGuard {
     fn resolve(&self, name: Name) -> Resolving {
-        let own = self.own.clone();
+        let guard = self.clone();
         Box::pin(async move {
             let addrs = resolve(name.as_str(), 0).await?;
-            TargetGuard { own }.check(name.as_str(), &addrs)?;
+            guard.check(name.as_str(), &addrs)?;
             Ok(Box::new(addrs.into_iter()) as Addrs)
         })
     }
@@ -371,10 +373,10 @@ mod tests {
 
     #[tokio::test]
     async fn the_client_resolver_refuses_private_answers_and_our_own() {
-        let refused = TargetGuard { own: vec![] }.resolve("localhost".parse().unwrap()).await.err().unwrap();
+        let refused = TargetGuard { own: Arc::from([]) }.resolve("localhost".parse().unwrap()).await.err().unwrap();
         assert!(refused.to_string().contains("not a public address"), "{refused}");
         assert!(!refused.to_string().contains("127.0.0.1"), "the address leaked: {refused}");
-        let ours = TargetGuard { own: vec!["8.8.8.8".parse().unwrap()] };
+        let ours = TargetGuard { own: Arc::from(["8.8.8.8".parse().unwrap()]) };
         assert!(ours.check("us", &["8.8.8.8:443".parse().unwrap()]).is_err());
         assert!(ours.check("them", &["8.8.4.4:443".parse().unwrap()]).is_ok());
     }
