@@ -34,6 +34,26 @@ test('a task created elsewhere appears and moves to Completed by itself', { time
   assert.ok(await stillSamePage(), 'no reload happened');
 });
 
+test('the dialog and the filter list the kinds the API runs; payload errors show at the payload', { timeout: 60_000 }, async () => {
+  const kinds = await api.kinds();
+  const names = kinds.map((k) => k.kind);
+  const options = (select) => select.locator('option').evaluateAll((os) => os.map((o) => o.value).filter(Boolean));
+  await page.locator(`#f-kind option[value="${names.at(-1)}"]`).waitFor({ state: 'attached' });
+  assert.deepEqual(await options(page.locator('#f-kind')), names);
+  await page.getByRole('button', { name: 'New task' }).click();
+  const dialog = page.locator('dialog.form-dialog[open]');
+  await dialog.locator('#tf-kind').selectOption('sleep');
+  assert.deepEqual(await options(dialog.locator('#tf-kind')), names);
+  const sleep = kinds.find((k) => k.kind === 'sleep');
+  assert.deepEqual(JSON.parse(await dialog.locator('#tf-payload').inputValue()), sleep.example, 'the example fills in');
+  assert.equal(await dialog.locator('#tf-kind-hint').innerText(), sleep.summary);
+  await dialog.locator('#tf-title').fill(unique('bad payload'));
+  await dialog.locator('#tf-payload').fill('{"duration_ms": "soon"}');
+  await dialog.getByRole('button', { name: 'Create task' }).click();
+  await dialog.locator('#tf-payload[aria-invalid="true"]').waitFor();
+  assert.match(await dialog.locator('#tf-payload-error').innerText(), /^duration_ms: /);
+});
+
 test('a task created in the dialog completes live and its detail shows the run', { timeout: 90_000 }, async () => {
   const title = unique('from the dialog');
   await page.getByRole('button', { name: 'New task' }).click();

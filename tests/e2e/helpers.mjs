@@ -80,6 +80,7 @@ export async function apiClient(token = TOKEN) {
     create: (task) => call('POST', '/tasks', task),
     bulk: (tasks) => call('POST', '/tasks/bulk', { tasks }),
     createUser: (name) => call('POST', '/users', { name }),
+    kinds: () => call('GET', '/kinds'),
     get: (id) => call('GET', `/tasks/${id}`),
     patch: (id, changes) => call('PATCH', `/tasks/${id}`, changes),
     remove: (id) => call('DELETE', `/tasks/${id}`).catch(() => {}),

@@ -42,7 +42,7 @@ wait_for() {
 drill=$(mktemp -d /tmp/ffsystest-drill.XXXX)
 sed -e 's/flowforge:queue_depth:max > 100/flowforge:queue_depth:max > 5/' -e 's/for: 15m/for: 10s/' \
     deploy/images/prometheus/rules/queue.yml >"$drill/queue.yml"
-# The chaos suite's handlers (panic, fill_scratch) are registered in the workers too.
+# The chaos suite's kinds (panic, fill_scratch): accepted by the api, run by the workers.
 cat >"$drill/compose.system-test.yaml" <<YAML
 services:
   prometheus:
@@ -53,6 +53,7 @@ services:
   api:
     environment:
       FLOWFORGE_AUTH_FAILURES_PER_MINUTE: "10"
+      FLOWFORGE_CHAOS_HANDLERS: "true"
 YAML
 chmod -R a+rX "$drill"
 export COMPOSE_FILE="compose.yaml:$drill/compose.system-test.yaml"
@@ -170,6 +171,9 @@ id=$(api -H 'Content-Type: application/json' -d '{"title":"system test","kind":"
     "$base/tasks" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])')
 completed() { [ "$(status_of "$id")" = completed ]; }
 check "task $id created over HTTPS is completed by a worker" wait_for 30 completed
+unknown_kind=$(api -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' \
+    -d '{"title":"typo","kind":"no-such-kind"}' "$base/tasks")
+check "a task of a kind no worker runs is refused at the door ($unknown_kind)" [ "$unknown_kind" = 422 ]
 
 # --- one trace through proxy, api and worker ----------------------------------------
 # No traceparent sent: the proxy starts the trace; the api keeps its id with the task and

@@ -60,6 +60,9 @@ pub struct ApiSettings {
     pub webhook_keys: DeploymentKeySettings,
     /// Prometheus (with any route prefix), read by the operations view; none turns it off.
     pub prometheus_url: Option<String>,
+    /// Accept the failure-testing kinds (`panic`, `fill_scratch`); set it where the
+    /// workers register their handlers.
+    pub chaos_kinds: bool,
 }
 
 impl ApiSettings {
@@ -111,6 +114,7 @@ impl ApiSettings {
             s.problem("FLOWFORGE_MAX_TOKENS_PER_USER must be at least 1");
         }
         let webhook_keys = DeploymentKeySettings::from_source(&mut s);
+        let chaos_kinds = s.parse_or("CHAOS_HANDLERS", false);
         let prometheus_url: Option<String> = s.parse_or("PROMETHEUS_URL", String::new()).into();
         let prometheus_url = prometheus_url.filter(|u| !u.is_empty());
         if prometheus_url.as_deref().is_some_and(|u| !u.starts_with("http://") && !u.starts_with("https://")) {
@@ -161,6 +165,7 @@ impl ApiSettings {
             max_streams_per_user,
             webhook_keys: webhook_keys.expect("checked by finish"),
             prometheus_url,
+            chaos_kinds,
         })
     }
 }

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{accounts, health, live, session, tasks, webhook_secrets};
+use crate::routes::{accounts, health, kinds, live, session, tasks, webhook_secrets};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,7 +13,7 @@ use crate::routes::{accounts, health, live, session, tasks, webhook_secrets};
         Every path under /tasks is also served under /api/v1/tasks."),
     paths(
         tasks::create_task, tasks::create_tasks, tasks::list_tasks, tasks::get_task, tasks::replace_task,
-        tasks::patch_task, tasks::delete_task, tasks::cancel_task, tasks::retry_task,
+        tasks::patch_task, tasks::delete_task, tasks::cancel_task, tasks::retry_task, kinds::list_kinds,
         accounts::me, accounts::create_user, accounts::create_token, accounts::list_tokens, accounts::revoke_token,
         session::sign_in, session::current, session::sign_out, live::events, live::ops_metrics,
         webhook_secrets::rotate_secret, webhook_secrets::list_secrets,

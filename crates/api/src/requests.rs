@@ -2,6 +2,7 @@
 //! types or a list of every field that is wrong (never just the first).
 
 use chrono::{DateTime, Duration, Utc};
+use flowforge_kinds::{Catalogue, Refusal};
 use flowforge_queue::{NewTask, TaskStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -28,7 +29,8 @@ pub struct CreateTask {
     pub description: Option<String>,
     #[schema(example = "pending")]
     pub status: Option<String>,
-    /// Which handler runs it (default `echo`).
+    /// Which handler runs it (default `echo`): one of `GET /api/v1/kinds`, whose payload
+    /// schema `payload` must fit.
     #[schema(example = "sleep")]
     pub kind: Option<String>,
     #[schema(value_type = Option<Object>, example = json!({"duration_ms": 250}))]
@@ -96,6 +98,22 @@ impl TaskChanges {
     pub fn touches_fields(&self) -> bool {
         self.title.is_some() || self.description.is_some() || self.touches_queue_fields()
     }
+
+    /// Whether the task's payload fits its kind once these changes are made to a task of
+    /// `kind` with `payload`.
+    pub fn fits(&self, kinds: &Catalogue, kind: &str, payload: &Value) -> Result<(), Vec<FieldError>> {
+        if self.kind.is_none() && self.payload.is_none() {
+            return Ok(());
+        }
+        let mut errors = Vec::new();
+        let kind = self.kind.as_deref().unwrap_or(kind);
+        Check { prefix: "", errors: &mut errors }.fits(kinds, kind, self.payload.as_ref().unwrap_or(payload));
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +121,8 @@ pub enum StatusChange {
     Cancel,
     Retry,
 }
+
+const UNKNOWN_KIND: &str = "not a kind this deployment runs (GET /api/v1/kinds lists them)";
 
 /// Collects field errors under a prefix (`tasks[3].` for bulk items).
 struct Check<'a> {
@@ -143,18 +163,34 @@ impl Check<'_> {
         }
     }
 
-    fn kind(&mut self, raw: &str) -> Option<String> {
-        let ok = (1..=64).contains(&raw.len())
-            && raw.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"_.-".contains(&b));
-        if ok {
+    /// A kind this deployment runs. The value is not echoed: it is the caller's own, and
+    /// may be long.
+    fn kind(&mut self, kinds: &Catalogue, raw: &str) -> Option<String> {
+        if kinds.get(raw).is_some() {
             Some(raw.to_owned())
         } else {
-            self.fail(
-                "kind",
-                "1 to 64 characters: lowercase letters, digits, '_', '.' or '-', starting with a letter or digit",
-            );
+            self.fail("kind", UNKNOWN_KIND);
             None
+        }
+    }
+
+    /// Whether `payload` fits `kind`; a misfit is reported at the field inside the payload.
+    fn fits(&mut self, kinds: &Catalogue, kind: &str, payload: &Value) -> bool {
+        match kinds.check(kind, payload) {
+            Ok(()) => true,
+            Err(Refusal::UnknownKind) => {
+                self.fail("kind", UNKNOWN_KIND);
+                false
+            }
+            Err(Refusal::Payload(e)) => {
+                let field = match e.field.as_str() {
+                    "" => "payload".to_owned(),
+                    index if index.starts_with('[') => format!("payload{index}"),
+                    inner => format!("payload.{inner}"),
+                };
+                self.fail(&field, e.message);
+                false
+            }
         }
     }
 
@@ -212,7 +248,13 @@ pub struct Origin {
 
 impl CreateTask {
     /// Validates into a [`NewTask`], or returns every problem (fields named `prefix` + name).
-    pub fn parse(self, origin: &Origin, prefix: &str, errors: &mut Vec<FieldError>) -> Option<NewTask> {
+    pub fn parse(
+        self,
+        kinds: &Catalogue,
+        origin: &Origin,
+        prefix: &str,
+        errors: &mut Vec<FieldError>,
+    ) -> Option<NewTask> {
         let before = errors.len();
         let mut c = Check { prefix, errors };
         let title = c.title(&self.title);
@@ -222,8 +264,11 @@ impl CreateTask {
                 c.fail("status", "new tasks start as pending; omit status or set it to \"pending\"");
             }
         }
-        let kind = c.kind(self.kind.as_deref().unwrap_or(DEFAULT_KIND));
+        let kind = c.kind(kinds, self.kind.as_deref().unwrap_or(DEFAULT_KIND));
         let payload = c.payload(self.payload.unwrap_or_else(|| Value::Object(Default::default())));
+        if let (Some(kind), Some(payload)) = (&kind, &payload) {
+            c.fits(kinds, kind, payload);
+        }
         let priority = c.in_range("priority", self.priority.unwrap_or(0), PRIORITY_RANGE);
         let run_at = self.run_at.map(|at| c.run_at(at));
         let max_attempts = c.in_range("max_attempts", self.max_attempts.unwrap_or(3), MAX_ATTEMPTS_RANGE);
@@ -248,8 +293,9 @@ impl CreateTask {
 }
 
 impl UpdateTask {
-    /// Validates into [`TaskChanges`]. `full` (PUT) requires a title.
-    pub fn parse(self, full: bool) -> Result<TaskChanges, Vec<FieldError>> {
+    /// Validates into [`TaskChanges`]. `full` (PUT) requires a title. Whether a new
+    /// payload fits the kind is checked against the task ([`TaskChanges::fits`]).
+    pub fn parse(self, kinds: &Catalogue, full: bool) -> Result<TaskChanges, Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut c = Check { prefix: "", errors: &mut errors };
         if full && self.title.is_none() {
@@ -258,7 +304,7 @@ impl UpdateTask {
         let changes = TaskChanges {
             title: self.title.and_then(|t| c.title(&t)),
             description: self.description.and_then(|d| c.description(d)),
-            kind: self.kind.and_then(|k| c.kind(&k)),
+            kind: self.kind.and_then(|k| c.kind(kinds, &k)),
             payload: self.payload.and_then(|p| c.payload(p)),
             priority: self.priority.and_then(|p| c.in_range("priority", p, PRIORITY_RANGE)).map(|p| p as i16),
             run_at: self.run_at.and_then(|at| c.run_at(at)),
@@ -297,6 +343,10 @@ mod tests {
         Origin { owner_id: 1, request_id: None, trace_id: None }
     }
 
+    fn kinds() -> Catalogue {
+        Catalogue::all(false)
+    }
+
     fn create(v: Value) -> CreateTask {
         serde_json::from_value(v).unwrap()
     }
@@ -305,7 +355,7 @@ mod tests {
     fn seed_contract_body_is_valid() {
         let mut errors = Vec::new();
         let t = create(json!({"title": " Critical Data ", "description": "must survive", "status": "pending"}))
-            .parse(&origin(), "", &mut errors)
+            .parse(&kinds(), &origin(), "", &mut errors)
             .unwrap();
         assert_eq!(t.title, "Critical Data");
         assert_eq!(t.kind, DEFAULT_KIND);
@@ -319,7 +369,7 @@ mod tests {
             "title": "", "status": "completed", "kind": "Bad Kind", "priority": 1000,
             "max_attempts": 0, "timeout_secs": 0, "run_at": "2999-01-01T00:00:00Z"
         }))
-        .parse(&origin(), "tasks[2].", &mut errors);
+        .parse(&kinds(), &origin(), "tasks[2].", &mut errors);
         assert!(parsed.is_none());
         let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
@@ -337,23 +387,59 @@ mod tests {
     }
 
     #[test]
+    fn kinds_and_payloads_are_checked_against_the_catalogue() {
+        let refused = |body: Value| {
+            let mut errors = Vec::new();
+            assert!(create(body.clone()).parse(&kinds(), &origin(), "", &mut errors).is_none(), "{body}");
+            errors.into_iter().map(|e| e.field).collect::<Vec<_>>()
+        };
+        assert_eq!(refused(json!({"title": "t", "kind": "no-such-kind"})), ["kind"]);
+        assert_eq!(refused(json!({"title": "t", "kind": "panic"})), ["kind"], "chaos kinds are off");
+        assert_eq!(refused(json!({"title": "t", "kind": "sleep"})), ["payload"]);
+        assert_eq!(
+            refused(json!({"title": "t", "kind": "sleep", "payload": {"duration_ms": -1}})),
+            ["payload.duration_ms"]
+        );
+        assert_eq!(refused(json!({"title": "t", "kind": "webhook", "payload": {"url": "x"}})), ["payload.url"]);
+        let mut errors = Vec::new();
+        let sleep = create(json!({"title": "t", "kind": "sleep", "payload": {"duration_ms": 5}}));
+        assert!(sleep.parse(&kinds(), &origin(), "", &mut errors).is_some(), "{errors:?}");
+
+        // A change is checked against the task it changes.
+        let payload_only = UpdateTask { payload: Some(json!({"duration_ms": "soon"})), ..Default::default() };
+        let changes = payload_only.parse(&kinds(), false).unwrap();
+        assert_eq!(
+            changes.fits(&kinds(), "sleep", &json!({"duration_ms": 1})).unwrap_err()[0].field,
+            "payload.duration_ms"
+        );
+        assert!(changes.fits(&kinds(), "echo", &json!({})).is_ok());
+        let kind_only = UpdateTask { kind: Some("sleep".into()), ..Default::default() };
+        let changes = kind_only.parse(&kinds(), false).unwrap();
+        assert_eq!(changes.fits(&kinds(), "echo", &json!({"any": 1})).unwrap_err()[0].field, "payload.any");
+        let unknown = UpdateTask { kind: Some("nope".into()), ..Default::default() };
+        assert_eq!(unknown.parse(&kinds(), false).unwrap_err()[0].field, "kind");
+    }
+
+    #[test]
     fn oversized_payload_is_refused() {
         let mut errors = Vec::new();
         let big = "x".repeat(MAX_PAYLOAD_BYTES);
-        assert!(create(json!({"title": "t", "payload": {"blob": big}})).parse(&origin(), "", &mut errors).is_none());
+        assert!(create(json!({"title": "t", "payload": {"blob": big}}))
+            .parse(&kinds(), &origin(), "", &mut errors)
+            .is_none());
         assert_eq!(errors[0].field, "payload");
     }
 
     #[test]
     fn updates_need_something_and_put_needs_a_title() {
-        assert!(UpdateTask::default().parse(false).is_err());
+        assert!(UpdateTask::default().parse(&kinds(), false).is_err());
         let put = UpdateTask { description: Some("d".into()), ..Default::default() };
-        assert_eq!(put.clone().parse(true).unwrap_err()[0].field, "title");
-        assert!(put.parse(false).is_ok());
+        assert_eq!(put.clone().parse(&kinds(), true).unwrap_err()[0].field, "title");
+        assert!(put.parse(&kinds(), false).is_ok());
         let status = UpdateTask { status: Some("running".into()), ..Default::default() };
-        assert_eq!(status.parse(false).unwrap_err()[0].field, "status");
+        assert_eq!(status.parse(&kinds(), false).unwrap_err()[0].field, "status");
         let cancel = UpdateTask { status: Some("cancelled".into()), ..Default::default() };
-        assert_eq!(cancel.parse(false).unwrap().status, Some(StatusChange::Cancel));
+        assert_eq!(cancel.parse(&kinds(), false).unwrap().status, Some(StatusChange::Cancel));
     }
 
     /// Any JSON value, a few levels deep.
@@ -388,7 +474,7 @@ mod tests {
             let body = Value::Object(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect());
             if let Ok(create) = serde_json::from_value::<CreateTask>(body) {
                 let mut errors = Vec::new();
-                match create.parse(&origin(), "tasks[0].", &mut errors) {
+                match create.parse(&kinds(), &origin(), "tasks[0].", &mut errors) {
                     Some(task) => {
                         proptest::prop_assert!(errors.is_empty());
                         proptest::prop_assert!(!task.title.is_empty());
@@ -406,7 +492,7 @@ mod tests {
         fn any_change_body_is_accepted_or_refused(body in any_json()) {
             if let Ok(update) = serde_json::from_value::<UpdateTask>(body) {
                 for full in [false, true] {
-                    if let Err(errors) = update.clone().parse(full) {
+                    if let Err(errors) = update.clone().parse(&kinds(), full) {
                         proptest::prop_assert!(!errors.is_empty());
                     }
                 }

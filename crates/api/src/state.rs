@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use flowforge_kinds::Catalogue;
 use flowforge_queue::Queue;
 use flowforge_webhooks::SecretStore;
 use sqlx::PgPool;
@@ -38,6 +39,8 @@ pub struct Shared {
     pub prometheus: Prometheus,
     pub webhook_secrets: SecretStore,
     pub streams: StreamSlots,
+    /// The task kinds this deployment runs.
+    pub kinds: Catalogue,
     pub settings: Arc<ApiSettings>,
     draining: CancellationToken,
 }
@@ -70,6 +73,7 @@ impl AppState {
             prometheus: Prometheus::new(settings.prometheus_url.as_deref())?,
             webhook_secrets: SecretStore::new(db.clone(), settings.webhook_keys.keys()),
             streams: StreamSlots::default(),
+            kinds: Catalogue::all(settings.chaos_kinds),
             redis,
             db,
             metrics,

@@ -3,6 +3,8 @@
 //! * [`Queue`] is the storage side: enqueue (inside the caller's transaction), batch
 //!   claim with `FOR UPDATE SKIP LOCKED`, fenced outcomes, heartbeats, lease rescue,
 //!   cancel/retry and retention.
+//! * [`TaskArgs`] declares a task kind as a type (name and payload); a [`TaskHandler`]
+//!   runs it with the payload parsed.
 //! * [`Worker`] runs handlers from a [`Registry`] keyed by task `kind`, woken by
 //!   `LISTEN/NOTIFY` with a polling fallback, and drains gracefully on shutdown.
 //!
@@ -20,7 +22,7 @@ pub mod trace;
 mod worker;
 
 pub use backoff::Backoff;
-pub use handler::{Handler, HandlerError, Registry, TaskContext};
+pub use handler::{Handler, HandlerError, InvalidArgs, Registry, TaskArgs, TaskContext, TaskHandler};
 pub use metrics::{DepthGauges, QueueMetrics};
 pub use model::{ClaimedTask, NewTask, Task, TaskStatus, TASK_COLUMNS};
 pub use store::{CancelOutcome, Outcome, Queue, QueueDepth, RetryOutcome, BEGIN_NOTIFY_AFTER_COMMIT};

@@ -121,6 +121,11 @@ impl NewTask {
             trace_id: None,
         }
     }
+
+    /// A task of `A`'s kind with `args` as its payload.
+    pub fn from_args<A: crate::TaskArgs>(args: &A) -> serde_json::Result<Self> {
+        Ok(NewTask::new(A::KIND, serde_json::to_value(args)?))
+    }
 }
 
 /// A task a worker holds a lease on.

@@ -173,6 +173,7 @@ impl Shared {
     /// Counts a recorded outcome by kind and by what became of the task.
     fn count(&self, kind: &str, outcome: &Outcome, status: TaskStatus) {
         let m = &self.metrics;
+        let kind = self.registry.metric_label(kind);
         let label = match (status, outcome) {
             (TaskStatus::Completed, _) => {
                 m.completed.with_label_values(&[kind]).inc();

@@ -188,14 +188,24 @@ async fn permanent_errors_and_unknown_kinds_fail_without_retry() {
         .iter()
         .map(|t| t.id)
         .collect();
-    let w = spawn(&queue, Registry::new().register("fails", AlwaysFails { permanent: true }), fast("w"));
+    let prometheus = prometheus::Registry::new();
+    let metrics = QueueMetrics::new(&prometheus).unwrap();
+    let stop = CancellationToken::new();
+    let registry = Registry::new().register("fails", AlwaysFails { permanent: true });
+    let worker = tokio::spawn(Worker::new(queue.clone(), registry, fast("w"), metrics).run(stop.clone()));
     for id in &ids {
         wait_status(&queue, *id, TaskStatus::Failed, Duration::from_secs(10)).await;
         assert_eq!(queue.get(*id).await.unwrap().unwrap().attempts, 1);
     }
-    w.shutdown().await;
+    stop.cancel();
+    worker.await.unwrap();
     let unknown = queue.get(ids[1]).await.unwrap().unwrap();
     assert!(unknown.last_error.unwrap().contains("no handler registered"));
+    // A stored kind without a handler is counted, but as `other`: it never becomes a label.
+    let failed = prometheus.gather().into_iter().find(|f| f.name() == "tasks_failed_total").unwrap();
+    let mut labels: Vec<&str> = failed.get_metric().iter().map(|m| m.get_label()[0].value()).collect();
+    labels.sort_unstable();
+    assert_eq!(labels, ["fails", "other"]);
 }
 
 #[tokio::test]

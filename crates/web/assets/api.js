@@ -1,8 +1,6 @@
 // The API client: the session cookie rides along (same origin), the CSRF token is kept in
 // memory only, and every failure becomes an ApiError with a message fit for people.
 
-export const KINDS = ['echo', 'noop', 'sleep', 'fail', 'webhook'];
-
 let csrfToken = null;
 let sessionEnded = () => {};
 
@@ -43,6 +41,14 @@ export async function api(method, path, { body, headers = {}, signIn = false } =
     Number.isFinite(seconds) ? seconds : null);
   if (response.status === 401 && !signIn) sessionEnded();
   throw error;
+}
+
+let kinds = null;
+/** The task kinds this deployment runs, as the API describes them ({kind, summary,
+ *  payload_schema, example}); asked once per page, again after a failure. */
+export function loadKinds() {
+  kinds ??= api('GET', '/api/v1/kinds').then(({ data }) => data).catch((error) => { kinds = null; throw error; });
+  return kinds;
 }
 
 export function listTasks(params) {

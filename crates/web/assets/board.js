@@ -1,7 +1,7 @@
 // The board: one independently paged list per status (never the whole table), kept
 // current by live events.
 import { fill, h } from './dom.js';
-import { KINDS, listTasks, errorMessage } from './api.js';
+import { listTasks, loadKinds, errorMessage } from './api.js';
 import { loadModule, showAlert } from './notify.js';
 import { subscribe } from './live.js';
 import { STATUSES, STATUS_LABELS, refreshTimes, timeEl } from './format.js';
@@ -52,8 +52,10 @@ export function createBoard(root) {
   let generation = 0;
 
   const search = h('input', { id: 'f-q', type: 'search', placeholder: 'Title contains…', autocomplete: 'off' });
-  const kind = h('select', { id: 'f-kind' }, h('option', { value: '' }, 'All kinds'),
-    KINDS.map((k) => h('option', { value: k, selected: filters.kind === k }, k)));
+  const kind = h('select', { id: 'f-kind' }, h('option', { value: '' }, 'All kinds'));
+  // Without the list the filter offers "All kinds" only; the board says what failed.
+  loadKinds().then((list) => kind.append(...list.map(({ kind: k }) =>
+    h('option', { value: k, selected: filters.kind === k }, k)))).catch(() => {});
   search.value = filters.q;
   let debounce = 0;
   search.addEventListener('input', () => {

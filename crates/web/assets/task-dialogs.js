@@ -1,16 +1,12 @@
 // Task detail, the create/edit form and the delete confirmation: native modal <dialog>s,
 // built when opened and removed when closed (focus goes back to whatever opened them).
 import { fill, h, field, setFieldError } from './dom.js';
-import { KINDS, api, errorMessage } from './api.js';
+import { api, errorMessage, loadKinds } from './api.js';
 import { announce, rememberCreated } from './notify.js';
 import { publish, subscribe } from './live.js';
 import { badge, timeEl } from './format.js';
 
 const QUEUE_FIELDS = ['kind', 'payload', 'priority', 'max_attempts', 'timeout_secs'];
-const PAYLOAD_EXAMPLES = {
-  sleep: { duration_ms: 1500 }, fail: { fail_attempts: 1, message: 'boom' },
-  webhook: { url: 'https://example.com/hook', method: 'POST', body: {} },
-};
 let dialogCount = 0;
 
 function modal(title, className) {
@@ -199,8 +195,7 @@ export function openTaskForm(task, opener) {
   const controls = {
     title: input('title', { maxlength: 200, required: true, autocomplete: 'off', value: task?.title ?? '' }),
     description: h('textarea', { id: 'tf-description', name: 'description', rows: 3 }, task?.description ?? ''),
-    kind: h('select', { id: 'tf-kind', name: 'kind' },
-      [...new Set([...KINDS, task?.kind ?? 'echo'])].map((k) => h('option', { value: k, selected: k === (task?.kind ?? 'echo') }, k))),
+    kind: h('select', { id: 'tf-kind', name: 'kind' }, h('option', { value: task?.kind ?? 'echo', selected: true }, task?.kind ?? 'echo')),
     payload: h('textarea', { id: 'tf-payload', name: 'payload', rows: 4, class: 'mono', spellcheck: 'false' },
       pretty(task?.payload ?? {})),
     priority: input('priority', { type: 'number', min: -100, max: 100, step: 1, value: task?.priority ?? 0 }),
@@ -208,15 +203,29 @@ export function openTaskForm(task, opener) {
     timeout_secs: input('timeout_secs', { type: 'number', min: 1, max: 86400, step: 1, value: task?.timeout_secs ?? 300 }),
   };
   if (locked) for (const name of QUEUE_FIELDS) controls[name].disabled = true;
-  // Switching kind swaps in that kind's example payload, unless the payload was edited.
-  let template = controls.payload.value;
-  controls.kind.addEventListener('change', () => {
-    if (controls.payload.value !== template) return;
-    template = pretty(PAYLOAD_EXAMPLES[controls.kind.value] ?? {});
-    controls.payload.value = template;
-  });
 
   const alert = alertBox();
+  // The kinds, their summaries and example payloads come from the API. Switching kind
+  // swaps in that kind's example payload, unless the payload was edited.
+  const kindField = field('Kind', controls.kind, ' ');
+  const kindHint = kindField.querySelector('.hint');
+  const examples = new Map();
+  const describeKind = () => fill(kindHint, examples.get(controls.kind.value)?.summary ?? '');
+  loadKinds().then((list) => {
+    for (const k of list) examples.set(k.kind, k);
+    const current = controls.kind.value;
+    fill(controls.kind, list.some((k) => k.kind === current) ? [] : [h('option', { value: current }, current)],
+      list.map((k) => h('option', { value: k.kind }, k.kind)));
+    controls.kind.value = current;
+    describeKind();
+  }).catch((error) => setAlert(alert, `The list of task kinds did not load: ${errorMessage(error)}`));
+  let template = controls.payload.value;
+  controls.kind.addEventListener('change', () => {
+    describeKind();
+    if (controls.payload.value !== template) return;
+    template = pretty(examples.get(controls.kind.value)?.example ?? {});
+    controls.payload.value = template;
+  });
   const save = h('button', { type: 'submit', class: 'btn primary' }, editing ? 'Save changes' : 'Create task');
   const form = h('form', { novalidate: true, class: 'task-form' },
     alert,
@@ -225,11 +234,11 @@ export function openTaskForm(task, opener) {
     locked ? h('p', { class: 'hint', id: 'tf-locked' },
       `This task is ${task.status}: kind, payload, priority, attempts and timeout can only change while it is pending.`) : null,
     h('div', { class: 'grid' },
-      field('Kind', controls.kind),
+      kindField,
       field('Priority', controls.priority, '−100 to 100, higher runs first'),
       field('Max attempts', controls.max_attempts, '1 to 100'),
       field('Timeout (s)', controls.timeout_secs, '1 to 86400')),
-    field('Payload (JSON object)', controls.payload, 'sleep: {"duration_ms": 1500} · fail: {"fail_attempts": 1}'),
+    field('Payload (JSON object)', controls.payload, 'Choosing a kind fills in an example.'),
     h('div', { class: 'actions' },
       h('button', { type: 'button', class: 'btn', onclick: () => dialog.close() }, 'Cancel'), save));
   dialog.append(form);
@@ -309,7 +318,12 @@ export function openTaskForm(task, opener) {
     } catch (error) {
       if (error.status === 401) return;
       if (error.status === 422 && error.details?.length) {
-        showErrors(Object.fromEntries(error.details.map((d) => [d.field, d.message])));
+        // A payload's own fields (payload.duration_ms) are shown at the payload.
+        showErrors(Object.fromEntries(error.details.map((d) => {
+          const name = d.field.replace(/[.[].*$/, '');
+          const inner = d.field.slice(name.length).replace(/^\./, '');
+          return [name, inner ? `${inner}: ${d.message}` : d.message];
+        })));
       } else if (error.status === 412) {
         await rebase().catch(() => {});
         setAlert(alert, 'This task was changed elsewhere while you edited it. Your changes are kept and the other fields now show the latest values: review, then save again.');

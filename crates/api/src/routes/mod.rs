@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod health;
+pub mod kinds;
 pub mod live;
 pub mod session;
 pub mod tasks;
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .nest(
             "/api/v1",
             tasks::router(bulk_limit)
+                .merge(kinds::router())
                 .merge(accounts::router())
                 .merge(session::router())
                 .merge(live::router())

@@ -95,8 +95,9 @@ pub async fn create_task(
 ) -> ApiResult<Response> {
     let key = IdempotencyKey::from_headers(&headers)?.map(|k| (k, idempotency::fingerprint("POST /tasks", &body)));
     let mut errors = Vec::new();
-    let task =
-        body.parse(&origin(&caller, &request_id, &trace_id), "", &mut errors).ok_or(ApiError::Validation(errors))?;
+    let task = body
+        .parse(&state.kinds, &origin(&caller, &request_id, &trace_id), "", &mut errors)
+        .ok_or(ApiError::Validation(errors))?;
     create(&state, &caller, audit.map(|a| a.0), key, vec![task], false).await
 }
 
@@ -125,7 +126,7 @@ pub async fn create_tasks(
         .tasks
         .into_iter()
         .enumerate()
-        .map(|(i, t)| t.parse(&origin, &format!("tasks[{i}]."), &mut errors))
+        .map(|(i, t)| t.parse(&state.kinds, &origin, &format!("tasks[{i}]."), &mut errors))
         .collect();
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
@@ -390,7 +391,7 @@ pub async fn replace_task(
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateTask>,
 ) -> ApiResult<Response> {
-    update(&state, &caller, id, &headers, body.parse(true).map_err(ApiError::Validation)?).await
+    update(&state, &caller, id, &headers, body.parse(&state.kinds, true).map_err(ApiError::Validation)?).await
 }
 
 /// Change some of a task's fields. Honours `If-Match`.
@@ -405,7 +406,7 @@ pub async fn patch_task(
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateTask>,
 ) -> ApiResult<Response> {
-    update(&state, &caller, id, &headers, body.parse(false).map_err(ApiError::Validation)?).await
+    update(&state, &caller, id, &headers, body.parse(&state.kinds, false).map_err(ApiError::Validation)?).await
 }
 
 /// All of a PUT/PATCH in one transaction on the locked row: either every requested
@@ -437,6 +438,7 @@ async fn update(
             ),
         ));
     }
+    changes.fits(&state.kinds, &current.kind, &current.payload).map_err(ApiError::Validation)?;
     let mut task = current;
     if changes.touches_fields() {
         task = apply_fields(&mut tx, id, &changes).await?;

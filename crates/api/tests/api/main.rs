@@ -3,6 +3,7 @@ mod auth;
 mod bad_input;
 mod cache;
 mod helpers;
+mod kinds;
 mod lifecycle;
 mod tasks;
 mod web;

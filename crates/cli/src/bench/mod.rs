@@ -23,14 +23,13 @@ use flowforge_platform::config::HumanDuration;
 use flowforge_platform::db::DatabaseSettings;
 use flowforge_queue::{NewTask, Queue, WorkerConfig};
 use serde::Serialize;
-use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use stats::{ms, percentile, Spread};
-use worker::{now_nanos, NOOP, PROBE};
+use worker::{now_nanos, Noop, Probe};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
@@ -361,7 +360,8 @@ async fn burn_down_once(
     let mut remaining = args.tasks;
     while remaining > 0 {
         let n = remaining.min(args.enqueue_batch.max(1));
-        let batch: Vec<NewTask> = (0..n).map(|_| NewTask::new(NOOP, json!({}))).collect();
+        let task = NewTask::from_args(&Noop {})?;
+        let batch: Vec<NewTask> = (0..n).map(|_| task.clone()).collect();
         queue.enqueue(&batch).await?;
         remaining -= n;
     }
@@ -471,8 +471,8 @@ async fn latency(settings: &DatabaseSettings, args: LatencyArgs) -> anyhow::Resu
         for n in 0..WARM_UP + args.samples {
             tick.tick().await;
             // Warm-up probes carry no t0, so they are not counted.
-            let payload = if n < WARM_UP { json!({}) } else { json!({ "t0": now_nanos() }) };
-            queue.enqueue(&[NewTask::new(PROBE, payload)]).await?;
+            let probe = Probe { t0: (n >= WARM_UP).then(now_nanos) };
+            queue.enqueue(&[NewTask::from_args(&probe)?]).await?;
         }
         let mut observer = scratch.observer().await?;
         observe_until_done(&mut observer, Instant::now(), Duration::from_secs(30)).await?;

@@ -1,6 +1,7 @@
 //! One benchmark worker process (`flowforge bench worker`, started by the coordinator):
-//! the engine's public API only (`Queue`, `Worker`, `Registry`, `WorkerConfig`), a pool
-//! of its own, and a handler that counts its invocations.
+//! the engine's public API only (`Queue`, `Worker`, `Registry`, `WorkerConfig`, typed
+//! kinds declared with `TaskArgs`), a pool of its own, and a handler that counts its
+//! invocations.
 //!
 //! It talks to the coordinator over stdio: it prints `bench:ready` once its pool is
 //! connected, starts the worker on a `go` line, stops on `stop` (or end of input),
@@ -15,16 +16,32 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use async_trait::async_trait;
 use flowforge_platform::db::DatabaseSettings;
-use flowforge_queue::{Handler, HandlerError, Queue, QueueMetrics, Registry, TaskContext, Worker, WorkerConfig};
+use flowforge_queue::{
+    HandlerError, Queue, QueueMetrics, Registry, TaskArgs, TaskContext, TaskHandler, Worker, WorkerConfig,
+};
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::postgres::PgPoolOptions;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
-/// The kind the burn-down enqueues: a handler that does nothing.
-pub const NOOP: &str = "bench.noop";
-/// The kind of latency probes: payload `{"t0": <enqueue time, ns since the epoch>}`.
-pub const PROBE: &str = "bench.probe";
+/// What the burn-down enqueues: a task that does nothing.
+#[derive(Serialize, Deserialize)]
+pub struct Noop {}
+
+impl TaskArgs for Noop {
+    const KIND: &'static str = "bench.noop";
+}
+
+/// A latency probe: `t0` is its enqueue time in ns since the epoch; warm-up probes have none.
+#[derive(Serialize, Deserialize)]
+pub struct Probe {
+    pub t0: Option<u64>,
+}
+
+impl TaskArgs for Probe {
+    const KIND: &'static str = "bench.probe";
+}
 
 /// Protocol lines on stdout, told apart from log lines by their prefix.
 pub const READY: &str = "bench:ready";
@@ -60,15 +77,29 @@ pub fn now_nanos() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos() as u64
 }
 
-#[async_trait]
-impl Handler for Counting {
-    async fn run(&self, ctx: TaskContext) -> Result<Value, HandlerError> {
+impl Counting {
+    fn count(&self, id: i64, t0: Option<u64>) {
         let started = now_nanos();
         let mut runs = self.0.lock().expect("runs");
-        runs.ids.push(ctx.id);
-        if let Some(t0) = ctx.payload.get("t0").and_then(Value::as_u64) {
+        runs.ids.push(id);
+        if let Some(t0) = t0 {
             runs.start_delays_ns.push(started.saturating_sub(t0));
         }
+    }
+}
+
+#[async_trait]
+impl TaskHandler<Noop> for Counting {
+    async fn run(&self, _args: Noop, ctx: TaskContext) -> Result<Value, HandlerError> {
+        self.count(ctx.id, None);
+        Ok(Value::Null)
+    }
+}
+
+#[async_trait]
+impl TaskHandler<Probe> for Counting {
+    async fn run(&self, args: Probe, ctx: TaskContext) -> Result<Value, HandlerError> {
+        self.count(ctx.id, args.t0);
         Ok(Value::Null)
     }
 }
@@ -83,7 +114,7 @@ pub async fn run(settings: DatabaseSettings, args: WorkerArgs) -> anyhow::Result
         .await
         .context("connecting the worker's pool")?;
     let runs = Arc::new(Mutex::new(Runs::default()));
-    let registry = Registry::new().register(NOOP, Counting(runs.clone())).register(PROBE, Counting(runs.clone()));
+    let registry = Registry::new().handle::<Noop>(Counting(runs.clone())).handle::<Probe>(Counting(runs.clone()));
     let config = WorkerConfig {
         id: format!("bench-{}", std::process::id()),
         concurrency: args.concurrency,

@@ -1,5 +1,6 @@
-//! The built-in task kinds. Payloads are parsed strictly: a payload that cannot work
-//! fails the task at once (`Permanent`) instead of burning retries.
+//! Handlers for the built-in task kinds. Each receives its payload already parsed into
+//! the kind's type from `flowforge_kinds`, the same type the api validated it with; a
+//! payload that cannot work fails the task at once (`Permanent`) instead of burning retries.
 
 mod webhook;
 
@@ -8,131 +9,86 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flowforge_queue::{Handler, HandlerError, Registry, TaskContext};
+use flowforge_kinds as kinds;
+use flowforge_queue::{HandlerError, Registry, TaskContext, TaskHandler};
 use flowforge_webhooks::SecretStore;
-use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 pub use webhook::Webhook;
 
 use crate::config::HandlerSettings;
 
-/// Every built-in handler, keyed by kind. `panic` and `fill_scratch` only with
-/// `chaos_handlers`. Webhooks are signed with secrets read from `db`.
+/// A handler for every kind of `flowforge_kinds::Catalogue::all(chaos_handlers)`.
+/// Webhooks are signed with secrets read from `db`.
 pub fn registry(settings: &HandlerSettings, db: sqlx::PgPool) -> Registry {
     let secrets = SecretStore::new(db, settings.webhook.deployment_keys());
     let registry = Registry::new()
-        .register("noop", Noop)
-        .register("echo", Echo)
-        .register("sleep", Sleep)
-        .register("fail", Fail)
-        .register("webhook", Webhook::new(&settings.webhook, secrets));
+        .handle(Noop)
+        .handle(Echo)
+        .handle(Sleep)
+        .handle(Fail)
+        .handle(Webhook::new(&settings.webhook, secrets));
     if settings.chaos_handlers {
-        registry.register("panic", Panic).register("fill_scratch", FillScratch::new(std::env::temp_dir()))
+        registry.handle(Panic).handle(FillScratch::new(std::env::temp_dir()))
     } else {
         registry
     }
 }
 
-/// The payload as `T`, or a permanent error showing the `expected` shape and what is wrong.
-fn payload<T: DeserializeOwned>(ctx: &TaskContext, expected: &str) -> Result<T, HandlerError> {
-    T::deserialize(&ctx.payload)
-        .map_err(|e| HandlerError::Permanent(format!("invalid {} payload (expected {expected}): {e}", ctx.kind)))
-}
-
-/// Does nothing; measures the queue's own overhead.
 pub struct Noop;
 
 #[async_trait]
-impl Handler for Noop {
-    async fn run(&self, _ctx: TaskContext) -> Result<Value, HandlerError> {
+impl TaskHandler<kinds::Noop> for Noop {
+    async fn run(&self, _args: kinds::Noop, _ctx: TaskContext) -> Result<Value, HandlerError> {
         Ok(Value::Null)
     }
 }
 
-/// Returns its payload as the result.
 pub struct Echo;
 
 #[async_trait]
-impl Handler for Echo {
-    async fn run(&self, ctx: TaskContext) -> Result<Value, HandlerError> {
-        Ok(ctx.payload)
+impl TaskHandler<kinds::Echo> for Echo {
+    async fn run(&self, kinds::Echo(payload): kinds::Echo, _ctx: TaskContext) -> Result<Value, HandlerError> {
+        Ok(payload)
     }
 }
 
-/// Simulated work: `{"duration_ms": N}` with N up to an hour.
-///
 /// It does not watch `ctx.cancelled`: on cancellation, a lost lease or the shutdown
 /// deadline the runtime drops this future, which ends the sleep at once, and records
 /// the outcome itself. Returning early here would race with that decision (the engine
 /// could record a shutdown release as a failed attempt).
 pub struct Sleep;
 
-const MAX_SLEEP_MS: u64 = 3_600_000;
-const SLEEP_SHAPE: &str = r#"{"duration_ms": 0..=3600000}"#;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SleepPayload {
-    duration_ms: u64,
-}
-
 #[async_trait]
-impl Handler for Sleep {
-    async fn run(&self, ctx: TaskContext) -> Result<Value, HandlerError> {
-        let SleepPayload { duration_ms } = payload(&ctx, SLEEP_SHAPE)?;
-        if duration_ms > MAX_SLEEP_MS {
-            return Err(HandlerError::Permanent(format!(
-                "invalid sleep payload (expected {SLEEP_SHAPE}): {duration_ms} is too long"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(duration_ms)).await;
-        Ok(json!({ "slept_ms": duration_ms }))
+impl TaskHandler<kinds::Sleep> for Sleep {
+    async fn run(&self, args: kinds::Sleep, _ctx: TaskContext) -> Result<Value, HandlerError> {
+        tokio::time::sleep(Duration::from_millis(args.duration_ms)).await;
+        Ok(json!({ "slept_ms": args.duration_ms }))
     }
 }
 
-/// Fails (retryably) while `attempt <= fail_attempts` (always, when absent), then
-/// succeeds: a way to watch retries, backoff and dead letters.
 pub struct Fail;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FailPayload {
-    fail_attempts: Option<i32>,
-    #[serde(default = "default_failure_message")]
-    message: String,
-}
-
-fn default_failure_message() -> String {
-    "simulated failure".into()
-}
-
 #[async_trait]
-impl Handler for Fail {
-    async fn run(&self, ctx: TaskContext) -> Result<Value, HandlerError> {
-        let FailPayload { fail_attempts, message } =
-            payload(&ctx, r#"{"fail_attempts": N (optional), "message": "..." (optional)}"#)?;
-        if fail_attempts.is_none_or(|n| ctx.attempt <= n) {
-            return Err(HandlerError::Retryable(format!("{message} (attempt {})", ctx.attempt)));
+impl TaskHandler<kinds::Fail> for Fail {
+    async fn run(&self, args: kinds::Fail, ctx: TaskContext) -> Result<Value, HandlerError> {
+        if args.fail_attempts.is_none_or(|n| ctx.attempt <= n) {
+            return Err(HandlerError::Retryable(format!("{} (attempt {})", args.message, ctx.attempt)));
         }
         Ok(json!({ "succeeded_on_attempt": ctx.attempt }))
     }
 }
 
-/// Panics, to prove a handler bug costs one attempt and never the worker.
 pub struct Panic;
 
 #[async_trait]
-impl Handler for Panic {
-    async fn run(&self, ctx: TaskContext) -> Result<Value, HandlerError> {
+impl TaskHandler<kinds::Panic> for Panic {
+    async fn run(&self, _args: kinds::Panic, ctx: TaskContext) -> Result<Value, HandlerError> {
         panic!("chaos: panic handler ran task {}", ctx.id)
     }
 }
 
-/// Writes `{"bytes": N}` to a file in the worker's scratch space (its tmpfs) and removes it
-/// again: to prove that a full scratch space fails the task that hit it, frees what it
-/// wrote, and leaves the worker serving.
+/// Writes into the worker's scratch space (its tmpfs) under `dir`.
 pub struct FillScratch {
     dir: PathBuf,
 }
@@ -141,12 +97,6 @@ impl FillScratch {
     pub fn new(dir: PathBuf) -> Self {
         FillScratch { dir }
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FillScratchPayload {
-    bytes: u64,
 }
 
 /// Deletes the scratch file however the write ends: an error, a panic, or (when the task
@@ -160,9 +110,12 @@ impl Drop for ScratchFile {
 }
 
 #[async_trait]
-impl Handler for FillScratch {
-    async fn run(&self, ctx: TaskContext) -> Result<Value, HandlerError> {
-        let FillScratchPayload { bytes } = payload(&ctx, r#"{"bytes": N}"#)?;
+impl TaskHandler<kinds::FillScratch> for FillScratch {
+    async fn run(
+        &self,
+        kinds::FillScratch { bytes }: kinds::FillScratch,
+        ctx: TaskContext,
+    ) -> Result<Value, HandlerError> {
         let file = ScratchFile(self.dir.join(format!("flowforge-scratch-{}-{}", ctx.id, ctx.attempt)));
         tokio::task::spawn_blocking(move || {
             let chunk = vec![0u8; 1 << 20];
@@ -186,6 +139,7 @@ impl Handler for FillScratch {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use flowforge_queue::TaskArgs;
     use tokio_util::sync::CancellationToken;
 
     pub(crate) fn context(kind: &str, payload: Value, attempt: i32) -> TaskContext {
@@ -202,6 +156,16 @@ pub(crate) mod tests {
         }
     }
 
+    /// Runs `payload` through `handler` as the worker does: parsed first.
+    pub(crate) async fn run<A: TaskArgs>(
+        handler: impl TaskHandler<A>,
+        payload: Value,
+        attempt: i32,
+    ) -> Result<Value, HandlerError> {
+        let registry = Registry::new().handle(handler);
+        registry.get(A::KIND).expect("registered").run(context(A::KIND, payload, attempt)).await
+    }
+
     fn permanent_error(result: Result<Value, HandlerError>) -> String {
         match result {
             Err(HandlerError::Permanent(message)) => message,
@@ -211,43 +175,42 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn noop_and_echo() {
-        assert_eq!(Noop.run(context("noop", json!({"a": 1}), 1)).await.unwrap(), Value::Null);
-        assert_eq!(Echo.run(context("echo", json!({"a": [1, 2]}), 1)).await.unwrap(), json!({"a": [1, 2]}));
+        assert_eq!(run(Noop, json!({"a": 1}), 1).await.unwrap(), Value::Null);
+        assert_eq!(run(Echo, json!({"a": [1, 2]}), 1).await.unwrap(), json!({"a": [1, 2]}));
     }
 
     #[tokio::test]
     async fn sleep_sleeps_and_reports() {
-        let result = Sleep.run(context("sleep", json!({"duration_ms": 5}), 1)).await.unwrap();
-        assert_eq!(result, json!({"slept_ms": 5}));
+        assert_eq!(run(Sleep, json!({"duration_ms": 5}), 1).await.unwrap(), json!({"slept_ms": 5}));
     }
 
     #[tokio::test]
-    async fn sleep_rejects_bad_payloads_permanently() {
+    async fn bad_payloads_fail_permanently_naming_the_field() {
         for bad in
             [json!({}), json!({"duration_ms": -1}), json!({"duration_ms": "5"}), json!({"duration_ms": 3_600_001})]
         {
-            let message = permanent_error(Sleep.run(context("sleep", bad.clone(), 1)).await);
+            let message = permanent_error(run(Sleep, bad.clone(), 1).await);
+            assert!(message.starts_with("invalid sleep payload: "), "{bad}: {message}");
             assert!(message.contains("duration_ms"), "{bad}: {message}");
         }
+        permanent_error(run(Fail, json!({"fail_attempts": "two"}), 1).await);
     }
 
     #[tokio::test]
     async fn fail_fails_the_first_attempts_then_succeeds() {
         let payload = json!({"fail_attempts": 2, "message": "downstream down"});
         for attempt in [1, 2] {
-            match Fail.run(context("fail", payload.clone(), attempt)).await {
+            match run(Fail, payload.clone(), attempt).await {
                 Err(HandlerError::Retryable(m)) => assert_eq!(m, format!("downstream down (attempt {attempt})")),
                 other => panic!("{other:?}"),
             }
         }
-        assert_eq!(Fail.run(context("fail", payload, 3)).await.unwrap(), json!({"succeeded_on_attempt": 3}));
-        assert!(matches!(Fail.run(context("fail", json!({}), 50)).await, Err(HandlerError::Retryable(_))));
-        permanent_error(Fail.run(context("fail", json!({"fail_attempts": "two"}), 1)).await);
+        assert_eq!(run(Fail, payload, 3).await.unwrap(), json!({"succeeded_on_attempt": 3}));
+        assert!(matches!(run(Fail, json!({}), 50).await, Err(HandlerError::Retryable(_))));
     }
 
-    #[tokio::test]
-    async fn panic_handler_only_with_chaos_enabled() {
-        let mut settings = HandlerSettings {
+    fn settings(chaos_handlers: bool) -> HandlerSettings {
+        HandlerSettings {
             webhook: crate::config::WebhookSettings {
                 secrets_keys: flowforge_webhooks::DeploymentKeySettings {
                     current: flowforge_platform::Secret::new("k"),
@@ -257,29 +220,39 @@ pub(crate) mod tests {
                 allow_private: false,
                 allowed_ports: None,
             },
-            chaos_handlers: false,
-        };
+            chaos_handlers,
+        }
+    }
+
+    /// The api accepts exactly the kinds the catalogue lists; a kind without a handler
+    /// would pass the api and fail in every worker.
+    #[tokio::test]
+    async fn a_handler_for_every_kind_of_the_catalogue_and_no_other() {
         // Never connected: registering reads nothing.
         let db = sqlx::PgPool::connect_lazy("postgres://nowhere.invalid/x").unwrap();
-        let mut kinds: Vec<String> = registry(&settings, db.clone()).kinds().map(String::from).collect();
-        kinds.sort();
-        assert_eq!(kinds, ["echo", "fail", "noop", "sleep", "webhook"]);
-        settings.chaos_handlers = true;
-        assert!(registry(&settings, db.clone()).get("panic").is_some());
-        assert!(registry(&settings, db).get("fill_scratch").is_some());
+        for chaos in [false, true] {
+            let mut handled: Vec<&str> = Vec::new();
+            let registry = registry(&settings(chaos), db.clone());
+            handled.extend(registry.kinds());
+            handled.sort_unstable();
+            let mut declared: Vec<&str> = kinds::Catalogue::all(chaos).names().collect();
+            declared.sort_unstable();
+            assert_eq!(handled, declared, "chaos kinds enabled: {chaos}");
+        }
+        assert!(registry(&settings(false), db).get("panic").is_none());
     }
 
     #[tokio::test]
     async fn fill_scratch_writes_then_removes_its_file() {
         let dir = std::env::temp_dir().join(format!("flowforge-scratch-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let result = FillScratch::new(dir.clone()).run(context("fill_scratch", json!({"bytes": 3_000_000}), 1)).await;
+        let result = run(FillScratch::new(dir.clone()), json!({"bytes": 3_000_000}), 1).await;
         assert_eq!(result.unwrap(), json!({"written_bytes": 3_000_000}));
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "the scratch file is removed");
         // A scratch space that cannot be written fails the attempt (retryably), it does not panic.
-        let missing = FillScratch::new(dir.join("gone")).run(context("fill_scratch", json!({"bytes": 1}), 1)).await;
+        let missing = run(FillScratch::new(dir.join("gone")), json!({"bytes": 1}), 1).await;
         assert!(matches!(missing, Err(HandlerError::Retryable(m)) if m.starts_with("scratch space: ")));
-        permanent_error(FillScratch::new(dir.clone()).run(context("fill_scratch", json!({"bytes": "1"}), 1)).await);
+        permanent_error(run(FillScratch::new(dir.clone()), json!({"bytes": "1"}), 1).await);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

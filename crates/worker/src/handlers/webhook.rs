@@ -6,31 +6,23 @@
 //! and `webhook-signature` (`v1,<base64>`, two space-separated while the user's secret is
 //! being rotated). See `flowforge_webhooks` for the scheme, and docs/api.md for receivers.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use flowforge_queue::{Handler, HandlerError, TaskContext};
+use flowforge_kinds as kinds;
+use flowforge_queue::{HandlerError, TaskContext, TaskHandler};
 use flowforge_webhooks::{Delivery, SecretStore, StoreError, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use reqwest::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING,
-};
-use reqwest::{redirect, Client, Method, Response, StatusCode, Url};
-use serde::Deserialize;
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
+use reqwest::{redirect, Client, Method, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::payload;
 use crate::config::WebhookSettings;
 
 /// How much of the receiver's answer is kept in the task's result or error.
 const MAX_RESPONSE_BYTES: usize = 4096;
-
-/// Headers the HTTP client derives from the request itself; a payload's own value
-/// would contradict the body or the connection.
-const FRAMING_HEADERS: [HeaderName; 4] = [CONTENT_LENGTH, TRANSFER_ENCODING, CONNECTION, HOST];
 
 pub struct Webhook {
     client: Client,
@@ -74,45 +66,13 @@ impl Webhook {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct WebhookPayload {
-    url: String,
-    #[serde(default)]
-    method: WebhookMethod,
-    #[serde(default)]
-    body: Value,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-}
-
-#[derive(Deserialize, Default)]
-enum WebhookMethod {
-    #[default]
-    #[serde(rename = "POST")]
-    Post,
-    #[serde(rename = "PUT")]
-    Put,
-}
-
+/// The payload's URL and headers were validated when it was parsed; the target's port
+/// and address depend on this worker's settings and are checked here.
 #[async_trait]
-impl Handler for Webhook {
-    async fn run(&self, ctx: TaskContext) -> Result<Value, HandlerError> {
-        let request: WebhookPayload =
-            payload(&ctx, r#"{"url": "https://...", "method": "POST" or "PUT", "body": ..., "headers": {...}}"#)?;
-        let url = Url::parse(&request.url).map_err(|e| permanent(format!("invalid url {:?}: {e}", request.url)))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(permanent(format!("url must be http or https, not {}", url.scheme())));
-        }
-        let mut headers = HeaderMap::new();
-        for (name, value) in &request.headers {
-            let name = HeaderName::try_from(name).map_err(|e| permanent(format!("header {name:?}: {e}")))?;
-            if FRAMING_HEADERS.contains(&name) {
-                return Err(permanent(format!("header {name} is set by the worker, not the payload")));
-            }
-            let value = HeaderValue::try_from(value).map_err(|e| permanent(format!("header {name}: {e}")))?;
-            headers.insert(name, value);
-        }
+impl TaskHandler<kinds::Webhook> for Webhook {
+    async fn run(&self, request: kinds::Webhook, ctx: TaskContext) -> Result<Value, HandlerError> {
+        let url = request.target();
+        let mut headers = request.header_map();
         let port = url.port_or_known_default().unwrap_or_default();
         if let Some(allowed) = self.allowed_ports.as_ref().filter(|p| !p.contains(&port)) {
             return Err(permanent(format!(
@@ -146,8 +106,8 @@ impl Handler for Webhook {
             headers.insert("x-request-id", request_id);
         }
         let method = match request.method {
-            WebhookMethod::Post => Method::POST,
-            WebhookMethod::Put => Method::PUT,
+            kinds::WebhookMethod::Post => Method::POST,
+            kinds::WebhookMethod::Put => Method::PUT,
         };
         let response = self
             .client
@@ -395,9 +355,10 @@ mod tests {
             allowed_ports: Some(vec![80, 443]),
         };
         let webhook = Webhook::new(&settings, SecretStore::new(db, settings.deployment_keys()));
+        let webhook = flowforge_queue::Registry::new().handle(webhook).get("webhook").unwrap();
         for (payload, expected) in [
             (json!({}), "url"),
-            (json!({"url": "not a url"}), "invalid url"),
+            (json!({"url": "not a url"}), "url: not a URL"),
             (json!({"url": "ftp://example.com/x"}), "http or https"),
             (json!({"url": "file:///etc/passwd"}), "http or https"),
             (json!({"url": "http://127.0.0.1/x"}), "not a public address"),
