@@ -9,6 +9,8 @@ use flowforge_platform::db::DatabaseSettings;
 use flowforge_platform::telemetry::TelemetrySettings;
 use flowforge_webhooks::DeploymentKeySettings;
 
+use flowforge_accounts::TokenTtl;
+
 use crate::client_addr::TrustedProxies;
 
 #[derive(Debug, Clone)]
@@ -167,20 +169,5 @@ impl ApiSettings {
             prometheus_url,
             chaos_kinds,
         })
-    }
-}
-
-/// How long a token works: a duration (`90d`), or `never`. Read by the api
-/// (`FLOWFORGE_TOKEN_TTL`) and by `flowforge token create --ttl`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TokenTtl(pub Option<Duration>);
-
-impl std::str::FromStr for TokenTtl {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.trim() == "never" {
-            return Ok(TokenTtl(None));
-        }
-        Ok(TokenTtl(Some(s.parse::<flowforge_platform::config::HumanDuration>()?.0)))
     }
 }

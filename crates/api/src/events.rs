@@ -2,13 +2,11 @@
 //! queue's change channel, turned into task snapshots and fanned out to every open
 //! event stream (each filters what its caller may see).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flowforge_queue::{Task, EVENTS_CHANNEL, TASK_COLUMNS};
+use flowforge_queue::{FeedChanges, Queue, Task, EVENTS_CHANNEL};
 use sqlx::postgres::PgListener;
-use sqlx::PgPool;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -26,29 +24,6 @@ pub enum TaskEvent {
     },
     /// Changes were missed or too many to send: reload.
     Resync,
-}
-
-/// What one notification says.
-#[derive(Debug, Default, PartialEq)]
-struct Change {
-    changed: BTreeSet<i64>,
-    deleted: Vec<(i64, Option<i64>)>,
-    resync: bool,
-}
-
-impl Change {
-    /// Adds a payload of the `task_events` trigger: `c<id>,...`, `d<id>:<owner>,...` or `r`.
-    fn add(&mut self, payload: &str) {
-        let (kind, rest) = payload.split_at(payload.len().min(1));
-        match kind {
-            "c" => self.changed.extend(rest.split(',').filter_map(|id| id.parse::<i64>().ok())),
-            "d" => self.deleted.extend(rest.split(',').filter_map(|pair| {
-                let (id, owner) = pair.split_once(':')?;
-                Some((id.parse().ok()?, owner.parse().ok()))
-            })),
-            _ => self.resync = true,
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -75,11 +50,11 @@ impl TaskFeed {
 
     /// Listens until `stop`, reconnecting after failures; after each reconnect streams
     /// are told to reload, since changes in between were not seen.
-    pub async fn run(self, db: PgPool, stop: CancellationToken) {
+    pub async fn run(self, queue: Queue, stop: CancellationToken) {
         let mut first = true;
         loop {
             let connected = async {
-                let mut l = PgListener::connect_with(&db).await?;
+                let mut l = PgListener::connect_with(queue.pool()).await?;
                 l.listen(EVENTS_CHANNEL).await?;
                 Ok::<_, sqlx::Error>(l)
             };
@@ -92,7 +67,7 @@ impl TaskFeed {
                     if !std::mem::take(&mut first) {
                         self.publish(vec![TaskEvent::Resync]);
                     }
-                    if self.relay(listener, &db, &stop).await.is_ok() {
+                    if self.relay(listener, &queue, &stop).await.is_ok() {
                         return;
                     }
                 }
@@ -106,13 +81,13 @@ impl TaskFeed {
     }
 
     /// Relays notifications until `stop` (Ok) or a connection failure (Err).
-    async fn relay(&self, mut listener: PgListener, db: &PgPool, stop: &CancellationToken) -> Result<(), ()> {
+    async fn relay(&self, mut listener: PgListener, queue: &Queue, stop: &CancellationToken) -> Result<(), ()> {
         loop {
             let first = tokio::select! {
                 n = listener.try_recv() => n,
                 _ = stop.cancelled() => return Ok(()),
             };
-            let mut change = Change::default();
+            let mut change = FeedChanges::default();
             match first {
                 Ok(Some(n)) => change.add(n.payload()),
                 // Reconnected by sqlx: notifications in between are lost.
@@ -127,12 +102,12 @@ impl TaskFeed {
                 change.add(n.payload());
             }
             if self.tx.receiver_count() > 0 {
-                self.publish(self.resolve(db, change).await);
+                self.publish(self.resolve(queue, change).await);
             }
         }
     }
 
-    async fn resolve(&self, db: &PgPool, change: Change) -> Vec<TaskEvent> {
+    async fn resolve(&self, queue: &Queue, change: FeedChanges) -> Vec<TaskEvent> {
         if change.resync || change.changed.len() > MAX_FETCH {
             return vec![TaskEvent::Resync];
         }
@@ -140,12 +115,7 @@ impl TaskFeed {
             change.deleted.into_iter().map(|(id, owner_id)| TaskEvent::Deleted { id, owner_id }).collect();
         if !change.changed.is_empty() {
             let ids: Vec<i64> = change.changed.into_iter().collect();
-            let rows: sqlx::Result<Vec<Task>> =
-                sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ANY($1) ORDER BY id"))
-                    .bind(&ids)
-                    .fetch_all(db)
-                    .await;
-            match rows {
+            match queue.get_many(&ids).await {
                 Ok(rows) => events.extend(rows.into_iter().map(|t| TaskEvent::Changed(Box::new(t)))),
                 Err(e) => {
                     tracing::warn!(error = %e, "task feed could not read changed tasks");
@@ -154,24 +124,5 @@ impl TaskFeed {
             }
         }
         events
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn trigger_payloads_parse() {
-        let mut c = Change::default();
-        c.add("c1,2,3");
-        c.add("c3,4");
-        c.add("d7:1,8:");
-        assert_eq!(c.changed.into_iter().collect::<Vec<_>>(), [1, 2, 3, 4]);
-        assert_eq!(c.deleted, [(7, Some(1)), (8, None)]);
-        assert!(!c.resync);
-        let mut r = Change::default();
-        r.add("r");
-        assert!(r.resync);
     }
 }

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use flowforge_kinds::{Catalogue, Refusal};
-use flowforge_queue::{NewTask, TaskStatus};
+use flowforge_queue::{NewTask, TaskEdit, TaskStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -70,44 +70,24 @@ pub struct BulkCreate {
     pub tasks: Vec<CreateTask>,
 }
 
-/// A validated update, ready for the database.
+/// A validated update: field changes for the queue, and what to do about the status.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TaskChanges {
-    pub title: Option<String>,
-    pub description: Option<String>,
-    pub kind: Option<String>,
-    pub payload: Option<Value>,
-    pub priority: Option<i16>,
-    pub run_at: Option<DateTime<Utc>>,
-    pub max_attempts: Option<i32>,
-    pub timeout_secs: Option<i32>,
+    pub edit: TaskEdit,
     pub status: Option<StatusChange>,
 }
 
 impl TaskChanges {
-    /// True if a field that only a pending task may change is set.
-    pub fn touches_queue_fields(&self) -> bool {
-        self.kind.is_some()
-            || self.payload.is_some()
-            || self.priority.is_some()
-            || self.run_at.is_some()
-            || self.max_attempts.is_some()
-            || self.timeout_secs.is_some()
-    }
-
-    pub fn touches_fields(&self) -> bool {
-        self.title.is_some() || self.description.is_some() || self.touches_queue_fields()
-    }
-
     /// Whether the task's payload fits its kind once these changes are made to a task of
     /// `kind` with `payload`.
     pub fn fits(&self, kinds: &Catalogue, kind: &str, payload: &Value) -> Result<(), Vec<FieldError>> {
-        if self.kind.is_none() && self.payload.is_none() {
+        let edit = &self.edit;
+        if edit.kind.is_none() && edit.payload.is_none() {
             return Ok(());
         }
         let mut errors = Vec::new();
-        let kind = self.kind.as_deref().unwrap_or(kind);
-        Check { prefix: "", errors: &mut errors }.fits(kinds, kind, self.payload.as_ref().unwrap_or(payload));
+        let kind = edit.kind.as_deref().unwrap_or(kind);
+        Check { prefix: "", errors: &mut errors }.fits(kinds, kind, edit.payload.as_ref().unwrap_or(payload));
         if errors.is_empty() {
             Ok(())
         } else {
@@ -301,7 +281,7 @@ impl UpdateTask {
         if full && self.title.is_none() {
             c.fail("title", "is required with PUT (use PATCH to change only some fields)");
         }
-        let changes = TaskChanges {
+        let edit = TaskEdit {
             title: self.title.and_then(|t| c.title(&t)),
             description: self.description.and_then(|d| c.description(d)),
             kind: self.kind.and_then(|k| c.kind(kinds, &k)),
@@ -310,20 +290,21 @@ impl UpdateTask {
             run_at: self.run_at.and_then(|at| c.run_at(at)),
             max_attempts: self.max_attempts.and_then(|m| c.in_range("max_attempts", m, MAX_ATTEMPTS_RANGE)),
             timeout_secs: self.timeout_secs.and_then(|t| c.in_range("timeout_secs", t, TIMEOUT_RANGE)),
-            status: match self.status.as_deref() {
-                None => None,
-                Some("cancelled") => Some(StatusChange::Cancel),
-                Some("pending") => Some(StatusChange::Retry),
-                Some(other) => {
-                    c.fail(
-                        "status",
-                        format!("cannot set status to {other:?}: use \"cancelled\" to cancel or \"pending\" to retry; workers set the rest"),
-                    );
-                    None
-                }
-            },
         };
-        if errors.is_empty() && !changes.touches_fields() && changes.status.is_none() {
+        let status = match self.status.as_deref() {
+            None => None,
+            Some("cancelled") => Some(StatusChange::Cancel),
+            Some("pending") => Some(StatusChange::Retry),
+            Some(other) => {
+                c.fail(
+                    "status",
+                    format!("cannot set status to {other:?}: use \"cancelled\" to cancel or \"pending\" to retry; workers set the rest"),
+                );
+                None
+            }
+        };
+        let changes = TaskChanges { edit, status };
+        if errors.is_empty() && changes.edit.is_empty() && changes.status.is_none() {
             errors.push(FieldError::new("body", "nothing to change"));
         }
         if errors.is_empty() {

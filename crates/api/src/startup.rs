@@ -46,7 +46,7 @@ impl Application {
         let proxies = tokio::spawn(state.settings.trusted_proxies.clone().keep_resolved());
         let refusals = tokio::spawn(RefusalTally::keep_writing(state.clone()));
         let depth_stop = tokio_util::sync::CancellationToken::new();
-        let feed = tokio::spawn(state.feed.clone().run(state.db.clone(), depth_stop.clone()));
+        let feed = tokio::spawn(state.feed.clone().run(state.queue.clone(), depth_stop.clone()));
         let depth = tokio::spawn(state.metrics.depth.clone().refresh(
             state.queue.clone(),
             QUEUE_DEPTH_EVERY,

@@ -10,8 +10,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use flowforge_api::accounts::{self, Role};
-use flowforge_api::config::TokenTtl;
+use flowforge_accounts::{self as accounts, Role, TokenTtl};
 use flowforge_platform::config::HumanDuration;
 use flowforge_platform::db::DatabaseSettings;
 use flowforge_platform::telemetry::{self, TelemetrySettings};
@@ -139,11 +138,20 @@ fn database_settings(mut source: Source) -> anyhow::Result<DatabaseSettings> {
     Ok(settings.expect("checked by finish"))
 }
 
+/// Every schema FlowForge has, in order: the queue's `tasks` first, since the accounts'
+/// migrations refer to it.
+async fn migrate(db: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    for migrator in [&flowforge_queue::MIGRATOR, &flowforge_accounts::MIGRATOR, &flowforge_webhooks::MIGRATOR] {
+        migrator.run(db).await?;
+    }
+    Ok(())
+}
+
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Migrate => {
             let db = database()?;
-            flowforge_api::migrate(&db).await?;
+            migrate(&db).await?;
             eprintln!("migrations applied");
         }
         Command::Token { command: TokenCommand::Create { user, role, name, ttl } } => {

@@ -36,7 +36,7 @@ async fn migrate_is_idempotent_and_token_create_bootstraps_an_admin() {
     let stdout = text(&out.stdout);
     let token = stdout.trim();
     assert_eq!(stdout.lines().count(), 1, "stdout holds only the token: {stdout:?}");
-    let caller = flowforge_api::accounts::authenticate(&db.pool, token).await.unwrap().expect("token works");
+    let caller = flowforge_accounts::authenticate(&db.pool, token).await.unwrap().expect("token works");
     assert!(caller.is_admin());
     let bad = flowforge(&["token", "create", "--user", "has spaces"], &env);
     assert!(!bad.status.success());
@@ -71,7 +71,8 @@ impl Handler for Noop {
 
 #[tokio::test]
 async fn check_passes_on_a_live_stack_and_fails_on_a_dead_one() {
-    let db = TestDb::new(&[&flowforge_queue::MIGRATOR, &flowforge_api::MIGRATOR, &flowforge_webhooks::MIGRATOR]).await;
+    let db =
+        TestDb::new(&[&flowforge_queue::MIGRATOR, &flowforge_accounts::MIGRATOR, &flowforge_webhooks::MIGRATOR]).await;
     let vars = [
         ("PROFILE", "dev".to_string()),
         ("API_ADDR", "127.0.0.1:0".to_string()),
@@ -94,9 +95,8 @@ async fn check_passes_on_a_live_stack_and_fails_on_a_dead_one() {
     );
     tokio::spawn(worker.run(stop.clone()));
 
-    let user =
-        flowforge_api::accounts::ensure_user(&db.pool, "checker", flowforge_api::accounts::Role::User).await.unwrap();
-    let token = flowforge_api::accounts::issue_token(&db.pool, user.id, "check", None).await.unwrap();
+    let user = flowforge_accounts::ensure_user(&db.pool, "checker", flowforge_accounts::Role::User).await.unwrap();
+    let token = flowforge_accounts::issue_token(&db.pool, user.id, "check", None).await.unwrap();
     let token_file = std::env::temp_dir().join(format!("ff-check-token-{}", uuid::Uuid::new_v4()));
     std::fs::write(&token_file, format!("{}\n", token.token)).unwrap();
 

@@ -14,17 +14,21 @@
 
 mod backoff;
 mod claim;
+mod feed;
 mod handler;
 mod metrics;
 mod model;
+mod records;
 mod store;
 pub mod trace;
 mod worker;
 
 pub use backoff::Backoff;
+pub use feed::FeedChanges;
 pub use handler::{Handler, HandlerError, InvalidArgs, Registry, TaskArgs, TaskContext, TaskHandler};
 pub use metrics::{DepthGauges, QueueMetrics};
-pub use model::{ClaimedTask, NewTask, Task, TaskStatus, TASK_COLUMNS};
+pub use model::{ClaimedTask, NewTask, Task, TaskStatus};
+pub use records::{DeleteOutcome, PageKey, TaskEdit, TaskOrder, TaskQuery};
 pub use store::{CancelOutcome, Outcome, Queue, QueueDepth, RetryOutcome, BEGIN_NOTIFY_AFTER_COMMIT};
 pub use worker::{Worker, WorkerConfig};
 
@@ -39,7 +43,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = {
 /// Channel on which inserts (and re-queues) wake idle workers.
 pub const WAKE_CHANNEL: &str = "flowforge_tasks";
 /// Channel of the change feed: what every statement did to which tasks (see the
-/// `task_events` migration for the payload).
+/// `feed` module for the payload, [`FeedChanges`] to read it).
 pub const EVENTS_CHANNEL: &str = "flowforge_task_events";
 /// Channel carrying the id of a running task whose cancellation was requested.
 pub const CANCEL_CHANNEL: &str = "flowforge_cancel";

@@ -81,7 +81,7 @@ pub struct Task {
 }
 
 /// The columns of [`Task`], for `SELECT`/`RETURNING` lists.
-pub const TASK_COLUMNS: &str = "id, title, description, kind, payload, status, priority, run_at, attempts, \
+pub(crate) const TASK_COLUMNS: &str = "id, title, description, kind, payload, status, priority, run_at, attempts, \
      max_attempts, timeout_secs, last_error, errors, result, owner_id, request_id, trace_id, version, \
      cancel_requested, leased_by, lease_expires_at, created_at, updated_at, started_at, completed_at";
 

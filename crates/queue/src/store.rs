@@ -11,6 +11,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::feed::{changed_payload, MAX_IDS_IN_PAYLOAD};
 use crate::model::{ClaimedTask, NewTask, Task, TaskStatus, TASK_COLUMNS};
 use crate::{CANCEL_CHANNEL, EVENTS_CHANNEL, WAKE_CHANNEL};
 
@@ -511,26 +512,6 @@ async fn send_inserted_notifications(unsynced: PgPool, mut inserted: mpsc::Unbou
 /// transaction makes its commit wait for the disk while holding a database-wide lock (see
 /// the `notify_after_commit` migration), which puts one-task transactions in single file.
 pub const BEGIN_NOTIFY_AFTER_COMMIT: &str = "BEGIN; SET LOCAL flowforge.notify_after_commit = on";
-
-/// Most task ids a change-feed notification lists; the `task_events` migration's trigger
-/// uses the same bound.
-const MAX_IDS_IN_PAYLOAD: usize = 600;
-
-/// The change feed's payload for tasks inserted or updated (as the `task_events`
-/// migration's trigger writes it): `c` and their ids, or `r` (reload) when that would not
-/// fit in a notification.
-fn changed_payload(ids: &[i64]) -> String {
-    if ids.len() > MAX_IDS_IN_PAYLOAD {
-        return "r".into();
-    }
-    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-    let payload = format!("c{}", list.join(","));
-    if payload.len() > 7900 {
-        "r".into()
-    } else {
-        payload
-    }
-}
 
 /// Outcomes as column-wise arrays, for the `unnest` of the statements that record them.
 pub(crate) struct OutcomeColumns {

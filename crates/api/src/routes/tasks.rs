@@ -10,11 +10,11 @@ use axum::{Extension, Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use flowforge_queue::{
-    CancelOutcome, NewTask, Queue, RetryOutcome, Task, TaskStatus, BEGIN_NOTIFY_AFTER_COMMIT, TASK_COLUMNS,
+    CancelOutcome, DeleteOutcome, NewTask, PageKey, Queue, RetryOutcome, Task, TaskOrder, TaskQuery, TaskStatus,
+    BEGIN_NOTIFY_AFTER_COMMIT,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sqlx::{Postgres, QueryBuilder};
 
 use crate::accounts::Caller;
 use crate::audit::{AuditRecord, Audited};
@@ -211,36 +211,25 @@ pub struct ListParams {
     cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sort {
-    Newest,
-    Oldest,
-    HighestPriority,
-    LowestPriority,
+/// The `sort` parameter's names for the queue's list orders.
+const SORTS: [(&str, TaskOrder); 4] = [
+    ("-created_at", TaskOrder::Newest),
+    ("created_at", TaskOrder::Oldest),
+    ("-priority", TaskOrder::HighestPriority),
+    ("priority", TaskOrder::LowestPriority),
+];
+
+fn parse_sort(s: &str) -> ApiResult<TaskOrder> {
+    SORTS.iter().find(|(name, _)| *name == s).map(|(_, order)| *order).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_sort",
+            format!("cannot sort by {s:?}; use -created_at, created_at, -priority or priority"),
+        )
+    })
 }
 
-impl Sort {
-    fn parse(s: &str) -> ApiResult<Sort> {
-        match s {
-            "-created_at" => Ok(Sort::Newest),
-            "created_at" => Ok(Sort::Oldest),
-            "-priority" => Ok(Sort::HighestPriority),
-            "priority" => Ok(Sort::LowestPriority),
-            other => Err(ApiError::bad_request(
-                "invalid_sort",
-                format!("cannot sort by {other:?}; use -created_at, created_at, -priority or priority"),
-            )),
-        }
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            Sort::Newest => "-created_at",
-            Sort::Oldest => "created_at",
-            Sort::HighestPriority => "-priority",
-            Sort::LowestPriority => "priority",
-        }
-    }
+fn sort_name(order: TaskOrder) -> &'static str {
+    SORTS.iter().find(|(_, o)| *o == order).map_or("-created_at", |(name, _)| name)
 }
 
 /// Keyset position: the last row of the previous page, opaque to clients.
@@ -257,13 +246,12 @@ impl Cursor {
         URL_SAFE_NO_PAD.encode(serde_json::to_vec(self).unwrap_or_default())
     }
 
-    fn decode(text: &str, sort: Sort) -> ApiResult<Cursor> {
+    fn decode(text: &str, sort: TaskOrder) -> ApiResult<Cursor> {
         let bad =
             || ApiError::bad_request("invalid_cursor", "cursor is not one this API issued; start again without it");
         let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| bad())?;
         let cursor: Cursor = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-        let needs_priority = matches!(sort, Sort::HighestPriority | Sort::LowestPriority);
-        if cursor.s != sort.name() || cursor.p.is_some() != needs_priority {
+        if cursor.s != sort_name(sort) || cursor.p.is_some() != sort.by_priority() {
             return Err(ApiError::bad_request("invalid_cursor", "cursor belongs to a different sort order"));
         }
         Ok(cursor)
@@ -281,7 +269,7 @@ pub async fn list_tasks(
     Extension(caller): Extension<Caller>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Response> {
-    let sort = Sort::parse(params.sort.as_deref().unwrap_or("-created_at"))?;
+    let sort = parse_sort(params.sort.as_deref().unwrap_or("-created_at"))?;
     let limit = params.limit.unwrap_or(50);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::bad_request("invalid_limit", format!("limit must be between 1 and {MAX_PAGE}")));
@@ -291,63 +279,37 @@ pub async fn list_tasks(
         None | Some("") => None,
         Some(list) => Some(
             list.split(',')
-                .map(|s| s.trim().parse::<TaskStatus>().map(|st| st.as_str().to_owned()))
+                .map(|s| s.trim().parse::<TaskStatus>())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| ApiError::bad_request("invalid_status", e))?,
         ),
     };
-
-    let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {TASK_COLUMNS} FROM tasks WHERE true"));
-    match (caller.is_admin(), params.owner) {
+    let owner_id = match (caller.is_admin(), params.owner) {
         (false, Some(owner)) if owner != caller.user_id => {
             return Err(ApiError::Forbidden("only admins can list other users' tasks"))
         }
-        (false, _) => {
-            qb.push(" AND owner_id = ").push_bind(caller.user_id);
-        }
-        (true, Some(owner)) => {
-            qb.push(" AND owner_id = ").push_bind(owner);
-        }
-        (true, None) => {}
-    }
-    if let Some(statuses) = statuses {
-        qb.push(" AND status = ANY(").push_bind(statuses).push("::text[]::task_status[])");
-    }
+        (false, _) => Some(caller.user_id),
+        (true, owner) => owner,
+    };
     if [&params.kind, &params.q].into_iter().flatten().any(|s| s.contains('\0')) {
         return Err(ApiError::bad_request("invalid_query", "query parameters must not contain NUL characters"));
     }
-    if let Some(kind) = &params.kind {
-        qb.push(" AND kind = ").push_bind(kind.clone());
-    }
-    if let Some(q) = params.q.as_deref().filter(|q| !q.is_empty()) {
-        let escaped = q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-        qb.push(" AND title ILIKE ").push_bind(format!("%{escaped}%"));
-    }
-    if let Some(c) = &cursor {
-        match sort {
-            Sort::Newest => qb.push(" AND id < ").push_bind(c.id),
-            Sort::Oldest => qb.push(" AND id > ").push_bind(c.id),
-            Sort::HighestPriority => {
-                qb.push(" AND (priority, id) < (").push_bind(c.p).push(", ").push_bind(c.id).push(")")
-            }
-            Sort::LowestPriority => {
-                qb.push(" AND (priority, id) > (").push_bind(c.p).push(", ").push_bind(c.id).push(")")
-            }
-        };
-    }
-    qb.push(match sort {
-        Sort::Newest => " ORDER BY id DESC",
-        Sort::Oldest => " ORDER BY id ASC",
-        Sort::HighestPriority => " ORDER BY priority DESC, id DESC",
-        Sort::LowestPriority => " ORDER BY priority ASC, id ASC",
-    });
-    qb.push(" LIMIT ").push_bind(i64::from(limit) + 1);
-    let mut rows: Vec<Task> = qb.build_query_as().fetch_all(&state.db).await?;
+    let query = TaskQuery {
+        owner_id,
+        statuses,
+        kind: params.kind,
+        title_contains: params.q,
+        order: sort,
+        after: cursor.map(|c| PageKey { id: c.id, priority: c.p.unwrap_or_default() }),
+        // One more than a page tells whether another page follows.
+        limit: limit + 1,
+    };
+    let mut rows = state.queue.list(&query).await?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let next_cursor = more.then(|| rows.last()).flatten().map(|t| {
-        let p = matches!(sort, Sort::HighestPriority | Sort::LowestPriority).then_some(t.priority);
-        Cursor { s: sort.name().into(), id: t.id, p }.encode()
+        let key = PageKey::of(t);
+        Cursor { s: sort_name(sort).into(), id: key.id, p: sort.by_priority().then_some(key.priority) }.encode()
     });
     Ok(Json(json!({
         "success": true,
@@ -420,16 +382,12 @@ async fn update(
 ) -> ApiResult<Response> {
     let expected = if_match(headers)?;
     let mut tx = state.db.begin().await?;
-    let current: Task = sqlx::query_as(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1 FOR UPDATE"))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .filter(|t: &Task| caller.can_see(t.owner_id))
-        .ok_or(ApiError::NotFound)?;
+    let current =
+        Queue::lock_on(&mut tx, id).await?.filter(|t| caller.can_see(t.owner_id)).ok_or(ApiError::NotFound)?;
     if expected.is_some_and(|v| v != current.version) {
         return Err(ApiError::PreconditionFailed);
     }
-    if changes.touches_queue_fields() && current.status != TaskStatus::Pending {
+    if changes.edit.touches_queue_fields() && current.status != TaskStatus::Pending {
         return Err(ApiError::conflict(
             "task_not_pending",
             format!(
@@ -440,8 +398,9 @@ async fn update(
     }
     changes.fits(&state.kinds, &current.kind, &current.payload).map_err(ApiError::Validation)?;
     let mut task = current;
-    if changes.touches_fields() {
-        task = apply_fields(&mut tx, id, &changes).await?;
+    if !changes.edit.is_empty() {
+        // The row is locked: it is still there.
+        task = Queue::edit_on(&mut tx, id, &changes.edit).await?.ok_or(ApiError::NotFound)?;
     }
     let mut status = StatusCode::OK;
     match changes.status {
@@ -453,29 +412,6 @@ async fn update(
     tx.commit().await?;
     state.cache.invalidate(id).await;
     Ok(task_response(status, &task))
-}
-
-async fn apply_fields(conn: &mut sqlx::PgConnection, id: i64, c: &TaskChanges) -> sqlx::Result<Task> {
-    sqlx::query_as(&format!(
-        "UPDATE tasks SET
-             title = COALESCE($2, title), description = COALESCE($3, description), kind = COALESCE($4, kind),
-             payload = COALESCE($5, payload), priority = COALESCE($6, priority), run_at = COALESCE($7, run_at),
-             max_attempts = COALESCE($8, max_attempts), timeout_secs = COALESCE($9, timeout_secs),
-             updated_at = now(), version = version + 1
-         WHERE id = $1
-         RETURNING {TASK_COLUMNS}"
-    ))
-    .bind(id)
-    .bind(&c.title)
-    .bind(&c.description)
-    .bind(&c.kind)
-    .bind(&c.payload)
-    .bind(c.priority)
-    .bind(c.run_at)
-    .bind(c.max_attempts)
-    .bind(c.timeout_secs)
-    .fetch_one(conn)
-    .await
 }
 
 fn cancel_outcome(outcome: CancelOutcome) -> ApiResult<(Task, StatusCode)> {
@@ -546,22 +482,15 @@ pub async fn delete_task(
 ) -> ApiResult<Response> {
     let expected = if_match(&headers)?;
     load_visible(&state, &caller, id).await?;
-    let deleted: Option<i64> = sqlx::query_scalar(
-        "DELETE FROM tasks WHERE id = $1 AND status <> 'running' AND ($2::int8 IS NULL OR version = $2) RETURNING id",
-    )
-    .bind(id)
-    .bind(expected)
-    .fetch_optional(&state.db)
-    .await?;
+    let outcome = state.queue.delete_unless_running(id, expected).await?;
     state.cache.invalidate(id).await;
-    if deleted.is_none() {
-        return Err(match load_visible(&state, &caller, id).await {
-            Err(e) => e,
-            Ok(t) if t.status == TaskStatus::Running => {
-                ApiError::conflict("task_running", "the task is running; cancel it first, then delete it")
-            }
-            Ok(_) => ApiError::PreconditionFailed,
-        });
+    match outcome {
+        DeleteOutcome::Deleted => {}
+        DeleteOutcome::NotFound => return Err(ApiError::NotFound),
+        DeleteOutcome::Running => {
+            return Err(ApiError::conflict("task_running", "the task is running; cancel it first, then delete it"))
+        }
+        DeleteOutcome::VersionMismatch => return Err(ApiError::PreconditionFailed),
     }
     let mut r = Json(json!({ "success": true, "message": "Task deleted", "data": { "id": id, "deleted": true } }))
         .into_response();
@@ -576,10 +505,10 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_reject_tampering() {
         let c = Cursor { s: "-priority".into(), id: 42, p: Some(5) };
-        assert_eq!(Cursor::decode(&c.encode(), Sort::HighestPriority).unwrap(), c);
-        assert!(Cursor::decode(&c.encode(), Sort::Newest).is_err());
-        assert!(Cursor::decode("not-base64!", Sort::Newest).is_err());
-        assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode(b"{}"), Sort::Newest).is_err());
+        assert_eq!(Cursor::decode(&c.encode(), TaskOrder::HighestPriority).unwrap(), c);
+        assert!(Cursor::decode(&c.encode(), TaskOrder::Newest).is_err());
+        assert!(Cursor::decode("not-base64!", TaskOrder::Newest).is_err());
+        assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode(b"{}"), TaskOrder::Newest).is_err());
     }
 
     #[test]
@@ -600,9 +529,9 @@ mod tests {
         /// Any text as a cursor: decoded only if this API could have issued it for that sort.
         #[test]
         fn any_cursor_text_is_decoded_or_refused(text in ".{0,120}") {
-            for sort in [Sort::Newest, Sort::Oldest, Sort::HighestPriority, Sort::LowestPriority] {
+            for (name, sort) in SORTS {
                 if let Ok(c) = Cursor::decode(&text, sort) {
-                    proptest::prop_assert_eq!(c.s.as_str(), sort.name());
+                    proptest::prop_assert_eq!(c.s.as_str(), name);
                 }
             }
         }
@@ -610,9 +539,8 @@ mod tests {
         /// Every cursor the API issues comes back as it was, for its own sort only.
         #[test]
         fn issued_cursors_round_trip(id in proptest::num::i64::ANY, p in proptest::num::i16::ANY, which in 0usize..4) {
-            let sort = [Sort::Newest, Sort::Oldest, Sort::HighestPriority, Sort::LowestPriority][which];
-            let with_priority = matches!(sort, Sort::HighestPriority | Sort::LowestPriority);
-            let c = Cursor { s: sort.name().into(), id, p: with_priority.then_some(p) };
+            let (name, sort) = SORTS[which];
+            let c = Cursor { s: name.into(), id, p: sort.by_priority().then_some(p) };
             proptest::prop_assert_eq!(Cursor::decode(&c.encode(), sort).unwrap(), c);
         }
 

@@ -32,7 +32,8 @@ impl TestApp {
     /// `overrides` on top of the test defaults.
     pub async fn spawn_with(overrides: &[(&str, &str)]) -> TestApp {
         let db =
-            TestDb::new(&[&flowforge_queue::MIGRATOR, &flowforge_api::MIGRATOR, &flowforge_webhooks::MIGRATOR]).await;
+            TestDb::new(&[&flowforge_queue::MIGRATOR, &flowforge_accounts::MIGRATOR, &flowforge_webhooks::MIGRATOR])
+                .await;
         let app = Application::build(settings(&db, overrides)).await.expect("api builds");
         let base = format!("http://{}", app.local_addr());
         let state = app.state().clone();

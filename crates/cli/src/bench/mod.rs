@@ -134,7 +134,7 @@ impl Scratch {
             })
             .connect_with(options)
             .await?;
-        flowforge_api::migrate(&pool).await?;
+        flowforge_queue::MIGRATOR.run(&pool).await?;
         Ok(Scratch { settings: settings.clone(), name, pool, keep })
     }
 

@@ -1,5 +1,10 @@
-//! Users and API tokens. A token is `ff_` + 43 characters of base64url (256 random
-//! bits); only its SHA-256 is stored.
+//! Users, API tokens and web sessions, and the tables that hold them. A token is `ff_` +
+//! 43 characters of base64url (256 random bits); only its SHA-256 is stored. Used by the
+//! api (authentication, tokens, sessions) and by `flowforge token create`.
+//!
+//! [`MIGRATOR`] also carries the migrations of the api's `audit_log` and
+//! `idempotency_keys` tables: the first of them creates these beside `users`, and an
+//! applied migration cannot be split.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -12,6 +17,30 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+
+/// The schema of users, tokens and sessions (after the queue engine's: `tasks.owner_id`
+/// refers to users). Shares `_sqlx_migrations` with the other migrators, so each ignores
+/// versions it does not know.
+pub static MIGRATOR: sqlx::migrate::Migrator = {
+    let mut m = sqlx::migrate!("./migrations");
+    m.ignore_missing = true;
+    m
+};
+
+/// How long a token works: a duration (`90d`), or `never`. Read by the api
+/// (`FLOWFORGE_TOKEN_TTL`) and by `flowforge token create --ttl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenTtl(pub Option<Duration>);
+
+impl std::str::FromStr for TokenTtl {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.trim() == "never" {
+            return Ok(TokenTtl(None));
+        }
+        Ok(TokenTtl(Some(s.parse::<flowforge_platform::config::HumanDuration>()?.0)))
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema)]
 #[sqlx(type_name = "user_role", rename_all = "lowercase")]
