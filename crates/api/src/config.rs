@@ -42,6 +42,11 @@ pub struct ApiSettings {
     /// After SIGTERM: how long to report not-ready before closing, so load balancers
     /// stop sending traffic first.
     pub shutdown_delay: Duration,
+    /// After the delay: how long requests in flight and open event streams may go on
+    /// before the replica closes them and exits.
+    pub shutdown_timeout: Duration,
+    /// Longest a request may take to produce its response; past it, 503 `timeout`.
+    pub request_timeout: Duration,
     pub max_body_bytes: usize,
     pub bulk_max_tasks: usize,
     /// How long an `Idempotency-Key` is remembered.
@@ -100,6 +105,11 @@ impl ApiSettings {
         };
         let default_delay = if profile.is_dev() { Duration::ZERO } else { Duration::from_secs(5) };
         let shutdown_delay = s.duration_or("SHUTDOWN_DELAY", default_delay);
+        let shutdown_timeout = s.duration_or("SHUTDOWN_TIMEOUT", Duration::from_secs(10));
+        let request_timeout = s.duration_or("REQUEST_TIMEOUT", Duration::from_secs(30));
+        if request_timeout < Duration::from_secs(1) {
+            s.problem("FLOWFORGE_REQUEST_TIMEOUT must be at least 1s");
+        }
         let max_body_bytes = s.parse_or("MAX_BODY_BYTES", 1024 * 1024usize);
         let bulk_max_tasks = s.parse_or("BULK_MAX_TASKS", 1000usize);
         let idempotency_key_ttl = s.duration_or("IDEMPOTENCY_KEY_TTL", Duration::from_secs(24 * 3600));
@@ -156,6 +166,8 @@ impl ApiSettings {
             auth_failures_per_minute,
             trusted_proxies: Arc::new(trusted_proxies),
             shutdown_delay,
+            shutdown_timeout,
+            request_timeout,
             max_body_bytes,
             bulk_max_tasks,
             idempotency_key_ttl,

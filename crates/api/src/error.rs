@@ -51,6 +51,10 @@ pub enum ApiError {
     TooManyStreams(&'static str),
     #[error("a dependency is unavailable; retry shortly")]
     Unavailable,
+    /// The request ran past `FLOWFORGE_REQUEST_TIMEOUT` and was stopped; its
+    /// transaction, if any, was rolled back.
+    #[error("the request took too long and was stopped; nothing was changed; retry shortly")]
+    TimedOut,
     /// Prometheus, which the operations view reads, is not configured or not answering.
     #[error("{0}")]
     MetricsUnavailable(&'static str),
@@ -90,6 +94,7 @@ impl ApiError {
             ApiError::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
             ApiError::TooManyStreams(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_streams"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::TimedOut => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::MetricsUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "metrics_unavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }

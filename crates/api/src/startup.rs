@@ -5,6 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use flowforge_platform::http::Drain;
 use tokio::net::TcpListener;
 
 use crate::audit::RefusalTally;
@@ -37,7 +38,7 @@ impl Application {
 
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let state = self.state.clone();
-        let app = routes::router(self.state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let app = routes::router(self.state.clone());
         tracing::info!(addr = %self.local_addr(), profile = %state.settings.profile, "api listening");
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let cache_recovery = tokio::spawn(settle_cache(state.clone()));
@@ -52,16 +53,12 @@ impl Application {
             QUEUE_DEPTH_EVERY,
             depth_stop.clone(),
         ));
-        let drain_state = state.clone();
-        let result = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                drain_state.start_draining();
-                let delay = drain_state.settings.shutdown_delay;
-                tracing::info!(?delay, "draining: /ready now fails; closing after the delay");
-                tokio::time::sleep(delay).await;
-            })
-            .await;
+        let drain = Drain {
+            draining: state.draining_token(),
+            delay: state.settings.shutdown_delay,
+            deadline: state.settings.shutdown_timeout,
+        };
+        let result = flowforge_platform::http::serve(self.listener, app, shutdown, drain).await;
         housekeeping.abort();
         cache_recovery.abort();
         for task in [rate_limits, auth_failures, proxies, refusals] {

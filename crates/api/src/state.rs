@@ -86,10 +86,6 @@ impl AppState {
         self.draining.is_cancelled()
     }
 
-    pub fn start_draining(&self) {
-        self.draining.cancel();
-    }
-
     /// Cancelled when draining starts: long-lived responses end on it.
     pub fn draining_token(&self) -> CancellationToken {
         self.draining.clone()

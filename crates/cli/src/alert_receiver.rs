@@ -6,11 +6,13 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
+use flowforge_platform::http::{Drain, Probes};
 use serde_json::Value;
 use tokio::net::TcpListener;
 
@@ -30,14 +32,15 @@ struct Received(Arc<Mutex<VecDeque<Value>>>);
 pub fn router() -> Router {
     Router::new()
         .route("/alerts", post(receive).get(list))
-        .route("/health", get(|| async { Json(serde_json::json!({ "status": "healthy" })) }))
         .with_state(Received::default())
+        .merge(Probes::new().router())
 }
 
 pub async fn run(args: ReceiverArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "alert receiver listening");
-    axum::serve(listener, router()).with_graceful_shutdown(flowforge_platform::shutdown::signal()).await?;
+    let drain = Drain { deadline: Duration::from_secs(5), ..Drain::default() };
+    flowforge_platform::http::serve(listener, router(), flowforge_platform::shutdown::signal(), drain).await?;
     Ok(())
 }
 

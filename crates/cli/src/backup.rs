@@ -4,19 +4,16 @@
 //! `backup` service, built on the database image). pgBackRest does the work; this adds the
 //! schedule, the metrics the BackupTooOld alert reads, and restores that say what they did.
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use flowforge_platform::config::HumanDuration;
-use prometheus::{Encoder, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
+use flowforge_platform::http::{Drain, Probes};
+use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::process::Command;
@@ -268,18 +265,15 @@ async fn schedule(args: ScheduleArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new()?);
     let listener = TcpListener::bind(args.listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "backup scheduler listening");
-    let app = Router::new()
-        .route("/health", get(|| async { Json(serde_json::json!({ "status": "healthy" })) }))
-        .route("/metrics", get(serve_metrics))
-        .with_state(metrics.clone());
+    let app = Probes::new().metrics(metrics.registry.clone()).router();
     let stop = CancellationToken::new();
     let signalled = stop.clone();
     tokio::spawn(async move {
         flowforge_platform::shutdown::signal().await;
         signalled.cancel();
     });
-    let server =
-        tokio::spawn(axum::serve(listener, app).with_graceful_shutdown(stop.clone().cancelled_owned()).into_future());
+    let drain = Drain { deadline: Duration::from_secs(5), ..Drain::default() };
+    let server = tokio::spawn(flowforge_platform::http::serve(listener, app, stop.clone().cancelled_owned(), drain));
     let mut ready = false;
     loop {
         if let Err(e) = tick(&args, &metrics, &mut ready).await {
@@ -315,12 +309,6 @@ async fn tick(args: &ScheduleArgs, metrics: &Metrics, ready: &mut bool) -> anyho
             Err(e)
         }
     }
-}
-
-async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> String {
-    let mut out = Vec::new();
-    let _ = TextEncoder::new().encode(&metrics.registry.gather(), &mut out);
-    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Restores the database files from the repository: the database must be stopped. On its

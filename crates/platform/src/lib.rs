@@ -1,9 +1,11 @@
 //! Plumbing shared by the FlowForge services (`api`, `worker`) and the `flowforge` CLI:
 //! layered configuration with secrets from files, JSON telemetry, the PostgreSQL pool,
-//! Prometheus rendering and the shutdown signal. Written once here, never copied.
+//! Prometheus rendering, probes, serving with a bounded drain, and the shutdown signal.
+//! Written once here, never copied.
 
 pub mod config;
 pub mod db;
+pub mod http;
 pub mod metrics;
 pub mod probe;
 pub mod service;

@@ -93,12 +93,7 @@ pub fn init(service: &'static str, settings: &TelemetrySettings) {
         }
         std::panic::set_hook(Box::new(move |info| {
             let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
-            let message = info
-                .payload()
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| info.payload().downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".into());
+            let message = info.payload_as_str().unwrap_or("non-string panic payload");
             tracing::error!(service, panic = %message, %location, "panic");
         }));
     }

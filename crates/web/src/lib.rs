@@ -3,6 +3,7 @@
 //! origin, through the reverse proxy; this service never sees a token or a task.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -10,6 +11,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use flowforge_platform::http::{Drain, Probes};
 use flowforge_platform::telemetry::TelemetrySettings;
 use flowforge_platform::{ConfigError, Source};
 use rust_embed::{EmbeddedFile, RustEmbed};
@@ -65,14 +67,16 @@ impl Application {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(self.listener, router()).with_graceful_shutdown(shutdown).await?;
+        // Static files answer at once: a short deadline is plenty.
+        let drain = Drain { deadline: Duration::from_secs(5), ..Drain::default() };
+        flowforge_platform::http::serve(self.listener, router(), shutdown, drain).await?;
         Ok(())
     }
 }
 
 pub fn router() -> Router {
     Router::new()
-        .route("/health", get(|| async { axum::Json(serde_json::json!({ "status": "healthy" })) }))
+        .merge(Probes::new().router())
         .fallback(get(asset))
         .layer(CompressionLayer::new())
         .layer(SetResponseHeaderLayer::overriding(

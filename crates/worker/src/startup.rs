@@ -1,8 +1,10 @@
 //! Wiring: pool, metrics, handlers, the queue runtime and the side HTTP server.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
+use flowforge_platform::http::Drain;
 use flowforge_queue::{Queue, QueueMetrics, Worker};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -55,8 +57,9 @@ impl WorkerApp {
         let server_stop = CancellationToken::new();
         let router = server::router(self.pool, self.metrics, shutdown.clone());
         let stopped = server_stop.clone().cancelled_owned();
-        let server =
-            tokio::spawn(async move { axum::serve(self.listener, router).with_graceful_shutdown(stopped).await });
+        // Probes and scrapes are quick: a second is plenty once the queue has drained.
+        let drain = Drain { deadline: Duration::from_secs(1), ..Drain::default() };
+        let server = tokio::spawn(flowforge_platform::http::serve(self.listener, router, stopped, drain));
         self.worker.run(shutdown).await;
         server_stop.cancel();
         server.await.context("metrics server task")?.context("metrics server")

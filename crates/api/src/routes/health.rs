@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -51,6 +51,5 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 /// Prometheus metrics of this replica.
 #[utoipa::path(get, path = "/metrics", tag = "probes", responses((status = 200, description = "Prometheus text format")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let text = flowforge_platform::metrics::render(&state.metrics.registry);
-    ([(header::CONTENT_TYPE, flowforge_platform::metrics::CONTENT_TYPE)], text).into_response()
+    flowforge_platform::http::metrics_response(&state.metrics.registry)
 }

@@ -9,6 +9,7 @@ pub mod tasks;
 pub mod webhook_secrets;
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,6 +17,7 @@ use axum::Router;
 use flowforge_queue::Task;
 use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
 
 use crate::error::{ApiError, FieldError};
 use crate::middleware;
@@ -83,6 +85,9 @@ pub fn router(state: AppState) -> Router {
             session::public_router()
                 .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::public_change)),
         )
+        // Inside `observe`, so a request that timed out is counted and audited as such.
+        .route_layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, state.settings.request_timeout))
+        .route_layer(axum::middleware::map_response(timeout_body))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::observe))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -90,6 +95,15 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(axum::middleware::from_fn(middleware::request_ids))
         .with_state(state)
+}
+
+/// The timeout layer answers with a bare status; every other 503 carries a JSON body.
+async fn timeout_body(response: Response) -> Response {
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE && !response.headers().contains_key(CONTENT_TYPE) {
+        ApiError::TimedOut.into_response()
+    } else {
+        response
+    }
 }
 
 async fn not_found() -> Response {

@@ -63,3 +63,24 @@ async fn housekeeping_expires_idempotency_keys_and_old_audit_records() {
     .await;
     stop.cancel();
 }
+
+/// A request stuck past `REQUEST_TIMEOUT` (here: waiting for a row another transaction
+/// holds) is answered 503 `timeout`, counted, and leaves nothing changed.
+#[tokio::test]
+async fn a_request_past_its_time_is_stopped_and_changes_nothing() {
+    let app = TestApp::spawn_with(&[("REQUEST_TIMEOUT", "1s")]).await;
+    let task = app.create(&app.admin, &serde_json::json!({"title": "locked"})).await;
+    let id = task["id"].as_i64().unwrap();
+    let mut holder = app.db.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE").bind(id).execute(&mut *holder).await.unwrap();
+    let started = Instant::now();
+    let r = app.patch(&format!("/tasks/{id}"), &app.admin, &serde_json::json!({"title": "never"})).await;
+    let took = started.elapsed();
+    let body = crate::helpers::assert_error(r, 503, "timeout").await;
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(5), "answered after {took:?}: {body}");
+    holder.rollback().await.unwrap();
+    let now: serde_json::Value = app.get(&format!("/tasks/{id}"), &app.admin).await.json().await.unwrap();
+    assert_eq!(now["data"]["title"], "locked");
+    assert_eq!(now["data"]["version"], task["version"], "nothing was written");
+    assert!(app.metric("http_requests_total{method=\"PATCH\",route=\"/tasks/{id}\",status=\"503\"}").await >= 1.0);
+}
