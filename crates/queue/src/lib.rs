@@ -20,13 +20,16 @@ mod metrics;
 mod model;
 mod records;
 mod store;
+#[cfg(feature = "otel")]
 pub mod trace;
 mod worker;
 
 pub use backoff::Backoff;
 pub use feed::FeedChanges;
 pub use handler::{Handler, HandlerError, InvalidArgs, Registry, TaskArgs, TaskContext, TaskHandler};
-pub use metrics::{DepthGauges, QueueMetrics};
+#[cfg(feature = "prometheus")]
+pub use metrics::DepthGauges;
+pub use metrics::QueueMetrics;
 pub use model::{ClaimedTask, NewTask, Task, TaskStatus};
 pub use records::{DeleteOutcome, PageKey, TaskEdit, TaskOrder, TaskQuery};
 pub use store::{CancelOutcome, Outcome, Queue, QueueDepth, RetryOutcome, BEGIN_NOTIFY_AFTER_COMMIT};

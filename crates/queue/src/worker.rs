@@ -40,7 +40,7 @@ use uuid::Uuid;
 use crate::backoff::Backoff;
 use crate::claim::{status_after, Claim, LockedTask};
 use crate::handler::{HandlerError, Registry, TaskContext};
-use crate::metrics::QueueMetrics;
+use crate::metrics::{Ended, QueueMetrics};
 use crate::model::TaskStatus;
 use crate::store::{Outcome, Queue};
 use crate::{CANCEL_CHANNEL, WAKE_CHANNEL};
@@ -172,26 +172,15 @@ impl Shared {
 
     /// Counts a recorded outcome by kind and by what became of the task.
     fn count(&self, kind: &str, outcome: &Outcome, status: TaskStatus) {
-        let m = &self.metrics;
-        let kind = self.registry.metric_label(kind);
-        let label = match (status, outcome) {
-            (TaskStatus::Completed, _) => {
-                m.completed.with_label_values(&[kind]).inc();
-                "completed"
-            }
-            (TaskStatus::Failed, _) => {
-                m.failed.with_label_values(&[kind]).inc();
-                "failed"
-            }
-            (TaskStatus::Pending, Outcome::Released) => "released",
-            (TaskStatus::Pending, _) => {
-                m.retries.with_label_values(&[kind]).inc();
-                "retried"
-            }
-            (TaskStatus::Cancelled, _) => "cancelled",
-            (TaskStatus::Running, _) => "running",
+        let ended = match (status, outcome) {
+            (TaskStatus::Completed, _) => Ended::Completed,
+            (TaskStatus::Failed, _) => Ended::Failed,
+            (TaskStatus::Pending, Outcome::Released) => Ended::Released,
+            (TaskStatus::Pending, _) => Ended::Retried,
+            (TaskStatus::Cancelled, _) => Ended::Cancelled,
+            (TaskStatus::Running, _) => Ended::Running,
         };
-        m.outcomes.with_label_values(&[kind, label]).inc();
+        self.metrics.outcome(self.registry.metric_label(kind), ended);
     }
 }
 
@@ -226,14 +215,7 @@ impl Worker {
         });
         let mut kinds: Vec<&str> = shared.registry.kinds().collect();
         kinds.sort_unstable();
-        // Export every kind's counters from the start (as 0), so rates and alerts have data.
-        for kind in &kinds {
-            let m = &shared.metrics;
-            m.completed.with_label_values(&[kind]);
-            m.failed.with_label_values(&[kind]);
-            m.retries.with_label_values(&[kind]);
-            m.processing.with_label_values(&[kind]);
-        }
+        shared.metrics.export_kinds(&kinds);
         info!(worker = %shared.config.id, concurrency = shared.config.concurrency,
               inline_window = ?shared.config.inline_window, ?kinds, "worker started");
         // A fleet restarting after a crash counts the attempts its dead claims made before
@@ -246,7 +228,7 @@ impl Worker {
         loops.spawn(listen(shared.clone(), background.clone()));
         loops.spawn(heartbeat(shared.clone(), background.clone()));
         loops.spawn(rescue(shared.clone(), background.clone()));
-        loops.spawn(shared.metrics.depth.clone().refresh(
+        loops.spawn(shared.metrics.clone().refresh_depth(
             shared.queue.clone(),
             shared.config.depth_interval,
             background.clone(),
@@ -261,7 +243,7 @@ impl Worker {
         fetch(&shared, &work, &shutdown).await;
 
         work.close();
-        let in_flight = shared.metrics.in_flight.get();
+        let in_flight = shared.running.lock().expect("running map").len();
         info!(in_flight, timeout = ?shared.config.shutdown_timeout, "draining: no new claims");
         if tokio::time::timeout(shared.config.shutdown_timeout, work.wait()).await.is_err() {
             shared.releasing.store(true, Ordering::SeqCst);
@@ -317,8 +299,7 @@ async fn fetch(shared: &Arc<Shared>, work: &TaskTracker, shutdown: &Cancellation
             Ok(Some(claim)) => {
                 let n = claim.tasks.len();
                 more_likely = n == wanted;
-                shared.metrics.claimed.inc_by(n as u64);
-                shared.metrics.claim_batches.observe(n as f64);
+                shared.metrics.claimed(n);
                 permits.truncate(n);
                 work.spawn(run_claim(shared.clone(), work.clone(), claim, permits, window));
             }
@@ -534,10 +515,11 @@ fn start(
     reason: Arc<OnceLock<StopReason>>,
     report: mpsc::UnboundedSender<Finished>,
 ) {
-    shared.metrics.in_flight.inc();
+    shared.metrics.started();
     let span = info_span!("task", task_id = task.id, kind = %task.kind, attempt = task.attempt,
                           request_id = task.request_id.as_deref().unwrap_or(""),
                           trace_id = task.trace_id.as_deref().unwrap_or(""));
+    #[cfg(feature = "otel")]
     if let Some(trace_id) = task.trace_id.as_deref() {
         crate::trace::continue_trace(&span, trace_id);
     }
@@ -546,7 +528,7 @@ fn start(
         async move {
             let started = std::time::Instant::now();
             let outcome = execute(&shared, task, cancel, &reason).await;
-            shared.metrics.in_flight.dec();
+            shared.metrics.finished();
             // One line per attempt, in the task's span (task, request and trace ids): what
             // lets an operator follow a request from the proxy to the worker. Silence it
             // with FLOWFORGE_LOG=info,flowforge_queue::worker=warn at very high rates.
@@ -569,7 +551,7 @@ async fn execute(
     reason: &OnceLock<StopReason>,
 ) -> Option<Outcome> {
     let delay = (Utc::now() - task.due).to_std().unwrap_or_default();
-    shared.metrics.start_delay.observe(delay.as_secs_f64());
+    shared.metrics.start_delay(delay);
     let Some(handler) = shared.registry.get(&task.kind) else {
         warn!("no handler for this kind");
         return Some(Outcome::Failed {
@@ -612,7 +594,7 @@ async fn execute(
         r = &mut run => Some(r),
         _ = tokio::time::sleep(timeout) => None,
     };
-    shared.metrics.processing.with_label_values(&[&task.kind]).observe(started.elapsed().as_secs_f64());
+    shared.metrics.processing(&task.kind, started.elapsed());
     let outcome = match finished {
         None => {
             cancel.cancel();
@@ -622,7 +604,7 @@ async fn execute(
         Some(Ok(Err(HandlerError::Retryable(error)))) => Outcome::Failed { error, retry_in: retry_in() },
         Some(Ok(Err(HandlerError::Permanent(error)))) => Outcome::Failed { error, retry_in: None },
         Some(Err(payload)) => {
-            shared.metrics.panics.inc();
+            shared.metrics.panicked();
             let message = payload
                 .downcast_ref::<&str>()
                 .map(|s| s.to_string())
@@ -702,7 +684,7 @@ async fn record(shared: &Shared, batch: &mut Vec<Reported>) {
         match status.get(&r.id) {
             Some(st) => shared.count(&r.kind, &r.outcome, *st),
             None => {
-                shared.metrics.stale_outcomes.inc();
+                shared.metrics.stale_outcome();
                 info!(task_id = r.id, "outcome dropped: lease no longer held");
             }
         }
@@ -802,7 +784,7 @@ async fn rescue(shared: Arc<Shared>, close: CancellationToken) {
                 for (id, status) in &rescued {
                     warn!(task_id = id, now = status.as_str(), "rescued task with expired lease");
                 }
-                shared.metrics.lease_expiries.inc_by(rescued.len() as u64);
+                shared.metrics.lease_expiries(rescued.len());
             }
             Err(e) => warn!(error = %e, "lease rescue failed"),
         }
@@ -817,7 +799,7 @@ async fn count_abandoned_claims(shared: &Shared) {
             for (id, status) in &counted {
                 warn!(task_id = id, now = status.as_str(), "counted the attempt of a claim whose worker died");
             }
-            shared.metrics.lease_expiries.inc_by(counted.len() as u64);
+            shared.metrics.lease_expiries(counted.len());
         }
         Err(e) => warn!(error = %e, "counting abandoned claims failed"),
     }
