@@ -12,8 +12,8 @@ use crate::routes::{accounts, health, kinds, live, session, tasks, webhook_secre
     info(title = "FlowForge API", description = "Tasks processed by a worker fleet on a PostgreSQL queue. \
         Every path under /tasks is also served under /api/v1/tasks."),
     paths(
-        tasks::create_task, tasks::create_tasks, tasks::list_tasks, tasks::get_task, tasks::replace_task,
-        tasks::patch_task, tasks::delete_task, tasks::cancel_task, tasks::retry_task, kinds::list_kinds,
+        tasks::create_task, tasks::create_tasks, tasks::list_tasks, tasks::get_task, tasks::edit_task,
+        tasks::delete_task, tasks::cancel_task, tasks::retry_task, kinds::list_kinds,
         accounts::me, accounts::create_user, accounts::create_token, accounts::list_tokens, accounts::revoke_token,
         session::sign_in, session::current, session::sign_out, live::events, live::ops_metrics,
         webhook_secrets::rotate_secret, webhook_secrets::list_secrets,

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
@@ -31,7 +31,7 @@ pub fn router(bulk_body_limit: usize) -> Router<AppState> {
     Router::new()
         .route("/tasks", post(create_task).get(list_tasks))
         .route("/tasks/bulk", post(create_tasks).layer(DefaultBodyLimit::max(bulk_body_limit)))
-        .route("/tasks/{id}", get(get_task).put(replace_task).patch(patch_task).delete(delete_task))
+        .route("/tasks/{id}", get(get_task).put(edit_task).patch(edit_task).delete(delete_task))
         .route("/tasks/{id}/cancel", post(cancel_task))
         .route("/tasks/{id}/retry", post(retry_task))
 }
@@ -341,34 +341,23 @@ pub async fn get_task(
     Ok(task_response(StatusCode::OK, &task))
 }
 
-/// Replace a task's editable fields (`title` required). Honours `If-Match`.
-#[utoipa::path(put, path = "/tasks/{id}", tag = "tasks", params(("id" = i64, Path)), request_body = UpdateTask,
+/// Change a task: PUT replaces its editable fields (`title` required), PATCH changes
+/// those given. Honours `If-Match`.
+#[utoipa::path(method(put, patch), path = "/tasks/{id}", tag = "tasks", params(("id" = i64, Path)),
+    request_body = UpdateTask,
     responses((status = 200, body = TaskEnvelope), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody),
               (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
-pub async fn replace_task(
+pub async fn edit_task(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
     Id(id): Id,
+    method: Method,
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateTask>,
 ) -> ApiResult<Response> {
-    update(&state, &caller, id, &headers, body.parse(&state.kinds, true).map_err(ApiError::Validation)?).await
-}
-
-/// Change some of a task's fields. Honours `If-Match`.
-#[utoipa::path(patch, path = "/tasks/{id}", tag = "tasks", params(("id" = i64, Path)), request_body = UpdateTask,
-    responses((status = 200, body = TaskEnvelope), (status = 409, body = ErrorBody), (status = 412, body = ErrorBody),
-              (status = 422, body = ErrorBody)),
-    security(("bearer" = [])))]
-pub async fn patch_task(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Id(id): Id,
-    headers: HeaderMap,
-    ApiJson(body): ApiJson<UpdateTask>,
-) -> ApiResult<Response> {
-    update(&state, &caller, id, &headers, body.parse(&state.kinds, false).map_err(ApiError::Validation)?).await
+    let changes = body.parse(&state.kinds, method == Method::PUT).map_err(ApiError::Validation)?;
+    update(&state, &caller, id, &headers, changes).await
 }
 
 /// All of a PUT/PATCH in one transaction on the locked row: either every requested

@@ -79,6 +79,9 @@ async fn probes_metrics_and_openapi() {
         assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
     }
     assert!(doc["components"]["schemas"]["CreateTask"].is_object());
+    for method in ["get", "put", "patch", "delete"] {
+        assert!(doc["paths"]["/tasks/{id}"][method].is_object(), "{method} /tasks/{{id}} missing");
+    }
 }
 
 #[tokio::test]
