@@ -6,6 +6,7 @@
 //! [`Source::finish`] reports all of them in one message, so a bad deployment fails
 //! fast with the whole list instead of one error per restart.
 
+use secrecy::{ExposeSecret, SecretString};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -49,18 +50,27 @@ impl fmt::Display for Profile {
     }
 }
 
-/// A value that must never be printed: `Debug`/`Display` show a placeholder.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A value that must never be printed (`Debug` shows a placeholder) and is zeroed in
+/// memory when dropped (`secrecy`).
+#[derive(Clone)]
+pub struct Secret(SecretString);
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        Secret(SecretString::from(value.into()))
     }
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.expose() == other.expose()
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -74,7 +84,7 @@ impl FromStr for Secret {
         if s.is_empty() {
             Err("must not be empty".into())
         } else {
-            Ok(Secret(s.to_owned()))
+            Ok(Secret::new(s))
         }
     }
 }
