@@ -2,7 +2,8 @@
 
 use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -53,8 +54,28 @@ fn task_response(status: StatusCode, task: &Task) -> Response {
     r
 }
 
-fn origin(caller: &Caller, request_id: &RequestId, trace_id: &TraceId) -> Origin {
-    Origin { owner_id: caller.user_id, request_id: Some(request_id.0.clone()), trace_id: Some(trace_id.0.clone()) }
+/// Who creates tasks in a request: the caller, the request's ids for the tasks'
+/// bookkeeping, and the audit record the creation is written with.
+pub struct Creator {
+    caller: Caller,
+    origin: Origin,
+    audit: Option<AuditRecord>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Creator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let extensions = &parts.extensions;
+        // Set by the authentication and request-id layers every task route sits behind.
+        let caller = extensions.get::<Caller>().cloned().ok_or_else(|| anyhow::anyhow!("no caller"))?;
+        let origin = Origin {
+            owner_id: caller.user_id,
+            request_id: extensions.get::<RequestId>().map(|r| r.0.clone()),
+            trace_id: extensions.get::<TraceId>().map(|t| t.0.clone()),
+        };
+        Ok(Creator { caller, origin, audit: extensions.get::<AuditRecord>().cloned() })
+    }
 }
 
 /// The version named by `If-Match` (`"3"`, `W/"3"` or `*` for any).
@@ -86,19 +107,14 @@ async fn load_visible(state: &AppState, caller: &Caller, id: i64) -> ApiResult<T
     security(("bearer" = [])))]
 pub async fn create_task(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Extension(request_id): Extension<RequestId>,
-    Extension(trace_id): Extension<TraceId>,
-    audit: Option<Extension<AuditRecord>>,
+    creator: Creator,
     headers: HeaderMap,
     ApiJson(body): ApiJson<CreateTask>,
 ) -> ApiResult<Response> {
     let key = IdempotencyKey::from_headers(&headers)?.map(|k| (k, idempotency::fingerprint("POST /tasks", &body)));
     let mut errors = Vec::new();
-    let task = body
-        .parse(&state.kinds, &origin(&caller, &request_id, &trace_id), "", &mut errors)
-        .ok_or(ApiError::Validation(errors))?;
-    create(&state, &caller, audit.map(|a| a.0), key, vec![task], false).await
+    let task = body.parse(&state.kinds, &creator.origin, "", &mut errors).ok_or(ApiError::Validation(errors))?;
+    create(&state, creator, key, vec![task], false).await
 }
 
 /// Create up to `FLOWFORGE_BULK_MAX_TASKS` tasks in one transaction: all or none.
@@ -108,10 +124,7 @@ pub async fn create_task(
     security(("bearer" = [])))]
 pub async fn create_tasks(
     State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Extension(request_id): Extension<RequestId>,
-    Extension(trace_id): Extension<TraceId>,
-    audit: Option<Extension<AuditRecord>>,
+    creator: Creator,
     headers: HeaderMap,
     ApiJson(body): ApiJson<BulkCreate>,
 ) -> ApiResult<Response> {
@@ -120,24 +133,22 @@ pub async fn create_tasks(
         return Err(ApiError::invalid("tasks", format!("must hold between 1 and {max} tasks")));
     }
     let key = IdempotencyKey::from_headers(&headers)?.map(|k| (k, idempotency::fingerprint("POST /tasks/bulk", &body)));
-    let origin = origin(&caller, &request_id, &trace_id);
     let mut errors = Vec::new();
     let tasks: Vec<Option<NewTask>> = body
         .tasks
         .into_iter()
         .enumerate()
-        .map(|(i, t)| t.parse(&state.kinds, &origin, &format!("tasks[{i}]."), &mut errors))
+        .map(|(i, t)| t.parse(&state.kinds, &creator.origin, &format!("tasks[{i}]."), &mut errors))
         .collect();
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    create(&state, &caller, audit.map(|a| a.0), key, tasks.into_iter().flatten().collect(), true).await
+    create(&state, creator, key, tasks.into_iter().flatten().collect(), true).await
 }
 
 async fn create(
     state: &AppState,
-    caller: &Caller,
-    audit: Option<AuditRecord>,
+    Creator { caller, audit, .. }: Creator,
     key: Option<(IdempotencyKey, Vec<u8>)>,
     tasks: Vec<NewTask>,
     many: bool,
@@ -167,7 +178,7 @@ async fn create(
     let (first, last) = (created[0].id, created[created.len() - 1].id);
     let target = if many { format!("tasks:{first}..{last} ({})", created.len()) } else { format!("task:{first}") };
     if let Some(audit) = &audit {
-        audit.write_on(&mut tx, caller, StatusCode::CREATED.as_u16(), &target).await?;
+        audit.write_on(&mut tx, &caller, StatusCode::CREATED.as_u16(), &target).await?;
     }
     tx.commit().await?;
     let ids: Vec<i64> = created.iter().map(|t| t.id).collect();
