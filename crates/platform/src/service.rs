@@ -43,11 +43,12 @@ where
     }
 }
 
-/// The subcommands of a service binary that serves HTTP.
+/// The subcommands of every service binary (api, worker, web), the same in each.
 #[derive(clap::Subcommand, Clone, Copy)]
 pub enum ServiceCommand {
-    /// Serve (the default).
-    Serve,
+    /// Run until SIGTERM or Ctrl-C (the default).
+    #[command(alias = "serve")]
+    Run,
     /// Exit 0 if the service on this host answers /health (the image's HEALTHCHECK: no shell, no curl).
     Healthcheck,
 }

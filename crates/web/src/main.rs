@@ -18,9 +18,9 @@ fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(code) => return code,
     };
-    match cli.command.unwrap_or(ServiceCommand::Serve) {
+    match cli.command.unwrap_or(ServiceCommand::Run) {
         ServiceCommand::Healthcheck => probe::exit_code(settings.listen),
-        ServiceCommand::Serve => service::run("web", &settings.telemetry, async {
+        ServiceCommand::Run => service::run("web", &settings.telemetry, async {
             Application::build(&settings).await?.run_until_stopped(flowforge_platform::shutdown::signal()).await
         }),
     }

@@ -1,8 +1,9 @@
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use flowforge_platform::probe;
-use flowforge_platform::{service, shutdown};
+use flowforge_platform::service::{self, ServiceCommand};
+use flowforge_platform::shutdown;
 use flowforge_worker::{WorkerApp, WorkerSettings};
 
 /// FlowForge worker: runs queued tasks. Configured through FLOWFORGE_* variables.
@@ -10,15 +11,7 @@ use flowforge_worker::{WorkerApp, WorkerSettings};
 #[command(version)]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the worker until SIGTERM or Ctrl-C (the default).
-    Run,
-    /// Exit 0 if the worker on this host answers GET /health with 200, else 1.
-    Healthcheck,
+    command: Option<ServiceCommand>,
 }
 
 fn main() -> ExitCode {
@@ -27,9 +20,9 @@ fn main() -> ExitCode {
         Ok(settings) => settings,
         Err(code) => return code,
     };
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Healthcheck => probe::exit_code(settings.metrics_addr),
-        Command::Run => service::run("worker", &settings.telemetry.clone(), async {
+    match cli.command.unwrap_or(ServiceCommand::Run) {
+        ServiceCommand::Healthcheck => probe::exit_code(settings.metrics_addr),
+        ServiceCommand::Run => service::run("worker", &settings.telemetry.clone(), async {
             let app = WorkerApp::build(settings).await?;
             app.run_until_stopped(shutdown::token_on_signal()).await
         }),
