@@ -6,6 +6,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use axum_extra::extract::cookie::{Cookie, SameSite};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
@@ -43,9 +44,19 @@ fn session_body(caller: &Caller, csrf_token: Option<&str>, expires_at: Option<Da
     })
 }
 
-fn set_cookie(response: &mut Response, value: &str, max_age_secs: u64) {
-    let cookie = format!("{SESSION_COOKIE}={value}; Path=/; Max-Age={max_age_secs}; HttpOnly; Secure; SameSite=Strict");
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
+/// The session cookie: sent only over HTTPS, never to scripts, never cross-site.
+fn session_cookie(value: String, max_age_secs: u64) -> Cookie<'static> {
+    Cookie::build((SESSION_COOKIE, value))
+        .path("/")
+        .max_age(time::Duration::seconds(max_age_secs.try_into().unwrap_or(i64::MAX)))
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Strict)
+        .build()
+}
+
+fn set_cookie(response: &mut Response, cookie: Cookie<'static>) {
+    if let Ok(v) = HeaderValue::from_str(&cookie.encoded().to_string()) {
         response.headers_mut().append(header::SET_COOKIE, v);
     }
 }
@@ -65,7 +76,7 @@ pub async fn sign_in(State(state): State<AppState>, ApiJson(body): ApiJson<SignI
     let session = accounts::open_session(&state.db, &caller, state.settings.session_ttl).await?;
     tracing::info!(user_id = caller.user_id, token_id = caller.token_id, "signed in");
     let mut response = Json(session_body(&caller, Some(&session.csrf_token), Some(session.expires_at))).into_response();
-    set_cookie(&mut response, &session.id, state.settings.session_ttl.as_secs());
+    set_cookie(&mut response, session_cookie(session.id, state.settings.session_ttl.as_secs()));
     response.extensions_mut().insert(AuditTarget(format!("user:{}", caller.user_id)));
     response.extensions_mut().insert(caller);
     Ok(response)
@@ -89,7 +100,7 @@ pub async fn sign_out(State(state): State<AppState>, session: Option<Extension<S
     };
     accounts::close_session(&state.db, &session.id_hash).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
-    set_cookie(&mut response, "", 0);
+    set_cookie(&mut response, session_cookie(String::new(), 0));
     response.extensions_mut().insert(AuditTarget(format!("user:{}", session.caller.user_id)));
     Ok(response)
 }
