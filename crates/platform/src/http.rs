@@ -60,14 +60,20 @@ impl Probes {
     }
 }
 
-/// A readiness check that PostgreSQL answers within a second.
+/// Whether PostgreSQL answers a query within a second: what every probe asks of it.
+pub async fn database_answers(pool: &sqlx::PgPool) -> bool {
+    matches!(tokio::time::timeout(Duration::from_secs(1), sqlx::query("SELECT 1").execute(pool)).await, Ok(Ok(_)))
+}
+
+/// A readiness check that PostgreSQL answers ([`database_answers`]).
 pub fn database_ready(pool: sqlx::PgPool) -> ReadinessCheck {
     Arc::new(move || {
         let pool = pool.clone();
         Box::pin(async move {
-            match tokio::time::timeout(Duration::from_secs(1), sqlx::query("SELECT 1").execute(&pool)).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(_)) | Err(_) => Err("database unreachable".into()),
+            if database_answers(&pool).await {
+                Ok(())
+            } else {
+                Err("database unreachable".into())
             }
         })
     })

@@ -2,27 +2,20 @@
 //! whether the database is reachable, as the original contract expects), `/ready` is
 //! readiness (database reachable and not draining): load balancers route on `/ready`.
 
-use std::time::Duration;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use flowforge_platform::http::database_answers;
 use serde_json::json;
 
 use crate::state::AppState;
-
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-
-async fn database_reachable(state: &AppState) -> bool {
-    matches!(tokio::time::timeout(PROBE_TIMEOUT, sqlx::query("SELECT 1").execute(&state.db)).await, Ok(Ok(_)))
-}
 
 /// Liveness: always 200 while the process runs.
 #[utoipa::path(get, path = "/health", tag = "probes",
     responses((status = 200, description = "`{\"status\":\"healthy\",\"database\":\"connected\"}` (or degraded/disconnected)")))]
 pub async fn health(State(state): State<AppState>) -> Response {
-    let body = if database_reachable(&state).await {
+    let body = if database_answers(&state.db).await {
         json!({ "status": "healthy", "database": "connected" })
     } else {
         json!({ "status": "degraded", "database": "disconnected" })
@@ -37,7 +30,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     if state.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" }))).into_response();
     }
-    let (db, redis) = tokio::join!(database_reachable(&state), state.redis.ping());
+    let (db, redis) = tokio::join!(database_answers(&state.db), state.redis.ping());
     let body = json!({
         "status": if db { "ready" } else { "not_ready" },
         "database": if db { "connected" } else { "disconnected" },

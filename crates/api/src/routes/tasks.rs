@@ -318,10 +318,10 @@ pub async fn list_tasks(
     let mut rows = state.queue.list(&query).await?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
-    let next_cursor = more.then(|| rows.last()).flatten().map(|t| {
-        let key = PageKey::of(t);
-        Cursor { s: sort_name(sort).into(), id: key.id, p: sort.by_priority().then_some(key.priority) }.encode()
-    });
+    let next_cursor = more
+        .then(|| rows.last())
+        .flatten()
+        .map(|t| Cursor { s: sort_name(sort).into(), id: t.id, p: sort.by_priority().then_some(t.priority) }.encode());
     Ok(Json(json!({
         "success": true,
         "data": rows,
