@@ -4,7 +4,9 @@ mod alert_receiver;
 mod backup;
 mod bench;
 mod check;
+mod drill;
 mod load;
+mod roles;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -61,8 +63,24 @@ enum Command {
     /// Restore the database files from the backup repository, to a moment or to the
     /// newest archived WAL. The database must be stopped; it recovers when it starts.
     Restore(backup::RestoreArgs),
+    /// After a restore, once the database is started: wait until it has replayed WAL and
+    /// opened for writes, checkpoint, and sync the login roles (as `roles sync`). Run as
+    /// the database superuser.
+    FinishRestore(roles::FinishRestoreArgs),
+    /// The database's login roles, made to match the connection strings the services hold
+    /// (password rotation). Run as the database superuser.
+    Roles {
+        #[command(subcommand)]
+        command: RolesCommand,
+    },
     /// Create tasks at a steady rate against a running stack, counting what the client sees.
     Load(load::LoadArgs),
+    /// The verdict of a failure drill on a load run's tasks: lost, completed twice, ran
+    /// again, failed requests.
+    Drill {
+        #[command(subcommand)]
+        command: drill::DrillCommand,
+    },
     /// Serve the stack's Alertmanager webhook receiver (records what it gets).
     AlertReceiver(alert_receiver::ReceiverArgs),
     /// Reseal every user's webhook signing secret with the current deployment key
@@ -74,6 +92,13 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9095")]
         addr: SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum RolesCommand {
+    /// The app URL's role logs in with its password, the other app role no longer does
+    /// (unless --keep-other-app-role), the owner role gets the owner URL's password.
+    Sync(roles::SyncArgs),
 }
 
 #[derive(Subcommand)]
@@ -109,6 +134,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+fn report(synced: roles::Synced) {
+    eprintln!("database: {} may log in", synced.logs_in);
+    if let Some((role, ended)) = synced.locked_out {
+        eprintln!("database: {role} may no longer log in ({ended} of its sessions ended)");
     }
 }
 
@@ -175,6 +207,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Check(args) => return check::run(args).await,
+        Command::Drill { command } => return drill::run(&database()?, command).await,
         Command::Retention { older_than } => {
             let db = database()?;
             let cutoff = chrono::Utc::now() - chrono::Duration::from_std(older_than.0)?;
@@ -207,6 +240,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             backup::restore(args).await?;
         }
         Command::Load(args) => load::run(args).await?,
+        Command::FinishRestore(args) => report(roles::finish_restore(&database()?, &args).await?),
+        Command::Roles { command: RolesCommand::Sync(args) } => report(roles::sync(&database()?, &args).await?),
         Command::Healthcheck { addr } => return Ok(flowforge_platform::probe::exit_code(addr)),
     }
     Ok(ExitCode::SUCCESS)

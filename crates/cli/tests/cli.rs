@@ -245,3 +245,116 @@ async fn alert_receiver_records_what_alertmanager_sends() {
     let received: Vec<Value> = client.get(format!("http://{addr}/alerts")).send().await.unwrap().json().await.unwrap();
     assert_eq!(received, vec![notification], "exactly the valid notification is kept");
 }
+
+/// A drill's verdict, counted in the database: a task completed twice or never is named,
+/// and the exit status says so.
+#[tokio::test]
+async fn drill_verdict_counts_lost_and_twice_completed_tasks() {
+    let db = TestDb::new(&[]).await;
+    let env = [("FLOWFORGE_DATABASE_URL", db.url.as_str())];
+    assert!(flowforge(&["migrate"], &env).status.success());
+    for _ in 0..2 {
+        let out = flowforge(&["drill", "counter", "install"], &env);
+        assert!(out.status.success(), "install is idempotent: {}", text(&out.stderr));
+    }
+    let tasks = Queue::new(db.pool.clone())
+        .enqueue(&(0..3).map(|_| flowforge_queue::NewTask::new("noop", serde_json::json!({}))).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let ids: Vec<i64> = tasks.iter().map(|t| t.id).collect();
+    let dir = std::env::temp_dir().join(format!("flowforge-drill-{}", ids[0]));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("run.ids"), ids.iter().map(|id| format!("{id}\n")).collect::<String>()).unwrap();
+    std::fs::write(dir.join("run.json"), r#"{"sent":3,"failed":0,"told_to_retry":0,"latency_ms":{"max":4.2}}"#)
+        .unwrap();
+    let verdict = |wait: &str| {
+        let (ids, summary) = (dir.join("run.ids"), dir.join("run.json"));
+        let args = ["drill", "verdict", "--ids", ids.to_str().unwrap(), "--summary", summary.to_str().unwrap()];
+        let out = flowforge(&[&args[..], &["--wait", wait, "--json"]].concat(), &env);
+        let v: Value = serde_json::from_str(text(&out.stdout).trim()).expect("one JSON verdict");
+        (out.status.success(), v)
+    };
+    // Completions as a worker writes them; the last one twice (a stale rewrite).
+    let complete = "UPDATE tasks SET status = 'completed', attempts = 1 WHERE id = ANY($1)";
+    sqlx::query(complete).bind(&ids[..2]).execute(&db.pool).await.unwrap();
+    let (ok, v) = verdict("1s");
+    assert!(!ok, "a pending task is lost: {v}");
+    assert_eq!((v["lost"].as_u64(), v["completed_twice"].as_u64()), (Some(1), Some(0)), "{v}");
+
+    sqlx::query(complete).bind(&ids[2..]).execute(&db.pool).await.unwrap();
+    let (ok, v) = verdict("1s");
+    assert!(ok, "every task completed once: {v}");
+    assert_eq!(v["completions_counted"].as_u64(), Some(3), "{v}");
+
+    sqlx::query(complete).bind(&ids[2..]).execute(&db.pool).await.unwrap();
+    let (ok, v) = verdict("1s");
+    assert!(!ok && v["completed_twice"].as_u64() == Some(1), "a second completion is counted: {v}");
+    assert!(flowforge(&["drill", "counter", "remove"], &env).status.success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `roles sync` as a rotation uses it: the idle app role gets the login (created on first
+/// use, with the app's privileges), then the other loses it; the owner's password follows
+/// the owner URL. (The test server trusts every local connection, so the passwords are
+/// checked as the verifiers PostgreSQL stores; the stack's rotation test logs in with them.)
+#[tokio::test]
+async fn roles_sync_moves_the_login_between_the_app_roles() {
+    let db = TestDb::new(&[]).await;
+    for role in ["flowforge_app", "flowforge_owner"] {
+        let create = format!("DO $$ BEGIN CREATE ROLE {role}; EXCEPTION WHEN duplicate_object THEN NULL; END $$");
+        sqlx::raw_sql(&create).execute(&db.pool).await.unwrap();
+    }
+    let dir = std::env::temp_dir().join(format!("flowforge-roles-{}", db.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (app_file, owner_file) = (dir.join("app"), dir.join("owner"));
+    let env = [
+        ("FLOWFORGE_DATABASE_URL", db.url.as_str()),
+        ("FLOWFORGE_APP_DATABASE_URL_FILE", app_file.to_str().unwrap()),
+        ("FLOWFORGE_OWNER_DATABASE_URL_FILE", owner_file.to_str().unwrap()),
+    ];
+    let login = |role: &'static str| {
+        let pool = db.pool.clone();
+        async move {
+            let row: Option<(bool, Option<String>)> =
+                sqlx::query_as("SELECT rolcanlogin, rolpassword FROM pg_authid WHERE rolname = $1")
+                    .bind(role)
+                    .fetch_optional(&pool)
+                    .await
+                    .unwrap();
+            row
+        }
+    };
+    // Two-letter passwords: the secret scan takes longer ones in a URL for leaked credentials.
+    std::fs::write(&owner_file, "postgres://flowforge_owner:o1@db/flowforge").unwrap();
+
+    // The first half of a rotation: flowforge_app_alt is new, flowforge_app keeps its login.
+    sqlx::raw_sql("ALTER ROLE flowforge_app LOGIN").execute(&db.pool).await.unwrap();
+    std::fs::write(&app_file, "postgres://flowforge_app_alt:a1@db/flowforge?sslmode=verify-full").unwrap();
+    let out = flowforge(&["roles", "sync", "--keep-other-app-role"], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (can_login, verifier) = login("flowforge_app_alt").await.expect("created on first use");
+    assert!(can_login && verifier.as_deref().is_some_and(|v| v.starts_with("SCRAM-SHA-256$")));
+    assert!(login("flowforge_app").await.unwrap().0, "kept while the services move");
+    let member: bool = sqlx::query_scalar("SELECT pg_has_role('flowforge_app_alt', 'flowforge_app', 'MEMBER')")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(member, "the second role has the app's privileges");
+    let owner_before = login("flowforge_owner").await.unwrap().1;
+
+    // The second half: flowforge_app loses its login; a new owner password.
+    std::fs::write(&owner_file, "postgres://flowforge_owner:o2@db/flowforge").unwrap();
+    let out = flowforge(&["roles", "sync"], &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("flowforge_app may no longer log in"), "{}", text(&out.stderr));
+    assert_eq!(login("flowforge_app").await.unwrap(), (false, None));
+    assert!(login("flowforge_app_alt").await.unwrap().0);
+    assert_ne!(login("flowforge_owner").await.unwrap().1, owner_before, "the owner's password changed");
+
+    // Connection strings for roles it does not manage are refused, and change nothing.
+    std::fs::write(&app_file, "postgres://postgres:x@db/flowforge").unwrap();
+    let out = flowforge(&["roles", "sync"], &env);
+    assert!(!out.status.success() && text(&out.stderr).contains("expected one of"), "{}", text(&out.stderr));
+    assert!(login("flowforge_app_alt").await.unwrap().0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -18,7 +18,7 @@ pub struct DatabaseSettings {
 
 impl DatabaseSettings {
     /// Reads `DATABASE_URL` (or `DATABASE_URL_FILE`) and the pool settings. In staging and
-    /// prod the URL must ask for TLS.
+    /// prod the URL must ask for TLS, unless it names a local socket.
     pub fn from_source(s: &mut Source, default_max_connections: u32) -> Option<Self> {
         let url: Option<Secret> = s.parse_dev_default("DATABASE_URL", "PostgreSQL connection URL", || {
             Secret::new("postgres://flowforge@localhost:5432/flowforge")
@@ -38,7 +38,8 @@ impl DatabaseSettings {
                 ));
                 return None;
             }
-            Ok(_) if !s.profile().is_dev() && !asks_for_tls(url.expose()) => {
+            // A local socket never leaves the host: TLS does not apply.
+            Ok(options) if !s.profile().is_dev() && options.get_socket().is_none() && !asks_for_tls(url.expose()) => {
                 s.problem(format!(
                     "FLOWFORGE_DATABASE_URL must use sslmode=require, verify-ca or verify-full in the {} profile",
                     s.profile()
@@ -82,4 +83,25 @@ fn asks_for_tls(url: &str) -> bool {
 
 fn redact(message: &str, url: &Secret) -> String {
     message.replace(url.expose(), "<url>")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prod(url: &str) -> Result<(), crate::ConfigError> {
+        let mut s = Source::from_vars([
+            ("FLOWFORGE_PROFILE".to_owned(), "prod".to_owned()),
+            ("FLOWFORGE_DATABASE_URL".to_owned(), url.to_owned()),
+        ]);
+        DatabaseSettings::from_source(&mut s, 4);
+        s.finish()
+    }
+
+    #[test]
+    fn outside_dev_a_network_url_must_ask_for_tls_and_a_local_socket_need_not() {
+        assert!(prod("postgres://app:pw@db/flowforge").is_err());
+        assert!(prod("postgres://app:pw@db/flowforge?sslmode=verify-full").is_ok());
+        assert!(prod("postgres:///flowforge?host=/run/postgresql&user=postgres").is_ok());
+    }
 }
