@@ -1,0 +1,237 @@
+# What scripts/stack.sh does to the stack (sourced by it, after engine.sh). Every wait
+# is bounded.
+# shellcheck shell=bash disable=SC2154
+
+# Docker's internal networks stop forwarding, but a container on one can still connect to
+# the host's own addresses (and so to anything listening there, published ports
+# included). Drop everything that enters the host from the project's internal bridges.
+isolate_internal_networks() {
+    if [ "$(id -u)" -ne 0 ] || ! command -v iptables >/dev/null; then
+        log "warning: not root or no iptables: internal networks can still reach this host"
+        return
+    fi
+    release_isolation
+    local net id
+    for net in $(docker network ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME"); do
+        [ "$(docker network inspect -f '{{.Internal}}' "$net")" = true ] || continue
+        id=$(docker network inspect -f '{{.Id}}' "$net")
+        iptables -I INPUT -i "br-${id:0:12}" -m comment --comment "flowforge:$COMPOSE_PROJECT_NAME" -j DROP
+    done
+}
+
+release_isolation() {
+    command -v iptables >/dev/null && [ "$(id -u)" -eq 0 ] || return 0
+    local rule
+    { iptables -S INPUT | grep -E -- "--comment \"?flowforge:$COMPOSE_PROJECT_NAME\"? " || true; } |
+        sed 's/^-A /-D /; s/"//g' | while read -r -a rule; do iptables "${rule[@]}"; done
+}
+
+# Waits until every running container of the project is healthy and the one-shot jobs
+# have exited 0.
+wait_healthy() {
+    local deadline=$((SECONDS + ${1:-180})) pending
+    while [ $SECONDS -lt $deadline ]; do
+        pending=$(docker ps -a --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
+            --format '{{.Names}} {{.Status}}' | grep -vE '\(healthy\)|Exited \(0\)' || true)
+        [ -z "$pending" ] && return 0
+        sleep 1
+    done
+    echo "not healthy after ${1:-180}s:" >&2
+    echo "$pending" >&2
+    return 1
+}
+
+# Replaces SERVICE's containers with ones on the image FLOWFORGE_TAG names, one at a
+# time: start a new container, wait until it is healthy, then stop an old one (SIGTERM:
+# the api reports not-ready and drains; a worker finishes or releases its tasks). The
+# service never runs fewer healthy replicas than it had.
+rolling_update() {
+    local service=$1 old known c new fresh state deadline
+    mapfile -t old < <(compose ps -q "$service")
+    known=" ${old[*]} "
+    for c in "${old[@]}"; do
+        compose up -d --no-deps --no-recreate --scale "$service=$((${#old[@]} + 1))" "$service" >/dev/null
+        new=""
+        for fresh in $(compose ps -q "$service"); do
+            [[ $known == *" $fresh "* ]] || new=$fresh
+        done
+        [ -n "$new" ] || { echo "no new $service container started" >&2; return 1; }
+        known+="$new "
+        deadline=$((SECONDS + 120))
+        until [ "$(docker inspect -f '{{.State.Health.Status}}' "$new")" = healthy ]; do
+            state=$(docker inspect -f '{{.State.Status}}' "$new")
+            if [ $SECONDS -ge $deadline ] || [ "$state" = exited ]; then
+                echo "the new $service container $new did not become healthy ($state); the old ones still serve" >&2
+                docker rm -f "$new" >/dev/null
+                return 1
+            fi
+            sleep 1
+        done
+        docker stop -t 30 "$c" >/dev/null
+        docker rm "$c" >/dev/null
+        log "$service: $(docker inspect -f '{{.Name}}' "$new" | tr -d /) replaced ${c:0:12}"
+    done
+}
+
+# psql as the database superuser, over the server's socket (peer authentication: no
+# password anywhere), with bare values out.
+db_psql() { compose exec -T postgres psql -h /run/postgresql -U postgres -d flowforge -XAtq "$@"; }
+
+# Rewrites a secret file in place (same inode: bind mounts of it stay valid), readable by
+# the containers' non-root users like every file init-secrets.sh writes. Builtins only:
+# no secret on any process's command line.
+write_secret() { printf '%s' "$2" >"$secrets/$1" && chmod 644 "$secrets/$1"; }
+
+# with_login URL_SECRET ROLE PASSWORD: that connection string, logging in as ROLE.
+with_login() { local url; url=$(<"$secrets/$1"); printf 'postgres://%s:%s@%s' "$2" "$3" "${url#*@}"; }
+
+# The database's login roles made to match the connection strings (flowforge roles sync).
+sync_roles() { compose run --rm -T roles "$@"; }
+
+# Rolling updates during a rotation keep the images the stack runs now, whatever
+# FLOWFORGE_TAG says in this shell.
+running_tag() {
+    local c
+    c=$(compose ps -q api | head -n 1)
+    [ -n "$c" ] || { echo "the stack is not running" >&2; return 1; }
+    docker inspect -f '{{.Config.Image}}' "$c" | sed 's/.*://'
+}
+
+# The database password, with no downtime: the app has two login roles with the same
+# privileges, and uses one at a time. The idle one gets a new password, the services are
+# replaced one by one with the new connection string, then the old role loses its login.
+# The files first: if the change is interrupted, running rotate again sets them anew.
+rotate_database() {
+    local next=flowforge_app password
+    grep -q '^postgres://flowforge_app:' "$secrets/database_url_app" && next=flowforge_app_alt
+    log "database: $next gets a new password"
+    write_secret database_url_app "$(with_login database_url_app "$next" "$(openssl rand -hex 32)")"
+    sync_roles roles sync --keep-other-app-role
+    rolling_update api
+    rolling_update worker
+    # The owner role only runs migrations (a one-shot job): a new password is enough.
+    password=$(openssl rand -hex 32)
+    write_secret database_url_owner "$(with_login database_url_owner flowforge_owner "$password")"
+    write_secret postgres_owner_password "$password"
+    sync_roles roles sync
+    log "database: api and worker connect as $next; the owner role (migrations) has a new password"
+}
+
+# The deployment's webhook key, which seals every user's signing secret: the current key
+# becomes the previous one, every secret is resealed with the new key, and the services
+# restart with both (a secret an old replica seals meanwhile is resealed at retirement).
+rotate_webhook_key() {
+    if [ -s "$secrets/webhook_secrets_key_previous" ]; then
+        echo "a webhook key rotation is under way: retire-webhook-key first" >&2
+        return 1
+    fi
+    write_secret webhook_secrets_key_previous "$(cat "$secrets/webhook_secrets_key")"
+    write_secret webhook_secrets_key "$(openssl rand -hex 32)"
+    compose run --rm -T migrate reseal-webhook-secrets
+    rolling_update api
+    rolling_update worker
+    log "webhooks: secrets sealed with the new key; retire-webhook-key drops the previous one"
+}
+
+# Refused while any secret is still sealed with a key other than the current one.
+retire_webhook_key() {
+    compose run --rm -T migrate reseal-webhook-secrets
+    write_secret webhook_secrets_key_previous ""
+    rolling_update api
+    rolling_update worker
+    log "webhooks: the previous deployment key is gone"
+}
+
+up_and_wait() {
+    local started=$SECONDS
+    ensure_engine
+    build
+    [ "${1:-}" = dev ] && dev_build
+    deploy/compose/init-secrets.sh "$secrets" >/dev/null
+    log "starting the stack"
+    compose up -d --no-build --remove-orphans
+    isolate_internal_networks
+    wait_healthy 180
+    log "all services healthy in $((SECONDS - started)) s"
+}
+
+# Stops and removes the containers; with --purge the data and backup volumes too.
+# Docker 20.10 sometimes keeps a stale endpoint on a network after its containers are
+# gone (moby/moby#43286): the network then can't be removed until dockerd restarts.
+# Retry, then say so; the containers, volumes and firewall rules still go.
+take_down() {
+    local args=(down --remove-orphans) project=label=com.docker.compose.project=$COMPOSE_PROJECT_NAME net
+    [ "${1:-}" = --purge ] && args+=(--volumes)
+    for _ in 1 2 3; do
+        compose "${args[@]}" && break
+        sleep 2
+    done
+    if [ "${1:-}" = --purge ]; then
+        docker volume ls -q --filter "$project" | xargs -r docker volume rm >/dev/null
+    fi
+    for net in $(docker network ls -q --filter "$project"); do
+        if [ -n "$(docker network inspect -f '{{range .Containers}}{{.Name}} {{end}}' "$net")" ]; then
+            echo "network $net still has containers attached" >&2
+            return 1
+        fi
+        log "warning: Docker kept network $(docker network inspect -f '{{.Name}}' "$net") with a stale endpoint" \
+            "(moby/moby#43286); the next 'up' reuses it, a dockerd restart removes it"
+    done
+    release_isolation
+}
+
+# Rolling update of api, worker and web to the images FLOWFORGE_TAG names, after the
+# migrations (which only add: the running version keeps working).
+update_services() {
+    local started=$SECONDS service
+    build
+    # A new version may read secrets the previous one did not have.
+    deploy/compose/init-secrets.sh "$secrets" >/dev/null
+    log "migrating to ${FLOWFORGE_TAG:-dev}"
+    compose run --rm -T migrate >/dev/null
+    for service in api worker web; do
+        rolling_update "$service"
+    done
+    log "updated to ${FLOWFORGE_TAG:-dev} in $((SECONDS - started)) s"
+}
+
+# restore_database [--to TIME]: the database files from the backups, with every client
+# stopped; the database replays WAL to the target when it starts.
+restore_database() {
+    local started=$SECONDS
+    log "stopping the database and every client of it"
+    compose stop api worker backup postgres-exporter >/dev/null
+    compose stop postgres >/dev/null
+    compose run --rm -T restore restore "$@"
+    log "starting the database: it replays WAL to the target, then opens for writes"
+    compose up -d --no-deps postgres >/dev/null
+    # Then a checkpoint, and the login roles: a restore to a moment before a password
+    # rotation brings the old passwords back.
+    sync_roles finish-restore
+    # The cache may hold tasks the restore took back: Redis keeps nothing on disk, so a
+    # restart empties it.
+    compose restart redis >/dev/null
+    compose up -d --no-deps backup api worker postgres-exporter >/dev/null
+    wait_healthy 180
+    log "restored and serving in $((SECONDS - started)) s"
+}
+
+# Every stored log line with this id: day files in date order, so in time order. ($1
+# expands in the container's shell, not here.)
+search_logs() {
+    # shellcheck disable=SC2016
+    compose exec -T log-collector sh -c 'grep -hF -- "$1" /var/log/flowforge/*.jsonl' search "$1"
+}
+
+# rotate database|webhook-key|retire-webhook-key, keeping the images the stack runs now.
+rotate() {
+    deploy/compose/init-secrets.sh "$secrets" >/dev/null
+    FLOWFORGE_TAG=$(running_tag)
+    export FLOWFORGE_TAG
+    case "${1:-}" in
+    database) rotate_database ;;
+    webhook-key) rotate_webhook_key ;;
+    retire-webhook-key) retire_webhook_key ;;
+    *) echo "usage: scripts/stack.sh rotate database|webhook-key|retire-webhook-key" >&2; return 2 ;;
+    esac
+}
