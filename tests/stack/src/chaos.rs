@@ -1,0 +1,432 @@
+//! Chaos: each scenario breaks the stack on purpose while `flowforge load` creates tasks
+//! through the proxy, then reports what a client and an operator would count:
+//!   lost             acknowledged (201) by the API, never completed;
+//!   completed twice  a completion recorded more than once for one task (counted by the
+//!                    trigger `flowforge drill counter install` adds: every transition into
+//!                    `completed`);
+//!   ran again        completed on a later attempt, because the worker running it died
+//!                    (at-least-once execution; not an error, but a number to know);
+//!   failed           requests answered with anything but 201 or, where the scenario allows
+//!                    it, 503 or 429 with Retry-After; timeouts (10 s) count as failed;
+//!   recovered        how long until the stack served (or finished the work) again.
+//! `flowforge drill verdict` counts the first four; every wait here is bounded.
+//!
+//! Each scenario stands alone on a running stack, and one that stops a service starts it
+//! again before anything can end the scenario early.
+
+use std::hash::BuildHasher;
+use std::time::Instant;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::harness::{inspect, kill9, since, sleep, wait_for, Checks, LoadRun, Stack};
+use crate::Scenario;
+
+pub const SCENARIOS: &[(&str, Scenario)] = &[
+    ("chaos::worker_kill", worker_kill),
+    ("chaos::api_kill", api_kill),
+    ("chaos::postgres_outage", postgres_outage),
+    ("chaos::terminated_connections", terminated_connections),
+    ("chaos::pool_exhaustion", pool_exhaustion),
+    ("chaos::redis_outage", redis_outage),
+    ("chaos::handler_failures", handler_failures),
+];
+
+/// kill -9 a worker mid-task, repeatedly, while tasks flow. Tasks take 1 s, so each worker
+/// always holds several; its leases expire (15 s) and the rescue gives them to another
+/// worker: those are the tasks that "ran again".
+fn worker_kill(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
+    stack.install_completion_counter()?;
+    let load = stack.load("workers", 45, 12, "sleep", r#"{"duration_ms": 1000}"#);
+    let before = stack.restarts(&["worker"]);
+    let mut kills = 0;
+    let mut last_kill = Instant::now();
+    for _ in 0..5 {
+        sleep(7.0);
+        // Either of the two workers, at random.
+        let n = 1 + (std::collections::hash_map::RandomState::new().hash_one(kills) % 2) as usize;
+        if stack.container("worker", n).is_ok_and(|c| kill9(&c)) {
+            kills += 1;
+        }
+        last_kill = Instant::now();
+    }
+    let run = load.join()?;
+    // Waited for here, not only in the verdict, to time the recovery.
+    let recovery = if wait_for(120, || all_completed(stack, &run)) {
+        format!("every task completed {} s after the last kill", since(last_kill))
+    } else {
+        format!("not every task completed {} s after the last kill", since(last_kill))
+    };
+    checks.check(format!("chaos: 5 kills of a worker under load ({kills} done)"), kills == 5);
+    let verdict = judge(stack, checks, &run, &format!("kill -9 of a worker x{kills}"), &recovery, false)?;
+    let ran_again = number(&verdict, "ran_again");
+    checks.check(
+        format!("chaos: the kills caught tasks mid-run ({} rescued and run again)", shown(ran_again)),
+        ran_again.is_some_and(|n| n >= kills),
+    );
+    checks.check(
+        "chaos: the killed workers restarted by themselves",
+        wait_for(60, || stack.restarts(&["worker"]) == before + kills as u64),
+    );
+    Ok(())
+}
+
+/// kill -9 each api replica in turn under load: the proxy sends to the other one, and the
+/// killed one comes back healthy by itself.
+fn api_kill(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
+    stack.install_completion_counter()?;
+    let load = stack.load("api", 30, 12, "noop", "{}");
+    let mut back_in = Vec::new();
+    // "" when missing: the kill then fails and the check below says so.
+    let replicas: Vec<String> = (1..=2).map(|n| stack.container("api", n).unwrap_or_default()).collect();
+    for victim in &replicas {
+        sleep(6.0);
+        let before = inspect(victim, "{{.RestartCount}}").ok().and_then(|n| n.parse::<u64>().ok());
+        let killed = Instant::now();
+        if !kill9(victim) {
+            continue;
+        }
+        let healthy_again = || {
+            let state = inspect(victim, "{{.State.Health.Status}} {{.RestartCount}}").unwrap_or_default();
+            before.is_some_and(|b| state == format!("healthy {}", b + 1))
+        };
+        if wait_for(60, healthy_again) {
+            back_in.push(format!("{} s", since(killed)));
+        }
+    }
+    let run = load.join()?;
+    let recovery = format!("replicas healthy again after {}", back_in.join(" "));
+    judge(stack, checks, &run, "kill -9 of each api replica", &recovery, false)?;
+    checks.check(
+        "chaos: both api replicas, killed in turn, came back by themselves",
+        back_in.len() == 2 && replicas[0] != replicas[1],
+    );
+    Ok(())
+}
+
+/// PostgreSQL stopped and started under load. While it is down the API must answer at
+/// once: 503 with Retry-After, never a 500 and never a hang; when it is back, everything
+/// recovers by itself.
+fn postgres_outage(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
+    stack.install_completion_counter()?;
+    let load = stack.load("postgres", 40, 10, "noop", "{}");
+    sleep(8.0);
+    let before = stack.restarts(&["api", "worker"]);
+    let stopped = Instant::now();
+    say(stack.compose(["stop", "postgres"]));
+    // Nothing below may end the scenario before PostgreSQL is started again.
+    sleep(2.0);
+    let mut probes = Vec::new();
+    for _ in 0..5 {
+        let request =
+            stack.request(Method::POST, "/tasks").json(&json!({"title": "during the outage", "kind": "noop"}));
+        probes.push(stack.send(request).ok());
+        sleep(1.0);
+    }
+    let told_to_retry = probes.iter().all(|p| {
+        p.as_ref().is_some_and(|r| {
+            r.status == 503
+                && ["retry-after", "strict-transport-security", "x-request-id"]
+                    .iter()
+                    .all(|h| r.headers.contains_key(*h))
+        })
+    });
+    let statuses: Vec<String> = probes
+        .iter()
+        .map(|p| match p {
+            Some(r) => format!("{} in {:.3} s", r.status, r.elapsed.as_secs_f64()),
+            None => "no answer".to_owned(),
+        })
+        .collect();
+    println!("     during the outage: {}", statuses.join(", "));
+    let slowest = probes.iter().flatten().map(|r| r.elapsed.as_secs_f64()).fold(0.0, f64::max);
+    checks.check(
+        format!(
+            "chaos: PostgreSQL down: the API answers 503 with Retry-After, HSTS and its request id ({slowest:.3} s at most)"
+        ),
+        told_to_retry,
+    );
+    let down_for = since(stopped);
+    say(stack.compose(["start", "postgres"]));
+    let served = served_within(stack, 120);
+    let run = load.join()?;
+    let verdict = judge(
+        stack,
+        checks,
+        &run,
+        &format!("PostgreSQL stopped for {down_for} s under load"),
+        &format!("tasks accepted again {served} after it started"),
+        true,
+    )?;
+    // The pool's acquire timeout (3 s) bounds the wait for an answer, with room for the machine.
+    let slowest_ms = verdict["slowest_ms"].as_f64();
+    checks.check(
+        format!(
+            "chaos: PostgreSQL down: no client waited over 5 s for its answer ({} ms at most)",
+            slowest_ms.map_or("unknown".to_owned(), |ms| format!("{ms:.0}"))
+        ),
+        slowest_ms.is_some_and(|ms| ms < 5000.0),
+    );
+    no_restart_since(stack, checks, "PostgreSQL back", before);
+    Ok(())
+}
+
+/// Every app connection to the database terminated, three times under load: the pools
+/// reconnect by themselves.
+fn terminated_connections(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
+    stack.install_completion_counter()?;
+    let load = stack.load("backends", 30, 12, "noop", "{}");
+    let before = stack.restarts(&["api", "worker"]);
+    let mut terminated = 0;
+    for _ in 0..3 {
+        sleep(6.0);
+        let sql = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                   WHERE datname = 'flowforge' AND usename LIKE 'flowforge_app%'";
+        terminated += say(stack.psql_count(sql)).unwrap_or(0);
+    }
+    let served = served_within(stack, 60);
+    let run = load.join()?;
+    checks.check(format!("chaos: app connections were there to terminate ({terminated})"), terminated > 0);
+    judge(
+        stack,
+        checks,
+        &run,
+        &format!("pg_terminate_backend of all {terminated} app connections, 3 times"),
+        &format!("tasks accepted {served} after the last termination"),
+        true,
+    )?;
+    no_restart_since(stack, checks, "terminated connections", before);
+    Ok(())
+}
+
+/// A lock that blocks every query on tasks for 8 s (a migration gone wrong): each request
+/// holds a pooled connection while it waits, until every pool is exhausted.
+fn pool_exhaustion(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
+    stack.install_completion_counter()?;
+    let load = stack.load("pool", 30, 12, "noop", "{}");
+    let before = stack.restarts(&["api", "worker"]);
+    sleep(5.0);
+    say(stack.psql("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT"));
+    let served = served_within(stack, 60);
+    let run = load.join()?;
+    let verdict = judge(
+        stack,
+        checks,
+        &run,
+        "every pool exhausted by an 8 s table lock",
+        &format!("tasks accepted {served} after the lock went"),
+        true,
+    )?;
+    let told_to_retry = number(&verdict, "told_to_retry");
+    checks.check(
+        format!(
+            "chaos: the pools were exhausted: {} requests told to retry (503/429 + Retry-After)",
+            shown(told_to_retry)
+        ),
+        told_to_retry.is_some_and(|n| n > 0),
+    );
+    no_restart_since(stack, checks, "exhausted pools", before);
+    Ok(())
+}
+
+/// Redis stopped under load: the API stays ready, keeps reading tasks from PostgreSQL and
+/// keeps answering correctly; it reconnects when Redis is back.
+fn redis_outage(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
+    stack.install_completion_counter()?;
+    // A task of this scenario's own, to read back while Redis is down.
+    let read_back_id = stack.create_task(&json!({"title": "read back without Redis", "kind": "noop"}))?;
+    let load = stack.load("redis", 30, 12, "noop", "{}");
+    sleep(5.0);
+    let stopped = Instant::now();
+    say(stack.compose(["stop", "redis"]));
+    // Nothing below may end the scenario before Redis is started again.
+    let redis_state = || {
+        stack
+            .get("/ready")
+            .map(|r| format!("{} {}", r.body["status"].as_str().unwrap_or(""), r.body["redis"].as_str().unwrap_or("")))
+            .unwrap_or_default()
+    };
+    checks.check(
+        "chaos: Redis stopped: the api reports it unavailable and stays ready",
+        wait_for(20, || redis_state() == "ready unavailable"),
+    );
+    let read_back = stack.get(&format!("/tasks/{read_back_id}")).map(|r| r.status).unwrap_or(0);
+    let what = format!("chaos: Redis stopped: tasks are still read (from PostgreSQL): {read_back}");
+    checks.check(what, read_back == 200);
+    sleep(10.0);
+    let down_for = since(stopped);
+    let started = Instant::now();
+    say(stack.compose(["start", "redis"]));
+    let reconnected = if wait_for(60, || redis_state() == "ready connected") {
+        format!("the api reconnected {} s after Redis started", since(started))
+    } else {
+        "never".to_owned()
+    };
+    let run = load.join()?;
+    judge(stack, checks, &run, &format!("Redis stopped for {down_for} s under load"), &reconnected, false)?;
+    Ok(())
+}
+
+/// A full scratch space and a panicking handler, under load: the task fails, the worker
+/// lives on.
+fn handler_failures(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
+    stack.install_completion_counter()?;
+    let workers_started = worker_starts(stack);
+    let load = stack.load("handlers", 20, 10, "noop", "{}");
+    let create = |task: Value| say(stack.create_task(&task));
+    let is_status = |id: Option<i64>, status: &str| id.is_some_and(|id| stack.task_field(id, "status") == status);
+    let error_of = |id: Option<i64>| id.map(|id| stack.task_field(id, "last_error")).unwrap_or_default();
+    // The worker's /tmp is a 16 MB tmpfs: 64 MB cannot fit.
+    let filler = create(json!({"title": "fill the scratch space", "kind": "fill_scratch", "max_attempts": 1,
+                               "payload": {"bytes": 67_108_864}}));
+    let panicker = create(json!({"title": "panic", "kind": "panic", "max_attempts": 1}));
+    checks.check(
+        "chaos: a task that fills the worker's scratch tmpfs fails",
+        wait_for(30, || is_status(filler, "failed")),
+    );
+    let filler_error = error_of(filler);
+    println!("     its error: {filler_error}");
+    checks.check(
+        "chaos: the scratch task's error says the space ran out",
+        filler_error.contains("No space left on device"),
+    );
+    checks.check("chaos: a task whose handler panics fails", wait_for(30, || is_status(panicker, "failed")));
+    checks.check("chaos: the panic is its error", error_of(panicker).contains("handler panicked"));
+    // The failed write's file was removed: half that worker's tmpfs takes a task again. (Tasks
+    // go to whichever worker claims them first: a few tries land one on the same worker.)
+    let filled = filler.map(|id| stack.task_field(id, "leased_by")).unwrap_or_default();
+    let freed_on_the_same_worker = || {
+        for _ in 0..12 {
+            let Some(id) = create(json!({"title": "scratch after", "kind": "fill_scratch", "max_attempts": 1,
+                                         "payload": {"bytes": 8_388_608}}))
+            else {
+                return false;
+            };
+            if !wait_for(30, || is_status(Some(id), "completed")) {
+                return false;
+            }
+            if stack.task_field(id, "leased_by") == filled {
+                return true;
+            }
+        }
+        false
+    };
+    checks.check(
+        format!("chaos: the scratch space was freed: an 8 MB scratch task completes on the same worker ({filled})"),
+        !filled.is_empty() && freed_on_the_same_worker(),
+    );
+    let run = load.join()?;
+    judge(
+        stack,
+        checks,
+        &run,
+        "a full scratch tmpfs and a panicking handler",
+        "nothing to recover: no worker went down",
+        false,
+    )?;
+    checks.check(
+        "chaos: both workers lived on (same containers, same processes, no restart)",
+        worker_starts(stack) == workers_started,
+    );
+    Ok(())
+}
+
+/// The verdict of a load run: prints the scenario's line and checks 0 lost, 0 completed
+/// twice and 0 failed requests (503/429 with Retry-After allowed with `allow_retry`). The
+/// verdict's JSON, for the checks a scenario adds.
+fn judge(
+    stack: &Stack,
+    checks: &mut Checks,
+    run: &LoadRun,
+    what: &str,
+    recovery: &str,
+    allow_retry: bool,
+) -> anyhow::Result<Value> {
+    let verdict = stack.verdict(run, allow_retry)?;
+    println!("chaos | {what} | {} | recovered: {recovery}", verdict["line"].as_str().unwrap_or_default());
+    let failed = number(&verdict, "failed");
+    let told_to_retry = number(&verdict, "told_to_retry");
+    if failed != Some(0) {
+        let kinds: Vec<&str> =
+            verdict["failure_kinds"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        println!("     failures: {}", kinds.join(", "));
+    }
+    let acknowledged = number(&verdict, "acknowledged");
+    let lost = number(&verdict, "lost");
+    checks.check(format!("chaos: {what}: 0 of {} tasks lost", shown(acknowledged)), lost == Some(0));
+    // The counter must have seen every completion for its 0 to mean anything.
+    let twice = number(&verdict, "completed_twice");
+    let counted = number(&verdict, "completions_counted");
+    let completed = acknowledged.zip(lost).map(|(a, l)| a - l);
+    checks.check(
+        format!("chaos: {what}: 0 tasks completed twice ({} completions counted)", shown(counted)),
+        twice == Some(0) && counted.is_some() && counted == completed,
+    );
+    if allow_retry {
+        checks.check(
+            format!(
+                "chaos: {what}: no request failed or hung ({} told to retry with 503/429 + Retry-After)",
+                shown(told_to_retry)
+            ),
+            failed == Some(0),
+        );
+    } else {
+        checks.check(format!("chaos: {what}: 0 failed requests"), failed == Some(0) && told_to_retry == Some(0));
+    }
+    Ok(verdict)
+}
+
+/// A count from the verdict (None when absent or null: completions not counted).
+fn number(verdict: &Value, key: &str) -> Option<i64> {
+    verdict[key].as_i64()
+}
+
+fn shown(n: Option<i64>) -> String {
+    n.map_or("no".to_owned(), |n| n.to_string())
+}
+
+/// Whether every task a load run acknowledged has completed.
+fn all_completed(stack: &Stack, run: &LoadRun) -> bool {
+    let Ok(text) = std::fs::read_to_string(stack.work.join(format!("{}.ids", run.name))) else {
+        return false;
+    };
+    let ids: Vec<i64> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+    let sql = format!(
+        "SELECT count(*) FROM tasks WHERE id = ANY('{{{}}}'::bigint[]) AND status = 'completed'",
+        list.join(",")
+    );
+    stack.psql_count(&sql).is_ok_and(|n| n == ids.len() as i64)
+}
+
+/// "N s" until a task creation is acknowledged again, or "never (over SECONDS s)".
+fn served_within(stack: &Stack, seconds: u64) -> String {
+    stack.until_served(seconds).map_or_else(|| format!("never (over {seconds} s)"), |s| format!("{s} s"))
+}
+
+/// The api and worker containers restarted no more since `before` was counted.
+fn no_restart_since(stack: &Stack, checks: &mut Checks, what: &str, before: u64) {
+    checks.check(
+        format!("chaos: {what}: api and workers recovered without a restart"),
+        stack.restarts(&["api", "worker"]) == before,
+    );
+}
+
+/// Each running worker container with its start time, sorted: a restart or a new
+/// container changes it.
+fn worker_starts(stack: &Stack) -> Vec<String> {
+    let mut starts: Vec<String> = stack
+        .containers(Some("worker"))
+        .iter()
+        .map(|c| format!("{c} {}", inspect(c, "{{.State.StartedAt}}").unwrap_or_default()))
+        .collect();
+    starts.sort();
+    starts
+}
+
+/// A step whose failure the checks after it will show: its error printed, not raised
+/// (raising could end a scenario with a service stopped or a load still running).
+fn say<T>(result: anyhow::Result<T>) -> Option<T> {
+    result.map_err(|e| println!("     {e:#}")).ok()
+}

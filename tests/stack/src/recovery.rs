@@ -1,0 +1,412 @@
+//! Backups, secret rotation and updates, each on the running stack:
+//! - the restore drill: write tasks, back up, write more, note the moment T and a checksum
+//!   of every row, write more, destroy the database container and its volume, restore to
+//!   T: the task table must be exactly as it was at T;
+//! - the same disaster without a target, to measure what continuous archiving loses (RPO);
+//! - secret rotation with no downtime, under steady client load: the database passwords
+//!   (the app moves to its second login role, the old one loses its login; the owner gets
+//!   a new password), then the webhook deployment key (new key, every user's secret
+//!   resealed, previous kept, then retired). No request may fail, no task be lost. Then a
+//!   restore to a moment T before the rotation: the old passwords come back with the data,
+//!   and the restore must re-apply the new ones;
+//! - a zero-downtime rolling update and rollback: under steady client load, api, worker and
+//!   web move to a new image (tag v2) one container at a time, then back to the previous
+//!   one the same way. No request may fail, no task be lost.
+
+use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use crate::harness::{inspect, run, since, sleep, wait_for, Checks, LoadRun, Stack};
+use crate::Scenario;
+
+pub const SCENARIOS: &[(&str, Scenario)] = &[
+    ("recovery::restore_drill", restore_drill),
+    ("recovery::rpo", rpo),
+    ("recovery::rotation", rotation),
+    ("recovery::rolling_update", rolling_update),
+];
+
+/// The moment to restore to, as `restore --to` takes it.
+const NOW_UTC: &str = r#"SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"#;
+
+/// What a refused login of the old app role says (no login any more, or a new password).
+const REFUSED: [&str; 2] = ["not permitted to log in", "password authentication failed"];
+
+fn restore_drill(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
+    checks.check(
+        "the backup service took its first full backup and Prometheus has its age",
+        wait_for(90, || backup_age(stack)),
+    );
+    checks.check("drill: 200 tasks written (phase A)", write_tasks(stack, 200, "A") == 201);
+    checks.check("drill: a full backup is taken", stack.step("backup-full", ["backup", "--type", "full"]));
+    checks.check("drill: 200 more tasks written (phase B)", write_tasks(stack, 200, "B") == 201);
+    checks.check("drill: the workers finished phases A and B", wait_for(60, || settled(stack)));
+    let target = stack.psql(NOW_UTC)?;
+    let at_target = row_sums(stack)?;
+    sleep(2.0);
+    checks.check(
+        format!("drill: 200 more tasks written after T={target} (phase C)"),
+        write_tasks(stack, 200, "C") == 201,
+    );
+    wait_for(60, || settled(stack));
+    // Continuous archiving: close the current WAL segment so phase C is in the archive, as
+    // it would be within archive_timeout anyway.
+    let segment = stack.psql("SELECT pg_walfile_name(pg_switch_wal())")?;
+    let archived = || {
+        stack.psql(&format!("SELECT last_archived_wal >= '{segment}' FROM pg_stat_archiver")).is_ok_and(|a| a == "t")
+    };
+    checks.check(format!("drill: WAL through phase C archived ({segment})"), wait_for(30, archived));
+
+    let disaster = Instant::now();
+    destroy_database(stack);
+    let volume = run("docker", ["volume", "ls", "-q", "--filter", &format!("name={}_pgdata", stack.project)]);
+    checks.check("drill: database container and volume destroyed", volume.is_ok_and(|v| v.is_empty()));
+    stack.step("restore-to-t", ["restore", "--to", &target]);
+    wait_for(120, || serving(stack));
+    let rto = since(disaster);
+    let restored = row_sums(stack);
+    let rows = at_target.lines().count();
+    checks.check(
+        format!("drill: restored to T, all {rows} rows equal their checksums at T (RTO {rto} s)"),
+        restored.is_ok_and(|r| r == at_target),
+    );
+    println!("RTO (destroy → restored and serving): {rto} s");
+    Ok(())
+}
+
+/// A stream of single task writes, then the disaster of the restore drill with no target.
+/// What the archive had is back; what only the destroyed WAL held is lost.
+fn rpo(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
+    // A restore needs a backup to start from: the backup service takes its first full one
+    // soon after the stack starts.
+    checks.check(
+        "drill: a full backup to restore from exists (Prometheus has its age)",
+        wait_for(90, || backup_age(stack)),
+    );
+    let first_write = epoch_now();
+    let mut last_acked = first_write;
+    for i in 1..=40 {
+        if stack.post_status("/tasks", &json!({"title": format!("rpo {i}"), "kind": "noop"})) == 201 {
+            last_acked = epoch_now();
+        }
+        sleep(0.5);
+    }
+    // What the archiver had done when the disaster struck (for the RPO figure below).
+    let archiver = stack.stack([
+        "psql",
+        "-F",
+        " ",
+        "-c",
+        "SELECT archived_count, last_archived_wal, failed_count, last_failed_wal FROM pg_stat_archiver",
+    ]);
+    println!("archiver: {}", archiver.unwrap_or_else(|e| format!("unknown ({e:#})")));
+    destroy_database(stack);
+    stack.step("restore-latest", ["restore"]);
+    wait_for(120, || serving(stack));
+    // This run's writes only (created after its first one), should the stack hold others.
+    let these = format!("title LIKE 'rpo %' AND created_at >= to_timestamp({first_write:.6})");
+    let newest = stack
+        .psql(&format!(
+            "SELECT coalesce(extract(epoch FROM max(created_at)), {first_write:.6}) FROM tasks WHERE {these}"
+        ))
+        .ok()
+        .and_then(|n| n.parse::<f64>().ok());
+    let rpo = newest.map(|newest| (last_acked - newest).max(0.0));
+    let rpo_text = rpo.map_or_else(|| "unknown".to_owned(), |r| format!("{r:.1}"));
+    let lost = stack.psql_count(&format!("SELECT count(*) FROM tasks WHERE {these}")).map(|n| 40 - n);
+    let lost_text = lost.map_or_else(|_| "unknown".to_owned(), |l| l.to_string());
+    println!(
+        "RPO (newest acknowledged write − newest restored): {rpo_text} s; {lost_text} of 40 writes lost (archive_timeout 10 s)"
+    );
+    checks.check("drill: restore to the newest archived WAL brings the stack back", serving(stack));
+    // archive_timeout (10 s) bounds what only the lost WAL held, plus a few seconds to push.
+    checks.check(
+        format!("drill: RPO {rpo_text} s is within archive_timeout (10 s) and the push (under 15 s)"),
+        rpo.is_some_and(|r| r < 15.0),
+    );
+    Ok(())
+}
+
+fn rotation(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
+    // The moment T to restore to at the end, before the rotation: a full backup older than
+    // it (after the backup service's own first one, which holds pgBackRest's lock), and
+    // nothing pending or running, so that the rows at T are the rows the restore brings back.
+    wait_for(90, || backup_age(stack));
+    checks.check(
+        "rotation: a full backup is taken before T",
+        stack.step("backup-before-rotation", ["backup", "--type", "full"]),
+    );
+    checks.check("rotation: no task pending or running at T", wait_for(60, || settled(stack)));
+    let target = stack.psql(NOW_UTC)?;
+    let at_target = row_sums(stack)?;
+    let rows = at_target.lines().count();
+    println!("     T={target}, {rows} rows");
+    sleep(2.0);
+
+    let old_url = std::fs::read_to_string(stack.secrets.join("database_url_app"))?;
+    let old_role = url_role(&old_url);
+    let load = stack.load("rotation", 150, 12, "noop", "{}");
+    sleep(5.0);
+    let started = Instant::now();
+    checks.check("rotation: rotate database", stack.step("rotate-database", ["rotate", "database"]));
+    println!("     database passwords rotated in {} s", since(started));
+    let started = Instant::now();
+    // A user's webhook secret exists, so the reseal has something to do.
+    let webhook_secret = stack.post("/api/v1/webhook-secrets", &json!({}));
+    checks.check("rotation: rotate webhook-key", stack.step("rotate-webhook-key", ["rotate", "webhook-key"]));
+    checks.check(
+        "rotation: a second rotate webhook-key is refused while one is under way",
+        stack.stack(["rotate", "webhook-key"]).is_err(),
+    );
+    let keys = signing_keys(stack);
+    checks.check(
+        format!("rotation: every worker holds the new and the previous deployment key ({})", keys.join(",")),
+        !keys.is_empty() && keys.iter().all(|k| k == "2"),
+    );
+    checks.check("rotation: retire-webhook-key", stack.step("retire-webhook-key", ["rotate", "retire-webhook-key"]));
+    let one_key = stack.psql("SELECT count(DISTINCT key_id) FROM webhook_secrets").is_ok_and(|n| n == "1");
+    let had_secret = webhook_secret.is_ok_and(|r| r.data("secret").as_str().is_some_and(|s| s.starts_with("whsec_")));
+    checks.check("rotation: every webhook secret resealed with the new key", one_key && had_secret);
+    let keys = signing_keys(stack);
+    checks.check(
+        format!("rotation: after the retirement every worker holds the new key only ({})", keys.join(",")),
+        !keys.is_empty() && keys.iter().all(|k| k == "1"),
+    );
+    println!("     webhook deployment key rotated and the previous one retired in {} s", since(started));
+    no_failures_no_losses(stack, checks, load.join(), "secret rotation under load");
+
+    let new_role = url_role(&std::fs::read_to_string(stack.secrets.join("database_url_app"))?);
+    let app_roles = stack
+        .psql(
+            "SELECT string_agg(DISTINCT usename, ',') FROM pg_stat_activity
+             WHERE datname = 'flowforge' AND usename LIKE 'flowforge_app%'",
+        )
+        .unwrap_or_default();
+    checks.check(
+        format!("rotation: api and workers connect as {new_role} only (were {old_role}): {app_roles}"),
+        app_roles == new_role && new_role != old_role,
+    );
+    let refused = try_login(stack, &old_url)?;
+    checks.check(
+        format!("rotation: the old database password no longer logs in ({})", fatal_line(&refused)),
+        REFUSED.iter().any(|r| refused.contains(r)),
+    );
+    checks.check(
+        "rotation: migrations run with the new owner password",
+        stack.compose(["run", "--rm", "-T", "migrate"]).is_ok(),
+    );
+
+    let started = Instant::now();
+    checks.check("restore over the live volume to T", stack.step("restore-live", ["restore", "--to", &target]));
+    wait_for(120, || serving(stack));
+    let restored = row_sums(stack);
+    checks.check(
+        format!(
+            "restore over the live volume to T, before the rotation: serving with the new passwords ({} s)",
+            since(started)
+        ),
+        serving(stack),
+    );
+    checks.check(
+        format!("restore over the live volume to T: all {rows} rows equal their checksums at T"),
+        restored.is_ok_and(|r| r == at_target),
+    );
+    // The restored data had the old role able to log in, with its old password: not any more.
+    let refused = try_login(stack, &old_url)?;
+    checks.check(
+        "restore to before the rotation: the old password still does not log in",
+        REFUSED.iter().any(|r| refused.contains(r)),
+    );
+    Ok(())
+}
+
+fn rolling_update(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
+    let previous = stack.tag.as_str();
+    let load = stack.load("update", 150, 15, "sleep", r#"{"duration_ms": 200}"#);
+    sleep(5.0);
+    let started = Instant::now();
+    update_to(stack, "update", "v2");
+    checks.check(
+        format!("rolling update: api, worker and web all run the v2 images ({} s)", since(started)),
+        on_tag(stack, "v2"),
+    );
+    let started = Instant::now();
+    update_to(stack, "rollback", previous);
+    checks
+        .check(format!("rollback: all back on the {previous} images ({} s)", since(started)), on_tag(stack, previous));
+    no_failures_no_losses(stack, checks, load.join(), "update and rollback under load");
+    Ok(())
+}
+
+/// What the client saw and what became of its tasks (`flowforge drill verdict`, which
+/// waits for them, bounded): no request failed (a 503 counts) and no task was lost.
+fn no_failures_no_losses(stack: &Stack, checks: &mut Checks, run: anyhow::Result<LoadRun>, what: &str) {
+    let verdict = run.and_then(|run| stack.verdict(&run, false));
+    let verdict = match verdict {
+        Ok(v) => v,
+        Err(e) => {
+            println!("     {what}: no verdict: {e:#}");
+            checks.check(format!("{what}: 0 of ? requests failed"), false);
+            checks.check(format!("{what}: 0 of ? tasks lost"), false);
+            return;
+        }
+    };
+    let number = |key: &str| verdict[key].as_i64();
+    let show = |n: Option<i64>| n.map_or_else(|| "?".to_owned(), |n| n.to_string());
+    let sent = number("sent");
+    let failures = number("failed").zip(number("told_to_retry")).map(|(f, r)| f + r);
+    let acknowledged = number("acknowledged");
+    let lost = number("lost");
+    println!(
+        "{what}: {} requests, {} failed, {} tasks acknowledged, {} lost",
+        show(sent),
+        show(failures),
+        show(acknowledged),
+        show(lost)
+    );
+    if failures != Some(0) {
+        println!("     failures: {}", verdict["failure_kinds"]);
+    }
+    checks.check(format!("{what}: 0 of {} requests failed", show(sent)), failures == Some(0));
+    checks.check(format!("{what}: 0 of {} tasks lost", show(acknowledged)), lost == Some(0));
+}
+
+/// The newest good backup is less than an hour old, as Prometheus has it.
+fn backup_age(stack: &Stack) -> bool {
+    let age = stack.promql("time() - max(backup_last_success_timestamp_seconds)");
+    age.parse::<f64>().is_ok_and(|age| (0.0..3600.0).contains(&age))
+}
+
+/// One line per task: its id and the MD5 of the whole row.
+fn row_sums(stack: &Stack) -> anyhow::Result<String> {
+    stack.psql("SELECT id, md5(t::text) FROM tasks t ORDER BY id")
+}
+
+/// COUNT noop tasks titled "LABEL i" in one bulk request: its status code.
+fn write_tasks(stack: &Stack, count: usize, label: &str) -> u16 {
+    let tasks: Vec<Value> = (0..count).map(|i| json!({"title": format!("{label} {i}"), "kind": "noop"})).collect();
+    stack.post_status("/tasks/bulk", &json!({ "tasks": tasks }))
+}
+
+fn settled(stack: &Stack) -> bool {
+    stack.psql_count("SELECT count(*) FROM tasks WHERE status IN ('pending', 'running')").is_ok_and(|n| n == 0)
+}
+
+fn serving(stack: &Stack) -> bool {
+    stack.get("/tasks?limit=1").is_ok_and(|r| r.status == 200)
+}
+
+/// The backup service mounts the data volume too (read-only, for pgBackRest): it goes
+/// with it, and holds no state of its own. What is left is checked by the caller.
+fn destroy_database(stack: &Stack) {
+    let _ = stack.compose(["kill", "postgres", "backup"]);
+    let _ = stack.compose(["rm", "-f", "postgres", "backup"]);
+    let _ = run("docker", ["volume", "rm", &format!("{}_pgdata", stack.project)]);
+}
+
+/// Seconds since the epoch, wall clock (to compare with the database's `created_at`).
+fn epoch_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The role a connection string logs in as (`postgres://ROLE:PASSWORD@...`).
+fn url_role(url: &str) -> String {
+    let rest = url.trim().strip_prefix("postgres://").unwrap_or_default();
+    rest.split_once(':').map_or("", |(role, _)| role).to_owned()
+}
+
+/// How many deployment keys each running worker said it holds when it started, one entry
+/// per worker ("none" for a worker without the line).
+fn signing_keys(stack: &Stack) -> Vec<String> {
+    const FIELD: &str = "\"webhook_secrets_keys\":";
+    stack
+        .containers(Some("worker"))
+        .iter()
+        .map(|c| {
+            // Its log lines go to standard output or error, whichever the service uses.
+            let logs = Command::new("docker").args(["logs", c]).output().map_or_else(
+                |_| String::new(),
+                |o| format!("{}\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+            );
+            let keys = logs
+                .rfind(FIELD)
+                .map(|at| logs[at + FIELD.len()..].chars().take_while(char::is_ascii_digit).collect::<String>());
+            keys.filter(|k| !k.is_empty()).unwrap_or_else(|| "none".to_owned())
+        })
+        .collect()
+}
+
+/// A connection string tried the way a service would: over TLS from the data network. The
+/// password stays off every command line here: the string goes in a file, readable by the
+/// container's user and removed afterwards. What psql said.
+fn try_login(stack: &Stack, url: &str) -> anyhow::Result<String> {
+    let file = stack.work.join("old_database_url_app");
+    std::fs::write(&file, url)?;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
+    let out = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            &format!("{}_data", stack.project),
+            "-v",
+            &format!("{}:/url:ro", file.display()),
+            "-v",
+            &format!("{}:/run/secrets/ca.pem:ro", stack.secrets.join("ca.pem").display()),
+            "--entrypoint",
+            "sh",
+            &format!("flowforge-postgres:{}", stack.tag),
+            "-c",
+            r#"psql "$(cat /url)" -XAtqc "SELECT 1""#,
+        ])
+        .output();
+    let _ = std::fs::remove_file(&file);
+    let out = out?;
+    Ok(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The first `FATAL: ...` in what psql said, for the check's line.
+fn fatal_line(said: &str) -> &str {
+    said.lines().find_map(|l| l.find("FATAL: ").map(|at| &l[at..])).unwrap_or_default()
+}
+
+/// `FLOWFORGE_TAG=TAG scripts/stack.sh update`, its output in `work/NAME.log`: prints its
+/// last line, or its last 20 when it fails (the checks that follow say what it left).
+/// `Stack::step` sets no environment, hence this.
+fn update_to(stack: &Stack, name: &str, tag: &str) -> bool {
+    let log = stack.work.join(format!("{name}.log"));
+    let ok = File::create(&log).and_then(|out| {
+        let err = out.try_clone()?;
+        Command::new("scripts/stack.sh").arg("update").env("FLOWFORGE_TAG", tag).stdout(out).stderr(err).status()
+    });
+    let ok = ok.is_ok_and(|s| s.success());
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let keep = if ok { 1 } else { 20 };
+    for line in &lines[lines.len().saturating_sub(keep)..] {
+        println!("     {line}");
+    }
+    ok
+}
+
+/// Every api, worker and web container runs an image tagged TAG (and each of them runs).
+fn on_tag(stack: &Stack, tag: &str) -> bool {
+    let suffix = format!(":{tag}");
+    let mut seen = [false; 3];
+    for c in stack.containers(None) {
+        let Ok(what) = inspect(&c, r#"{{index .Config.Labels "com.docker.compose.service"}} {{.Config.Image}}"#) else {
+            continue;
+        };
+        let Some((service, image)) = what.split_once(' ') else { continue };
+        let Some(n) = ["api", "worker", "web"].iter().position(|s| *s == service) else { continue };
+        if !image.ends_with(&suffix) {
+            return false;
+        }
+        seen[n] = true;
+    }
+    seen.iter().all(|s| *s)
+}
