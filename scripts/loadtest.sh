@@ -22,8 +22,8 @@ out=$(cd "$out" && pwd)
 chmod 0777 "$out"
 secrets=${FLOWFORGE_SECRETS:-secrets}
 step() { printf '\n==> %s\n' "$*"; }
-if ! command -v wrk >/dev/null || ! command -v pgbench >/dev/null; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk postgresql-client-15 >/dev/null
+if ! command -v wrk >/dev/null || ! command -v pgbench >/dev/null || ! command -v jq >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk postgresql-client-15 jq >/dev/null
 fi
 
 step "database ceiling: pgbench on a private PostgreSQL, stack stopped"
@@ -63,7 +63,7 @@ scripts/stack.sh token 2>/dev/null | tail -n 1 >"$token_file"
 token=$(cat "$token_file")
 base=https://localhost:${FLOWFORGE_HTTPS_PORT:-8443}
 id=$(curl -sf --cacert "$secrets/ca.pem" -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
-    -d '{"title":"read me","kind":"noop","payload":{}}' "$base/tasks" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"]["id"])')
+    -d '{"title":"read me","kind":"noop","payload":{}}' "$base/tasks" | jq -r .data.id)
 post_lua="$out/post.lua"
 cat >"$post_lua" <<'LUA'
 wrk.method = "POST"
