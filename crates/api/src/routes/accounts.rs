@@ -5,8 +5,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -16,13 +15,15 @@ use crate::extract::{ApiJson, Id};
 use crate::middleware::AuditTarget;
 use crate::routes::ErrorBody;
 use crate::state::AppState;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/me", get(me))
-        .route("/users", post(create_user))
-        .route("/tokens", post(create_token).get(list_tokens))
-        .route("/tokens/{id}", delete(revoke_token))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(me))
+        .routes(routes!(create_user))
+        .routes(routes!(create_token, list_tokens))
+        .routes(routes!(revoke_token))
 }
 
 fn audited(status: StatusCode, body: serde_json::Value, target: String) -> Response {
@@ -32,7 +33,7 @@ fn audited(status: StatusCode, body: serde_json::Value, target: String) -> Respo
 }
 
 /// Who am I?
-#[utoipa::path(get, path = "/api/v1/me", tag = "accounts", responses((status = 200, description = "The caller")),
+#[utoipa::path(get, path = "/me", tag = "accounts", responses((status = 200, description = "The caller")),
     security(("bearer" = [])))]
 pub async fn me(Extension(caller): Extension<Caller>) -> Response {
     Json(json!({ "success": true, "data": { "id": caller.user_id, "name": caller.name, "role": caller.role } }))
@@ -48,7 +49,7 @@ pub struct CreateUser {
 }
 
 /// Create a user and their first token (admins only).
-#[utoipa::path(post, path = "/api/v1/users", tag = "accounts", request_body = CreateUser,
+#[utoipa::path(post, path = "/users", tag = "accounts", request_body = CreateUser,
     responses((status = 201, description = "The user and a token (shown once)"), (status = 403, body = ErrorBody),
               (status = 409, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -91,7 +92,7 @@ pub struct CreateToken {
 
 /// Issue another token for yourself (shown once). It expires (`expires_at`); a user holds
 /// at most `FLOWFORGE_MAX_TOKENS_PER_USER` working tokens.
-#[utoipa::path(post, path = "/api/v1/tokens", tag = "accounts", request_body = CreateToken,
+#[utoipa::path(post, path = "/tokens", tag = "accounts", request_body = CreateToken,
     responses((status = 201, description = "The new token", body = accounts::IssuedToken),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -133,7 +134,7 @@ pub async fn create_token(
 }
 
 /// Your tokens, newest first (at most 100): names, prefixes and dates, never the tokens.
-#[utoipa::path(get, path = "/api/v1/tokens", tag = "accounts",
+#[utoipa::path(get, path = "/tokens", tag = "accounts",
     responses((status = 200, description = "Your tokens", body = [accounts::TokenInfo])), security(("bearer" = [])))]
 pub async fn list_tokens(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Response> {
     let tokens = accounts::list_tokens(&state.db, caller.user_id, 100).await?;
@@ -141,7 +142,7 @@ pub async fn list_tokens(State(state): State<AppState>, Extension(caller): Exten
 }
 
 /// Revoke one of your tokens (admins: anyone's).
-#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "accounts", params(("id" = i64, Path)),
+#[utoipa::path(delete, path = "/tokens/{id}", tag = "accounts", params(("id" = i64, Path)),
     responses((status = 200, description = "Revoked"), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn revoke_token(
     State(state): State<AppState>,

@@ -9,8 +9,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use futures::{stream, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -21,9 +20,11 @@ use crate::error::{ApiError, ApiResult};
 use crate::events::TaskEvent;
 use crate::extract::ApiQuery;
 use crate::state::AppState;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/events", get(events)).route("/ops/metrics", get(ops_metrics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(events)).routes(routes!(ops_metrics))
 }
 
 /// Below the proxy's idle timeout, so a quiet stream stays open.
@@ -92,7 +93,7 @@ impl Drop for Slot {
 /// replica starts draining, so the browser reconnects to another one.
 /// At most `FLOWFORGE_MAX_STREAMS_PER_USER` per user and `FLOWFORGE_MAX_STREAMS` per
 /// replica are open at once (429 `too_many_streams` past either).
-#[utoipa::path(get, path = "/api/v1/events", tag = "live",
+#[utoipa::path(get, path = "/events", tag = "live",
     responses((status = 200, description = "text/event-stream of task changes"),
               (status = 429, body = crate::routes::ErrorBody)),
     security(("bearer" = [])))]
@@ -124,7 +125,7 @@ pub struct OpsParams {
 
 /// Queue depth, throughput, failures, API errors and latency over time, and each
 /// worker's health, from Prometheus.
-#[utoipa::path(get, path = "/api/v1/ops/metrics", tag = "live", params(OpsParams),
+#[utoipa::path(get, path = "/ops/metrics", tag = "live", params(OpsParams),
     responses((status = 200, description = "Series and worker health"), (status = 403, body = crate::routes::ErrorBody),
               (status = 503, body = crate::routes::ErrorBody)),
     security(("bearer" = [])))]

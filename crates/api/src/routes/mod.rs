@@ -18,6 +18,9 @@ use flowforge_queue::Task;
 use serde::Serialize;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::{ApiError, FieldError};
 use crate::middleware;
@@ -61,30 +64,42 @@ pub struct ErrorDetail {
 
 pub fn router(state: AppState) -> Router {
     let bulk_limit = state.settings.max_body_bytes.saturating_mul(8);
-    let authenticated = Router::new()
+    // Each route is declared once, with its annotation: the OpenAPI document is made from
+    // the routers themselves, so it lists exactly what is served.
+    let (authenticated, mut document) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(tasks::router(bulk_limit))
         .nest(
             "/api/v1",
-            tasks::router(bulk_limit)
+            OpenApiRouter::new()
                 .merge(kinds::router())
                 .merge(accounts::router())
                 .merge(session::router())
                 .merge(live::router())
                 .merge(webhook_secrets::router()),
         )
+        .split_for_parts();
+    // The seed contract's /tasks, also under /api/v1 (documented once, as the document says).
+    let (v1_tasks, _) = tasks::router(bulk_limit).split_for_parts();
+    let authenticated = authenticated
+        .nest("/api/v1", v1_tasks)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authenticate));
-    Router::new()
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
-        .route("/openapi.json", get(openapi::document))
-        .route("/api/v1/openapi.json", get(openapi::document))
-        .merge(authenticated)
+    let (public, public_document) = OpenApiRouter::new()
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::metrics))
         .nest(
             "/api/v1",
             session::public_router()
                 .route_layer(axum::middleware::from_fn_with_state(state.clone(), middleware::public_change)),
         )
+        .split_for_parts();
+    document.merge(public_document);
+    let document = openapi::Document::new(&document);
+    Router::new()
+        .route("/openapi.json", get(openapi::serve).with_state(document.clone()))
+        .route("/api/v1/openapi.json", get(openapi::serve).with_state(document))
+        .merge(public)
+        .merge(authenticated)
         // Inside `observe`, so a request that timed out is counted and audited as such.
         .route_layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, state.settings.request_timeout))
         .route_layer(axum::middleware::map_response(timeout_body))

@@ -4,8 +4,7 @@
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use axum_extra::extract::cookie::{Cookie, SameSite};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -16,14 +15,16 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::ApiJson;
 use crate::middleware::AuditTarget;
 use crate::state::AppState;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Signing in: takes no credentials, so it sits outside authentication.
-pub fn public_router() -> Router<AppState> {
-    Router::new().route("/session", post(sign_in))
+pub fn public_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(sign_in))
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/session", get(current).delete(sign_out))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(current, sign_out))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -62,7 +63,7 @@ fn set_cookie(response: &mut Response, cookie: Cookie<'static>) {
 }
 
 /// Sign in with an API token: sets the session cookie.
-#[utoipa::path(post, path = "/api/v1/session", tag = "session", request_body = SignIn,
+#[utoipa::path(post, path = "/session", tag = "session", request_body = SignIn,
     responses((status = 200, description = "Signed in: the user, the CSRF token and when the session ends"),
               (status = 401, body = crate::routes::ErrorBody), (status = 422, body = crate::routes::ErrorBody)))]
 pub async fn sign_in(State(state): State<AppState>, ApiJson(body): ApiJson<SignIn>) -> ApiResult<Response> {
@@ -83,7 +84,7 @@ pub async fn sign_in(State(state): State<AppState>, ApiJson(body): ApiJson<SignI
 }
 
 /// The signed-in user and the session's CSRF token (for a page that was reloaded).
-#[utoipa::path(get, path = "/api/v1/session", tag = "session",
+#[utoipa::path(get, path = "/session", tag = "session",
     responses((status = 200, description = "The current session"), (status = 401, body = crate::routes::ErrorBody)))]
 pub async fn current(Extension(caller): Extension<Caller>, session: Option<Extension<Session>>) -> Response {
     let session = session.map(|Extension(s)| s);
@@ -92,7 +93,7 @@ pub async fn current(Extension(caller): Extension<Caller>, session: Option<Exten
 }
 
 /// Sign out: ends the session and clears the cookie.
-#[utoipa::path(delete, path = "/api/v1/session", tag = "session",
+#[utoipa::path(delete, path = "/session", tag = "session",
     responses((status = 204, description = "Signed out"), (status = 400, body = crate::routes::ErrorBody)))]
 pub async fn sign_out(State(state): State<AppState>, session: Option<Extension<Session>>) -> ApiResult<Response> {
     let Some(Extension(session)) = session else {

@@ -6,8 +6,7 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use flowforge_queue::{
@@ -26,15 +25,17 @@ use crate::middleware::{AuditTarget, RequestId, TraceId};
 use crate::requests::{BulkCreate, CreateTask, Origin, StatusChange, TaskChanges, UpdateTask};
 use crate::routes::{ErrorBody, TaskEnvelope, TaskListEnvelope};
 use crate::state::AppState;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 /// `bulk_body_limit`: bulk creation accepts larger bodies than everything else.
-pub fn router(bulk_body_limit: usize) -> Router<AppState> {
-    Router::new()
-        .route("/tasks", post(create_task).get(list_tasks))
-        .route("/tasks/bulk", post(create_tasks).layer(DefaultBodyLimit::max(bulk_body_limit)))
-        .route("/tasks/{id}", get(get_task).put(edit_task).patch(edit_task).delete(delete_task))
-        .route("/tasks/{id}/cancel", post(cancel_task))
-        .route("/tasks/{id}/retry", post(retry_task))
+pub fn router(bulk_body_limit: usize) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_task, list_tasks))
+        .routes(routes!(create_tasks).layer(DefaultBodyLimit::max(bulk_body_limit)))
+        .routes(routes!(get_task, edit_task, delete_task))
+        .routes(routes!(cancel_task))
+        .routes(routes!(retry_task))
 }
 
 /// `{"success": true, "data": task}` with the task's version as its ETag.

@@ -6,8 +6,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use flowforge_webhooks::{SecretInfo, StoreError, MAX_OVERLAP};
 use serde::Deserialize;
 use serde_json::json;
@@ -18,9 +17,11 @@ use crate::extract::ApiJson;
 use crate::middleware::AuditTarget;
 use crate::routes::ErrorBody;
 use crate::state::AppState;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/webhook-secrets", get(list_secrets).post(rotate_secret))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_secrets, rotate_secret))
 }
 
 /// How long the secret being replaced keeps signing, unless the request says.
@@ -45,7 +46,7 @@ fn store_error(e: StoreError) -> ApiError {
 /// Create your webhook signing secret, or rotate it: the new secret (`whsec_…`) is in
 /// this answer only. Configure it in your receivers; deliveries carry `webhook-id`,
 /// `webhook-timestamp` and `webhook-signature` as Standard Webhooks specifies.
-#[utoipa::path(post, path = "/api/v1/webhook-secrets", tag = "webhooks", request_body = RotateSecret,
+#[utoipa::path(post, path = "/webhook-secrets", tag = "webhooks", request_body = RotateSecret,
     responses((status = 201, description = "The new secret (shown once) and your secrets that now sign"),
               (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
@@ -70,7 +71,7 @@ pub async fn rotate_secret(
 }
 
 /// Your secrets that sign deliveries now, current first (never the secrets themselves).
-#[utoipa::path(get, path = "/api/v1/webhook-secrets", tag = "webhooks",
+#[utoipa::path(get, path = "/webhook-secrets", tag = "webhooks",
     responses((status = 200, description = "Id, creation time and, for a rotated-out secret, when it stops signing")),
     security(("bearer" = [])))]
 pub async fn list_secrets(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Response> {

@@ -82,6 +82,19 @@ async fn probes_metrics_and_openapi() {
     for method in ["get", "put", "patch", "delete"] {
         assert!(doc["paths"]["/tasks/{id}"][method].is_object(), "{method} /tasks/{{id}} missing");
     }
+    // The routers make the document: every route under /api/v1 is there, at its full path.
+    for (path, method) in [
+        ("/api/v1/me", "get"),
+        ("/api/v1/kinds", "get"),
+        ("/api/v1/tokens/{id}", "delete"),
+        ("/api/v1/session", "post"),
+        ("/api/v1/session", "delete"),
+        ("/api/v1/webhook-secrets", "post"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
+    }
+    let operations: usize = doc["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(operations, 25, "one operation per route and method");
 }
 
 #[tokio::test]
