@@ -50,5 +50,5 @@ trufflehog3 --no-entropy -c .trufflehog3.yml .
 step "SBOM per binary (CycloneDX) into artifacts/sbom/"
 cargo cyclonedx --format json --spec-version 1.5 --describe binaries >/dev/null
 mkdir -p artifacts/sbom
-find crates -maxdepth 3 -name '*.cdx.json' -exec mv {} artifacts/sbom/ \;
+find crates tests -maxdepth 3 -name '*.cdx.json' -exec mv {} artifacts/sbom/ \;
 ls artifacts/sbom

@@ -87,13 +87,15 @@ async fn housekeeping(state: AppState) {
             .bind(settings.idempotency_key_ttl.as_secs_f64())
             .execute(&state.db)
             .await;
-        let audit = sqlx::query("DELETE FROM audit_log WHERE at < now() - make_interval(secs => $1)")
+        // The app may not delete audit records itself: only expired ones, through the
+        // function the migration gives it.
+        let audit = sqlx::query_scalar::<_, i64>("SELECT purge_audit_log(make_interval(secs => $1))")
             .bind(settings.audit_retention.as_secs_f64())
-            .execute(&state.db)
+            .fetch_one(&state.db)
             .await;
         match (keys, audit) {
-            (Ok(k), Ok(a)) if k.rows_affected() + a.rows_affected() > 0 => {
-                tracing::info!(idempotency_keys = k.rows_affected(), audit_records = a.rows_affected(), "housekeeping")
+            (Ok(k), Ok(a)) if k.rows_affected() > 0 || a > 0 => {
+                tracing::info!(idempotency_keys = k.rows_affected(), audit_records = a, "housekeeping")
             }
             (Ok(_), Ok(_)) => {}
             (Err(e), _) | (_, Err(e)) => tracing::warn!(error = %e, "housekeeping failed"),

@@ -274,6 +274,26 @@ impl Stack {
         run_with_input("scripts/stack.sh", ["psql", "--set=ON_ERROR_STOP=1"], Some(sql))
     }
 
+    /// One SQL statement with this connection string, the way a service connects: over TLS
+    /// from the data network. The string stays off every command line: it goes in a file
+    /// readable by the container's user, removed afterwards. What psql said, errors included.
+    pub fn psql_with(&self, url: &str, sql: &str) -> anyhow::Result<String> {
+        let file = self.work.join("connection-url");
+        std::fs::write(&file, url)?;
+        set_mode(&file, 0o644)?;
+        let out = Command::new("docker")
+            .args(["run", "--rm", "--network", &format!("{}_data", self.project), "-e", &format!("SQL={sql}"), "-v"])
+            .arg(format!("{}:/url:ro", file.display()))
+            .arg("-v")
+            .arg(format!("{}:/run/secrets/ca.pem:ro", self.secrets.join("ca.pem").display()))
+            .args(["--entrypoint", "sh", &format!("flowforge-postgres:{}", self.tag), "-c"])
+            .arg(r#"psql "$(cat /url)" -XAtqc "$SQL""#)
+            .output();
+        std::fs::remove_file(&file).ok();
+        let out = out?;
+        Ok(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+
     /// A number from one SQL statement.
     pub fn psql_count(&self, sql: &str) -> anyhow::Result<i64> {
         let out = self.psql(sql)?;

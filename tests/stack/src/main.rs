@@ -9,6 +9,7 @@
 
 mod abuse;
 mod chaos;
+mod defence;
 mod dev;
 mod edge;
 mod harness;
@@ -34,6 +35,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         images::SCENARIOS,
         edge::SCENARIOS,
         observability::SCENARIOS,
+        defence::SCENARIOS,
         recovery::SCENARIOS,
         chaos::SCENARIOS,
         abuse::SCENARIOS,

@@ -14,7 +14,6 @@
 //!   one the same way. No request may fail, no task be lost.
 
 use std::fs::File;
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -190,7 +189,7 @@ fn rotation(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
         format!("rotation: api and workers connect as {new_role} only (were {old_role}): {app_roles}"),
         app_roles == new_role && new_role != old_role,
     );
-    let refused = try_login(stack, &old_url)?;
+    let refused = stack.psql_with(&old_url, "SELECT 1")?;
     checks.check(
         format!("rotation: the old database password no longer logs in ({})", fatal_line(&refused)),
         REFUSED.iter().any(|r| refused.contains(r)),
@@ -216,7 +215,7 @@ fn rotation(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
         restored.is_ok_and(|r| r == at_target),
     );
     // The restored data had the old role able to log in, with its old password: not any more.
-    let refused = try_login(stack, &old_url)?;
+    let refused = stack.psql_with(&old_url, "SELECT 1")?;
     checks.check(
         "restore to before the rotation: the old password still does not log in",
         REFUSED.iter().any(|r| refused.contains(r)),
@@ -338,35 +337,6 @@ fn signing_keys(stack: &Stack) -> Vec<String> {
             keys.filter(|k| !k.is_empty()).unwrap_or_else(|| "none".to_owned())
         })
         .collect()
-}
-
-/// A connection string tried the way a service would: over TLS from the data network. The
-/// password stays off every command line here: the string goes in a file, readable by the
-/// container's user and removed afterwards. What psql said.
-fn try_login(stack: &Stack, url: &str) -> anyhow::Result<String> {
-    let file = stack.work.join("old_database_url_app");
-    std::fs::write(&file, url)?;
-    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))?;
-    let out = Command::new("docker")
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            &format!("{}_data", stack.project),
-            "-v",
-            &format!("{}:/url:ro", file.display()),
-            "-v",
-            &format!("{}:/run/secrets/ca.pem:ro", stack.secrets.join("ca.pem").display()),
-            "--entrypoint",
-            "sh",
-            &format!("flowforge-postgres:{}", stack.tag),
-            "-c",
-            r#"psql "$(cat /url)" -XAtqc "SELECT 1""#,
-        ])
-        .output();
-    let _ = std::fs::remove_file(&file);
-    let out = out?;
-    Ok(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
 /// The first `FATAL: ...` in what psql said, for the check's line.

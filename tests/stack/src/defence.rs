@@ -1,0 +1,48 @@
+//! Defence in depth: what a stolen credential or a compromised helper container could
+//! reach beyond its job.
+
+use crate::harness::{inspect, Checks, Stack};
+use crate::Scenario;
+
+pub const SCENARIOS: &[(&str, Scenario)] = &[
+    ("defence::audit_log_append_only", audit_log_append_only),
+    ("defence::node_exporter_mounts", node_exporter_mounts),
+];
+
+/// With the app's own connection string: it may add audit records, but not rewrite or
+/// delete them (expired ones go through a function that keeps the last week).
+fn audit_log_append_only(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
+    let url = std::fs::read_to_string(stack.secrets.join("database_url_app"))?;
+    let url = url.trim();
+    let inserts = stack.psql_with(url, "SELECT has_table_privilege(current_user, 'audit_log', 'INSERT')")?;
+    checks.check(format!("the app role may add audit records ({})", inserts.trim()), inserts.trim() == "t");
+    for statement in
+        ["DELETE FROM audit_log WHERE false", "UPDATE audit_log SET status = status WHERE false", "TRUNCATE audit_log"]
+    {
+        let said = stack.psql_with(url, statement)?;
+        checks.check(
+            format!("the app role may not `{statement}`: {}", said.lines().next().unwrap_or_default()),
+            said.contains("permission denied"),
+        );
+    }
+    Ok(())
+}
+
+/// node-exporter reads the host's /proc (CPU, memory) and the free space of the disk the
+/// volumes live on (a volume of its own): no other host path, so none of the host's
+/// files, the stack's secrets included.
+fn node_exporter_mounts(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
+    let exporter = stack.container("node-exporter", 1)?;
+    let mounts = inspect(&exporter, "{{range .Mounts}}{{.Type}}:{{.Source}}:{{.Destination}}:{{.RW}} {{end}}")?;
+    let host_paths: Vec<&str> = mounts.split_whitespace().filter(|m| m.starts_with("bind:")).collect();
+    checks.check(
+        format!("node-exporter mounts only the host's /proc, read-only ({mounts})"),
+        host_paths == ["bind:/proc:/host/proc:false"] && !mounts.contains(":true"),
+    );
+    let free = stack.promql(r#"node_filesystem_avail_bytes{mountpoint="/"}"#);
+    checks.check(
+        format!("it still reports the free disk space ({free} bytes)"),
+        free.parse::<f64>().is_ok_and(|b| b > 0.0),
+    );
+    Ok(())
+}
