@@ -17,13 +17,34 @@ const MAX_FETCH: usize = 2000;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskEvent {
-    Changed(Box<Task>),
+    Changed(TaskChange),
     Deleted {
         id: i64,
         owner_id: Option<i64>,
     },
     /// Changes were missed or too many to send: reload.
     Resync,
+}
+
+/// A changed task as the streams send it: what the board shows, without the payload, the
+/// result and the attempts' errors, which can be large (the UI reads them with the task
+/// when it opens it). Serialised once, whatever the number of streams.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskChange {
+    pub owner_id: Option<i64>,
+    pub json: Arc<str>,
+}
+
+impl TaskChange {
+    pub fn of(task: &Task) -> TaskChange {
+        let mut summary = serde_json::to_value(task).expect("a task serialises");
+        if let Some(fields) = summary.as_object_mut() {
+            for large in ["payload", "result", "errors"] {
+                fields.remove(large);
+            }
+        }
+        TaskChange { owner_id: task.owner_id, json: summary.to_string().into() }
+    }
 }
 
 #[derive(Clone)]
@@ -116,7 +137,7 @@ impl TaskFeed {
         if !change.changed.is_empty() {
             let ids: Vec<i64> = change.changed.into_iter().collect();
             match queue.get_many(&ids).await {
-                Ok(rows) => events.extend(rows.into_iter().map(|t| TaskEvent::Changed(Box::new(t)))),
+                Ok(rows) => events.extend(rows.iter().map(|t| TaskEvent::Changed(TaskChange::of(t)))),
                 Err(e) => {
                     tracing::warn!(error = %e, "task feed could not read changed tasks");
                     return vec![TaskEvent::Resync];

@@ -167,8 +167,13 @@ export function openDetail(id, opener) {
 
   const unsubscribe = subscribe((event) => {
     if (event.type === 'task' && event.task.id === id && (!task || event.task.version >= task.version)) {
-      task = event.task;
-      render();
+      // The server's events leave out the payload, result and errors: read the whole task.
+      if ('payload' in event.task) {
+        task = event.task;
+        render();
+      } else if (!task || event.task.version > task.version) {
+        refresh();
+      }
     } else if (event.type === 'deleted' && event.id === id && dialog.open) {
       dialog.close();
       announce(`Task ${id} was deleted`);

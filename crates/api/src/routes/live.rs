@@ -32,7 +32,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 fn sse_event(event: &TaskEvent) -> Event {
     match event {
-        TaskEvent::Changed(task) => Event::default().event("task").json_data(task).unwrap_or_default(),
+        TaskEvent::Changed(change) => Event::default().event("task").data(change.json.as_ref()),
         TaskEvent::Deleted { id, .. } => Event::default().event("deleted").data(json!({ "id": id }).to_string()),
         TaskEvent::Resync => Event::default().event("resync").data("{}"),
     }
@@ -40,7 +40,7 @@ fn sse_event(event: &TaskEvent) -> Event {
 
 fn visible(caller: &Caller, event: &TaskEvent) -> bool {
     match event {
-        TaskEvent::Changed(task) => caller.can_see(task.owner_id),
+        TaskEvent::Changed(change) => caller.can_see(change.owner_id),
         TaskEvent::Deleted { owner_id, .. } => caller.can_see(*owner_id),
         TaskEvent::Resync => true,
     }
@@ -88,7 +88,8 @@ impl Drop for Slot {
     }
 }
 
-/// Server-sent events: `ready` once, then `task` (the task as it is now), `deleted` and
+/// Server-sent events: `ready` once, then `task` (the task as it is now, without its
+/// payload, result and errors), `deleted` and
 /// `resync` (reload: changes were missed) for the tasks the caller may see. Ends when the
 /// replica starts draining, so the browser reconnects to another one.
 /// At most `FLOWFORGE_MAX_STREAMS_PER_USER` per user and `FLOWFORGE_MAX_STREAMS` per

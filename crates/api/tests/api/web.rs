@@ -157,10 +157,14 @@ async fn the_event_stream_sends_each_caller_the_changes_they_may_see() {
     read_until(&mut stream, &mut text, |t| t.contains("event: ready")).await;
 
     let bobs = app.create(&bob, &json!({ "title": "bob's secret" })).await;
-    let mine = app.create(&alice, &json!({ "title": "alice's" })).await;
+    let mine = app
+        .create(&alice, &json!({ "title": "alice's", "kind": "echo", "payload": {"large": "x".repeat(1000)} }))
+        .await;
     let id = mine["id"].as_i64().unwrap();
     read_until(&mut stream, &mut text, |t| t.contains("\"title\":\"alice's\"")).await;
     assert!(text.contains("event: task"));
+    // Events carry what the board shows; the payload, result and errors are read on demand.
+    assert!(!text.contains("\"payload\"") && !text.contains("\"result\"") && !text.contains("xxxx"), "{text}");
     assert!(!text.contains("bob's secret"), "another user's task leaked: {text}");
 
     app.finish(id, "completed").await;
