@@ -12,7 +12,8 @@ umask 077
 
 random() { [ -s "$1" ] || openssl rand -hex 32 >"$1"; }
 for name in postgres_superuser_password postgres_owner_password \
-    postgres_monitor_password redis_password webhook_secrets_key operator_password backup_cipher_pass; do
+    postgres_monitor_password redis_password redis_exporter_password webhook_secrets_key operator_password \
+    backup_cipher_pass; do
     random "$name"
 done
 # Set only while a webhook key rotation is under way (scripts/stack.sh rotate webhook-key).
@@ -43,9 +44,10 @@ url() { printf 'postgres://%s:%s@postgres:5432/flowforge?sslmode=verify-full&ssl
 [ -s database_url_app ] || url flowforge_app "$(openssl rand -hex 32)" >database_url_app
 [ -s database_url_owner ] || url flowforge_owner "$(cat postgres_owner_password)" >database_url_owner
 [ -s redis_url ] || printf 'redis://:%s@redis:6379' "$(cat redis_password)" >redis_url
-# redis_exporter reads passwords as a JSON map keyed by the address it scrapes.
-[ -s redis_exporter_passwords.json ] ||
-    printf '{"redis://redis:6379": "%s"}\n' "$(cat redis_password)" >redis_exporter_passwords.json
+# redis_exporter reads passwords as a JSON map keyed by the address it scrapes; it logs in
+# as its own Redis user, which may read server statistics and nothing else.
+[ -s redis_exporter_auth.json ] ||
+    printf '{"redis://redis:6379": "%s"}\n' "$(cat redis_exporter_password)" >redis_exporter_auth.json
 # The operators' login for /prometheus/ and /alertmanager/ behind the proxy (user
 # `operator`, password in operator_password), as a HAProxy userlist with a SHA-512 hash.
 [ -s proxy_operators.cfg ] ||

@@ -3,7 +3,10 @@
 set -eu
 conf=/run/redis/redis.conf
 password_file=${REDIS_PASSWORD_FILE:-/run/secrets/redis_password}
-[ -r "$password_file" ] || { echo "flowforge-redis: missing secret $password_file" >&2; exit 2; }
+exporter_password_file=${REDIS_EXPORTER_PASSWORD_FILE:-/run/secrets/redis_exporter_password}
+for file in "$password_file" "$exporter_password_file"; do
+    [ -r "$file" ] || { echo "flowforge-redis: missing secret $file" >&2; exit 2; }
+done
 
 if [ "${1:-}" = healthcheck ]; then
     answer=$(REDISCLI_AUTH=$(cat "$password_file") redis-cli -h 127.0.0.1 -p 6379 --no-auth-warning ping)
@@ -18,6 +21,9 @@ mkdir -p /run/redis
     echo "port 6379"
     echo "protected-mode yes"
     printf 'requirepass %s\n' "$(cat "$password_file")"
+    # The metrics exporter's own user: server statistics, no keys, no channels.
+    printf 'user exporter on >%s resetkeys resetchannels -@all +ping +info +client|setname +slowlog|len +slowlog|get +latency|latest +latency|histogram\n' \
+        "$(cat "$exporter_password_file")"
     echo "save \"\""
     echo "appendonly no"
     echo "dir /run/redis"

@@ -1,12 +1,13 @@
 //! Defence in depth: what a stolen credential or a compromised helper container could
 //! reach beyond its job.
 
-use crate::harness::{inspect, Checks, Stack};
+use crate::harness::{inspect, run_with_input, Checks, Stack};
 use crate::Scenario;
 
 pub const SCENARIOS: &[(&str, Scenario)] = &[
     ("defence::audit_log_append_only", audit_log_append_only),
     ("defence::node_exporter_mounts", node_exporter_mounts),
+    ("defence::redis_exporter_user", redis_exporter_user),
 ];
 
 /// With the app's own connection string: it may add audit records, but not rewrite or
@@ -44,5 +45,37 @@ fn node_exporter_mounts(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()
         format!("it still reports the free disk space ({free} bytes)"),
         free.parse::<f64>().is_ok_and(|b| b > 0.0),
     );
+    Ok(())
+}
+
+/// The metrics exporter logs in to Redis as a user of its own that reads server
+/// statistics and nothing else: no key, no write.
+fn redis_exporter_user(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
+    let redis = stack.container("redis", 1)?;
+    let password = std::fs::read_to_string(stack.secrets.join("redis_exporter_password"))?;
+    // The password goes in on standard input, never on a command line.
+    let as_exporter = |command: &str| {
+        run_with_input(
+            "docker",
+            [
+                "exec",
+                "-i",
+                &redis,
+                "sh",
+                "-c",
+                &format!("read -r p; REDISCLI_AUTH=$p redis-cli --no-auth-warning --user exporter {command} 2>&1"),
+            ],
+            Some(&format!("{}\n", password.trim())),
+        )
+        .unwrap_or_else(|e| e.to_string())
+    };
+    let info = as_exporter("INFO server");
+    checks.check("the exporter's Redis user reads server statistics", info.contains("redis_version"));
+    for command in ["GET some-key", "SET some-key x", "KEYS *", "FLUSHDB"] {
+        let said = as_exporter(command);
+        checks.check(format!("the exporter's Redis user may not {command}: {said}"), said.contains("NOPERM"));
+    }
+    let up = stack.promql(r#"redis_up"#);
+    checks.check(format!("Prometheus still reads Redis through it (redis_up {up})"), up == "1");
     Ok(())
 }
