@@ -30,6 +30,9 @@ pub enum DrillCommand {
     /// Wait (bounded) until every task a load run created has completed, then count what
     /// happened to them; exit 1 if a task was lost or completed twice, or a request failed.
     Verdict(VerdictArgs),
+    /// After a restore: which of a load run's acknowledged tasks came back, and the
+    /// recovery point (newest acknowledged − newest restored); exit 1 past --within.
+    Rpo(RpoArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -52,6 +55,22 @@ pub struct VerdictArgs {
     /// Longest wait for the tasks to complete.
     #[arg(long, default_value = "120s")]
     wait: HumanDuration,
+    /// One JSON object instead of a line of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct RpoArgs {
+    /// The acknowledged task ids `flowforge load --ids-out` wrote.
+    #[arg(long)]
+    ids: PathBuf,
+    /// The summary `flowforge load` printed (its `last_acknowledged_at`).
+    #[arg(long)]
+    summary: PathBuf,
+    /// The most that may be lost, as time.
+    #[arg(long, default_value = "15s")]
+    within: HumanDuration,
     /// One JSON object instead of a line of text.
     #[arg(long)]
     json: bool,
@@ -89,18 +108,75 @@ pub async fn run(db: &PgPool, command: DrillCommand) -> anyhow::Result<ExitCode>
             Ok(ExitCode::SUCCESS)
         }
         DrillCommand::Verdict(args) => {
-            let summary: Value =
-                serde_json::from_str(&std::fs::read_to_string(&args.summary).context("reading --summary")?)
-                    .context("--summary is not JSON")?;
-            let ids = parse_ids(&std::fs::read_to_string(&args.ids).context("reading --ids")?)?;
+            let (ids, summary) = read_run(&args.ids, &args.summary)?;
             let verdict = verdict(db, &ids, &summary, args.allow_retry, args.wait.0).await?;
-            if args.json {
-                println!("{}", serde_json::to_string(&verdict)?);
-            } else {
-                println!("{}", verdict.line);
-            }
-            Ok(if verdict.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            report(&verdict, &verdict.line, verdict.ok, args.json)
         }
+        DrillCommand::Rpo(args) => {
+            let (ids, summary) = read_run(&args.ids, &args.summary)?;
+            let restored = Queue::new(db.clone()).get_many(&ids).await?;
+            let newest = restored.iter().map(|t| epoch(t.created_at)).reduce(f64::max);
+            let point = recovery_point(ids.len() as u64, restored.len() as u64, &summary, newest, args.within.0);
+            report(&point, &point.line, point.ok, args.json)
+        }
+    }
+}
+
+fn read_run(ids: &PathBuf, summary: &PathBuf) -> anyhow::Result<(Vec<i64>, Value)> {
+    let summary = serde_json::from_str(&std::fs::read_to_string(summary).context("reading --summary")?)
+        .context("--summary is not JSON")?;
+    Ok((parse_ids(&std::fs::read_to_string(ids).context("reading --ids")?)?, summary))
+}
+
+fn report(outcome: &impl Serialize, line: &str, ok: bool, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        println!("{}", serde_json::to_string(outcome)?);
+    } else {
+        println!("{line}");
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn epoch(t: chrono::DateTime<chrono::Utc>) -> f64 {
+    t.timestamp_micros() as f64 / 1e6
+}
+
+#[derive(Debug, Serialize)]
+pub struct RecoveryPoint {
+    pub acknowledged: u64,
+    pub restored: u64,
+    pub lost: u64,
+    /// Seconds between the newest acknowledged write and the newest restored one; None when
+    /// nothing came back.
+    pub rpo_seconds: Option<f64>,
+    pub ok: bool,
+    pub line: String,
+}
+
+fn recovery_point(
+    acknowledged: u64,
+    restored: u64,
+    summary: &Value,
+    newest_restored: Option<f64>,
+    within: Duration,
+) -> RecoveryPoint {
+    let rpo_seconds = match (summary["last_acknowledged_at"].as_f64(), newest_restored) {
+        (Some(acked), Some(restored)) => Some((acked - restored).max(0.0)),
+        // Nothing acknowledged: nothing to lose.
+        (None, _) => Some(0.0),
+        (Some(_), None) => None,
+    };
+    let lost = acknowledged.saturating_sub(restored);
+    let shown = rpo_seconds.map_or_else(|| "unknown (nothing restored)".to_owned(), |s| format!("{s:.1} s"));
+    RecoveryPoint {
+        acknowledged,
+        restored,
+        lost,
+        rpo_seconds,
+        ok: rpo_seconds.is_some_and(|s| s <= within.as_secs_f64()),
+        line: format!(
+            "{acknowledged} acknowledged, {restored} restored, {lost} lost; RPO {shown} (newest acknowledged − newest restored)"
+        ),
     }
 }
 
@@ -126,6 +202,9 @@ pub struct Verdict {
     pub completed_twice: Option<u64>,
     pub completions_counted: Option<u64>,
     pub ran_again: u64,
+    /// When the last of the run's tasks completed (seconds since the Unix epoch): the end
+    /// of a recovery.
+    pub last_completed_at: Option<f64>,
     pub ok: bool,
     pub line: String,
 }
@@ -135,6 +214,7 @@ pub struct Verdict {
 struct Outcome {
     completed: u64,
     ran_again: u64,
+    last_completed_at: Option<f64>,
     /// (tasks completed more than once, tasks with a completion counted)
     counted: Option<(u64, u64)>,
 }
@@ -161,10 +241,12 @@ async fn verdict(
 async fn outcome(db: &PgPool, queue: &Queue, ids: &[i64]) -> anyhow::Result<Outcome> {
     let mut completed = 0;
     let mut ran_again = 0;
+    let mut last_completed_at = None;
     for chunk in ids.chunks(10_000) {
         for task in queue.get_many(chunk).await? {
             if task.status == TaskStatus::Completed {
                 completed += 1;
+                last_completed_at = last_completed_at.max(task.completed_at);
                 if task.attempts > 1 {
                     ran_again += 1;
                 }
@@ -184,7 +266,7 @@ async fn outcome(db: &PgPool, queue: &Queue, ids: &[i64]) -> anyhow::Result<Outc
     } else {
         None
     };
-    Ok(Outcome { completed, ran_again, counted })
+    Ok(Outcome { completed, ran_again, last_completed_at: last_completed_at.map(epoch), counted })
 }
 
 fn judge(acknowledged: u64, summary: &Value, outcome: &Outcome, allow_retry: bool) -> Verdict {
@@ -220,6 +302,7 @@ fn judge(acknowledged: u64, summary: &Value, outcome: &Outcome, allow_retry: boo
         completed_twice: outcome.counted.map(|c| c.0),
         completions_counted: outcome.counted.map(|c| c.1),
         ran_again: outcome.ran_again,
+        last_completed_at: outcome.last_completed_at,
         ok: lost == 0 && once_each && requests_ok,
         line,
     }
@@ -238,7 +321,12 @@ mod tests {
 
     #[test]
     fn a_clean_run_passes_and_says_what_it_counted() {
-        let v = judge(90, &summary(0, 0), &Outcome { completed: 90, ran_again: 3, counted: Some((0, 90)) }, false);
+        let v = judge(
+            90,
+            &summary(0, 0),
+            &Outcome { completed: 90, ran_again: 3, last_completed_at: None, counted: Some((0, 90)) },
+            false,
+        );
         assert!(v.ok, "{v:?}");
         assert_eq!((v.lost, v.slowest_ms, v.completed_twice), (0, 13, Some(0)));
         assert!(v.line.contains("90 tasks: 0 lost, 0 completed twice (90 counted), 3 ran again"), "{}", v.line);
@@ -246,23 +334,55 @@ mod tests {
 
     #[test]
     fn a_lost_task_a_double_completion_or_an_unseen_completion_fails() {
-        let lost = judge(90, &summary(0, 0), &Outcome { completed: 89, ran_again: 0, counted: Some((0, 89)) }, false);
+        let lost = judge(
+            90,
+            &summary(0, 0),
+            &Outcome { completed: 89, ran_again: 0, last_completed_at: None, counted: Some((0, 89)) },
+            false,
+        );
         assert!(!lost.ok && lost.lost == 1);
-        let twice = judge(90, &summary(0, 0), &Outcome { completed: 90, ran_again: 0, counted: Some((1, 90)) }, false);
+        let twice = judge(
+            90,
+            &summary(0, 0),
+            &Outcome { completed: 90, ran_again: 0, last_completed_at: None, counted: Some((1, 90)) },
+            false,
+        );
         assert!(!twice.ok);
         // A counter that missed completions proves nothing.
-        let unseen = judge(90, &summary(0, 0), &Outcome { completed: 90, ran_again: 0, counted: Some((0, 80)) }, false);
+        let unseen = judge(
+            90,
+            &summary(0, 0),
+            &Outcome { completed: 90, ran_again: 0, last_completed_at: None, counted: Some((0, 80)) },
+            false,
+        );
         assert!(!unseen.ok);
-        let uncounted = judge(90, &summary(0, 0), &Outcome { completed: 90, ran_again: 0, counted: None }, false);
+        let uncounted = judge(
+            90,
+            &summary(0, 0),
+            &Outcome { completed: 90, ran_again: 0, last_completed_at: None, counted: None },
+            false,
+        );
         assert!(uncounted.ok && uncounted.line.contains("completions not counted"));
     }
 
     #[test]
     fn retry_answers_fail_a_run_unless_the_drill_allows_them() {
-        let all_done = Outcome { completed: 90, ran_again: 0, counted: None };
+        let all_done = Outcome { completed: 90, ran_again: 0, last_completed_at: None, counted: None };
         assert!(!judge(90, &summary(0, 5), &all_done, false).ok);
         assert!(judge(90, &summary(0, 5), &all_done, true).ok);
         assert!(!judge(90, &summary(1, 0), &all_done, true).ok);
+    }
+
+    #[test]
+    fn the_recovery_point_is_the_gap_between_the_newest_acknowledged_and_restored_writes() {
+        let summary = json!({"last_acknowledged_at": 1000.0});
+        let within = Duration::from_secs(15);
+        let point = recovery_point(40, 37, &summary, Some(992.5), within);
+        assert_eq!((point.lost, point.rpo_seconds, point.ok), (3, Some(7.5), true), "{}", point.line);
+        assert!(!recovery_point(40, 20, &summary, Some(980.0), within).ok, "20 s is past 15 s");
+        let nothing_back = recovery_point(40, 0, &summary, None, within);
+        assert!(!nothing_back.ok && nothing_back.line.contains("unknown"), "{}", nothing_back.line);
+        assert!(recovery_point(0, 0, &json!({"last_acknowledged_at": null}), None, within).ok);
     }
 
     #[test]

@@ -54,6 +54,9 @@ struct Tally {
     /// What went wrong, each kind once.
     failures: BTreeSet<String>,
     latencies_ms: Vec<f64>,
+    /// When the last 201 came (seconds since the Unix epoch): what a restore must bring back
+    /// for nothing acknowledged to be lost.
+    last_acknowledged_at: Option<f64>,
 }
 
 pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
@@ -90,7 +93,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             match answer {
                 Ok(r) if r.status() == reqwest::StatusCode::CREATED => {
                     match r.json::<Value>().await.ok().and_then(|v| v["data"]["id"].as_i64()) {
-                        Some(id) => t.created.push(id),
+                        Some(id) => {
+                            t.created.push(id);
+                            t.last_acknowledged_at = Some(epoch_seconds());
+                        }
                         None => {
                             t.failed += 1;
                             t.failures.insert("201 without a task id".into());
@@ -136,7 +142,13 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             "failure_kinds": t.failures,
             "latency_ms": { "p50": pct(0.5), "p99": pct(0.99), "max": t.latencies_ms.last() },
             "seconds": started.elapsed().as_secs_f64(),
+            "last_acknowledged_at": t.last_acknowledged_at,
         })
     );
     Ok(())
+}
+
+/// Now, in seconds since the Unix epoch (what PostgreSQL's `extract(epoch …)` gives).
+pub fn epoch_seconds() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
 }

@@ -274,8 +274,8 @@ async fn drill_verdict_counts_lost_and_twice_completed_tasks() {
         let v: Value = serde_json::from_str(text(&out.stdout).trim()).expect("one JSON verdict");
         (out.status.success(), v)
     };
-    // Completions as a worker writes them; the last one twice (a stale rewrite).
-    let complete = "UPDATE tasks SET status = 'completed', attempts = 1 WHERE id = ANY($1)";
+    // Completions as a worker writes them.
+    let complete = "UPDATE tasks SET status = 'completed', attempts = 1, completed_at = now() WHERE id = ANY($1)";
     sqlx::query(complete).bind(&ids[..2]).execute(&db.pool).await.unwrap();
     let (ok, v) = verdict("1s");
     assert!(!ok, "a pending task is lost: {v}");
@@ -285,10 +285,31 @@ async fn drill_verdict_counts_lost_and_twice_completed_tasks() {
     let (ok, v) = verdict("1s");
     assert!(ok, "every task completed once: {v}");
     assert_eq!(v["completions_counted"].as_u64(), Some(3), "{v}");
+    assert!(v["last_completed_at"].as_f64().is_some(), "the end of the recovery: {v}");
 
     sqlx::query(complete).bind(&ids[2..]).execute(&db.pool).await.unwrap();
     let (ok, v) = verdict("1s");
     assert!(!ok && v["completed_twice"].as_u64() == Some(1), "a second completion is counted: {v}");
+
+    // The recovery point: the newest acknowledged write was 20 s after the newest one the
+    // database has (the last task is gone, as after a restore to an earlier moment).
+    let newest: f64 = sqlx::query_scalar("SELECT extract(epoch FROM max(created_at))::float8 FROM tasks")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM tasks WHERE id = $1").bind(ids[2]).execute(&db.pool).await.unwrap();
+    let summary = format!(r#"{{"sent":3,"failed":0,"told_to_retry":0,"last_acknowledged_at":{}}}"#, newest + 20.0);
+    std::fs::write(dir.join("rpo.json"), summary).unwrap();
+    let rpo = |within: &str| {
+        let (ids, summary) = (dir.join("run.ids"), dir.join("rpo.json"));
+        let args = ["drill", "rpo", "--ids", ids.to_str().unwrap(), "--summary", summary.to_str().unwrap()];
+        let out = flowforge(&[&args[..], &["--within", within, "--json"]].concat(), &env);
+        let v: Value = serde_json::from_str(text(&out.stdout).trim()).expect("one JSON recovery point");
+        (out.status.success(), v)
+    };
+    let (ok, v) = rpo("15s");
+    assert!(!ok && v["lost"] == 1 && v["rpo_seconds"].as_f64().is_some_and(|s| s >= 20.0), "{v}");
+    assert!(rpo("1m").0, "within a minute");
     assert!(flowforge(&["drill", "counter", "remove"], &env).status.success());
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -462,29 +462,22 @@ impl Stack {
     /// `flowforge drill verdict` on a load run: waits (bounded) for its tasks, then what
     /// happened to them, counted in the database by the CLI image on the data network.
     pub fn verdict(&self, run: &LoadRun, allow_retry: bool) -> anyhow::Result<Value> {
-        let mut args = vec![
-            "run".to_owned(),
-            "--rm".into(),
-            "-T".into(),
-            "-v".into(),
-            format!("{}:/load:ro", self.work.display()),
-            "migrate".into(),
-            "drill".into(),
-            "verdict".into(),
-            "--ids".into(),
-            format!("/load/{}.ids", run.name),
-            "--summary".into(),
-            format!("/load/{}.json", run.name),
-            "--json".into(),
-        ];
-        if allow_retry {
-            args.push("--allow-retry".into());
-        }
-        // Exits 1 on a bad verdict: the JSON on its standard output says which part.
-        let out = Command::new("scripts/stack.sh").arg("compose").args(&args).stderr(Stdio::inherit()).output()?;
+        self.drill("verdict", run, if allow_retry { &["--allow-retry"] } else { &[] })
+    }
+
+    /// `flowforge drill WHAT` on a load run's ids and summary, from the CLI image on the
+    /// data network: its JSON (it exits 1 on a bad outcome; the JSON says which part).
+    pub fn drill(&self, what: &str, run: &LoadRun, options: &[&str]) -> anyhow::Result<Value> {
+        let out = Command::new("scripts/stack.sh")
+            .args(["compose", "run", "--rm", "-T", "-v", &format!("{}:/load:ro", self.work.display()), "migrate"])
+            .args(["drill", what, "--ids", &format!("/load/{}.ids", run.name)])
+            .args(["--summary", &format!("/load/{}.json", run.name), "--json"])
+            .args(options)
+            .stderr(Stdio::inherit())
+            .output()?;
         let text = String::from_utf8_lossy(&out.stdout);
         let line = text.lines().last().unwrap_or_default();
-        serde_json::from_str(line).with_context(|| format!("no verdict from flowforge drill: {text}"))
+        serde_json::from_str(line).with_context(|| format!("no JSON from flowforge drill {what}: {text}"))
     }
 }
 
