@@ -228,17 +228,20 @@ async fn verdict(
 ) -> anyhow::Result<Verdict> {
     let queue = Queue::new(db.clone());
     let deadline = Instant::now() + wait;
-    let outcome = loop {
-        let outcome = outcome(db, &queue, ids).await?;
+    let mut outcome = loop {
+        let outcome = outcome(&queue, ids).await?;
         if outcome.completed == ids.len() as u64 || Instant::now() >= deadline {
             break outcome;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
+    // Counted once the waiting is over: the counter only grows while tasks complete.
+    outcome.counted = counted(db, ids).await?;
     Ok(judge(ids.len() as u64, summary, &outcome, allow_retry))
 }
 
-async fn outcome(db: &PgPool, queue: &Queue, ids: &[i64]) -> anyhow::Result<Outcome> {
+/// The run's tasks as they are now (their completions not yet counted).
+async fn outcome(queue: &Queue, ids: &[i64]) -> anyhow::Result<Outcome> {
     let mut completed = 0;
     let mut ran_again = 0;
     let mut last_completed_at = None;
@@ -253,20 +256,24 @@ async fn outcome(db: &PgPool, queue: &Queue, ids: &[i64]) -> anyhow::Result<Outc
             }
         }
     }
+    Ok(Outcome { completed, ran_again, last_completed_at: last_completed_at.map(epoch), counted: None })
+}
+
+/// (tasks completed more than once, tasks with a completion counted), if the counter is
+/// installed.
+async fn counted(db: &PgPool, ids: &[i64]) -> anyhow::Result<Option<(u64, u64)>> {
     let counter: bool = sqlx::query_scalar("SELECT to_regclass('drill_completions') IS NOT NULL").fetch_one(db).await?;
-    let counted = if counter {
-        let (twice, counted): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE n > 1), count(*) FROM
+    if !counter {
+        return Ok(None);
+    }
+    let (twice, counted): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE n > 1), count(*) FROM
                  (SELECT count(*) AS n FROM drill_completions WHERE task_id = ANY($1) GROUP BY task_id) c",
-        )
-        .bind(ids)
-        .fetch_one(db)
-        .await?;
-        Some((twice as u64, counted as u64))
-    } else {
-        None
-    };
-    Ok(Outcome { completed, ran_again, last_completed_at: last_completed_at.map(epoch), counted })
+    )
+    .bind(ids)
+    .fetch_one(db)
+    .await?;
+    Ok(Some((twice as u64, counted as u64)))
 }
 
 fn judge(acknowledged: u64, summary: &Value, outcome: &Outcome, allow_retry: bool) -> Verdict {
@@ -314,6 +321,11 @@ mod tests {
 
     use super::*;
 
+    /// The run's tasks as the database has them: completed, ran again, completions counted.
+    fn tasks(completed: u64, ran_again: u64, counted: Option<(u64, u64)>) -> Outcome {
+        Outcome { completed, ran_again, last_completed_at: None, counted }
+    }
+
     fn summary(failed: u64, told_to_retry: u64) -> Value {
         json!({"sent": 100, "failed": failed, "told_to_retry": told_to_retry, "failure_kinds": ["timeout"],
                "latency_ms": {"max": 12.6}})
@@ -321,12 +333,7 @@ mod tests {
 
     #[test]
     fn a_clean_run_passes_and_says_what_it_counted() {
-        let v = judge(
-            90,
-            &summary(0, 0),
-            &Outcome { completed: 90, ran_again: 3, last_completed_at: None, counted: Some((0, 90)) },
-            false,
-        );
+        let v = judge(90, &summary(0, 0), &tasks(90, 3, Some((0, 90))), false);
         assert!(v.ok, "{v:?}");
         assert_eq!((v.lost, v.slowest_ms, v.completed_twice), (0, 13, Some(0)));
         assert!(v.line.contains("90 tasks: 0 lost, 0 completed twice (90 counted), 3 ran again"), "{}", v.line);
@@ -334,40 +341,20 @@ mod tests {
 
     #[test]
     fn a_lost_task_a_double_completion_or_an_unseen_completion_fails() {
-        let lost = judge(
-            90,
-            &summary(0, 0),
-            &Outcome { completed: 89, ran_again: 0, last_completed_at: None, counted: Some((0, 89)) },
-            false,
-        );
+        let lost = judge(90, &summary(0, 0), &tasks(89, 0, Some((0, 89))), false);
         assert!(!lost.ok && lost.lost == 1);
-        let twice = judge(
-            90,
-            &summary(0, 0),
-            &Outcome { completed: 90, ran_again: 0, last_completed_at: None, counted: Some((1, 90)) },
-            false,
-        );
+        let twice = judge(90, &summary(0, 0), &tasks(90, 0, Some((1, 90))), false);
         assert!(!twice.ok);
         // A counter that missed completions proves nothing.
-        let unseen = judge(
-            90,
-            &summary(0, 0),
-            &Outcome { completed: 90, ran_again: 0, last_completed_at: None, counted: Some((0, 80)) },
-            false,
-        );
+        let unseen = judge(90, &summary(0, 0), &tasks(90, 0, Some((0, 80))), false);
         assert!(!unseen.ok);
-        let uncounted = judge(
-            90,
-            &summary(0, 0),
-            &Outcome { completed: 90, ran_again: 0, last_completed_at: None, counted: None },
-            false,
-        );
+        let uncounted = judge(90, &summary(0, 0), &tasks(90, 0, None), false);
         assert!(uncounted.ok && uncounted.line.contains("completions not counted"));
     }
 
     #[test]
     fn retry_answers_fail_a_run_unless_the_drill_allows_them() {
-        let all_done = Outcome { completed: 90, ran_again: 0, last_completed_at: None, counted: None };
+        let all_done = tasks(90, 0, None);
         assert!(!judge(90, &summary(0, 5), &all_done, false).ok);
         assert!(judge(90, &summary(0, 5), &all_done, true).ok);
         assert!(!judge(90, &summary(1, 0), &all_done, true).ok);
