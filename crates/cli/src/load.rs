@@ -149,6 +149,6 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
 }
 
 /// Now, in seconds since the Unix epoch (what PostgreSQL's `extract(epoch …)` gives).
-pub fn epoch_seconds() -> f64 {
+fn epoch_seconds() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
 }

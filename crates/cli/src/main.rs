@@ -137,7 +137,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn report(synced: roles::Synced) {
+fn report_logins(synced: roles::Synced) {
     eprintln!("database: {} may log in", synced.logs_in);
     if let Some((role, ended)) = synced.locked_out {
         eprintln!("database: {role} may no longer log in ({ended} of its sessions ended)");
@@ -240,8 +240,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             backup::restore(args).await?;
         }
         Command::Load(args) => load::run(args).await?,
-        Command::FinishRestore(args) => report(roles::finish_restore(&database()?, &args).await?),
-        Command::Roles { command: RolesCommand::Sync(args) } => report(roles::sync(&database()?, &args).await?),
+        Command::FinishRestore(args) => report_logins(roles::finish_restore(&database()?, &args).await?),
+        Command::Roles { command: RolesCommand::Sync(args) } => report_logins(roles::sync(&database()?, &args).await?),
         Command::Healthcheck { addr } => return Ok(flowforge_platform::probe::exit_code(addr)),
     }
     Ok(ExitCode::SUCCESS)

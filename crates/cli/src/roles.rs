@@ -65,28 +65,12 @@ impl Login {
         // The options don't give the password back: it is the URL's, percent-decoded.
         let parsed = url::Url::parse(url)?;
         let password = parsed.password().context("no password")?;
-        let password = percent_decode(password)?;
+        let password = percent_encoding::percent_decode_str(password).decode_utf8()?.into_owned();
         if role.is_empty() || password.is_empty() {
             bail!("no role or password");
         }
         Ok(Login { role, password })
     }
-}
-
-fn percent_decode(s: &str) -> anyhow::Result<String> {
-    let mut bytes = Vec::with_capacity(s.len());
-    let mut rest = s.as_bytes();
-    while let Some((&b, tail)) = rest.split_first() {
-        if b == b'%' && tail.len() >= 2 {
-            let hex = std::str::from_utf8(&tail[..2])?;
-            bytes.push(u8::from_str_radix(hex, 16).context("bad percent-encoding")?);
-            rest = &tail[2..];
-        } else {
-            bytes.push(b);
-            rest = tail;
-        }
-    }
-    Ok(String::from_utf8(bytes)?)
 }
 
 /// What `sync` did, for the operator.
@@ -102,10 +86,10 @@ pub struct Synced {
 pub async fn sync(db: &PgPool, args: &SyncArgs) -> anyhow::Result<Synced> {
     let app = Login::read(&args.app_url_file)?;
     let owner = Login::read(&args.owner_url_file)?;
-    let Some(other) = APP_ROLES.iter().find(|r| **r != app.role) else { unreachable!("two roles") };
     if !APP_ROLES.contains(&app.role.as_str()) {
         bail!("the app connects as {:?}: expected one of {APP_ROLES:?}", app.role);
     }
+    let other = if app.role == APP_ROLES[0] { APP_ROLES[1] } else { APP_ROLES[0] };
     if owner.role != OWNER_ROLE {
         bail!("the migrations connect as {:?}: expected {OWNER_ROLE}", owner.role);
     }
@@ -116,22 +100,14 @@ pub async fn sync(db: &PgPool, args: &SyncArgs) -> anyhow::Result<Synced> {
     )
     .execute(&mut *conn)
     .await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)")
-        .bind(&app.role)
-        .fetch_one(&mut *conn)
-        .await?;
-    if !exists {
+    if !role_exists(&mut conn, &app.role).await? {
         execute_formatted(&mut conn, "CREATE ROLE %I IN ROLE flowforge_app", &[&app.role]).await?;
     }
     execute_formatted(&mut conn, "ALTER ROLE %I LOGIN PASSWORD %L", &[&app.role, &app.password]).await?;
     execute_formatted(&mut conn, "ALTER ROLE %I PASSWORD %L", &[&owner.role, &owner.password]).await?;
     let mut synced = Synced { logs_in: app.role.clone(), locked_out: None };
     if !args.keep_other_app_role {
-        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)")
-            .bind(other)
-            .fetch_one(&mut *conn)
-            .await?;
-        if exists {
+        if role_exists(&mut conn, other).await? {
             execute_formatted(&mut conn, "ALTER ROLE %I NOLOGIN PASSWORD NULL", &[other]).await?;
         }
         let ended: i64 =
@@ -139,9 +115,13 @@ pub async fn sync(db: &PgPool, args: &SyncArgs) -> anyhow::Result<Synced> {
                 .bind(other)
                 .fetch_one(&mut *conn)
                 .await?;
-        synced.locked_out = Some(((*other).to_owned(), ended));
+        synced.locked_out = Some((other.to_owned(), ended));
     }
     Ok(synced)
+}
+
+async fn role_exists(conn: &mut PgConnection, role: &str) -> anyhow::Result<bool> {
+    Ok(sqlx::query_scalar("SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = $1)").bind(role).fetch_one(conn).await?)
 }
 
 /// Utility statements take no parameters: PostgreSQL's own `format` quotes the names
