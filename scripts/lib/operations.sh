@@ -85,8 +85,8 @@ write_secret() { printf '%s' "$2" >"$secrets/$1" && chmod 644 "$secrets/$1"; }
 # with_login URL_SECRET ROLE PASSWORD: that connection string, logging in as ROLE.
 with_login() { local url; url=$(<"$secrets/$1"); printf 'postgres://%s:%s@%s' "$2" "$3" "${url#*@}"; }
 
-# The database's login roles made to match the connection strings (flowforge roles sync).
-sync_roles() { compose run --rm -T roles "$@"; }
+# flowforge in the one-shot roles container: the database superuser over its socket only.
+roles_job() { compose run --rm -T roles "$@"; }
 
 # Rolling updates during a rotation keep the images the stack runs now, whatever
 # FLOWFORGE_TAG says in this shell.
@@ -106,14 +106,14 @@ rotate_database() {
     grep -q '^postgres://flowforge_app:' "$secrets/database_url_app" && next=flowforge_app_alt
     log "database: $next gets a new password"
     write_secret database_url_app "$(with_login database_url_app "$next" "$(openssl rand -hex 32)")"
-    sync_roles roles sync --keep-other-app-role
+    roles_job roles sync --keep-other-app-role
     rolling_update api
     rolling_update worker
     # The owner role only runs migrations (a one-shot job): a new password is enough.
     password=$(openssl rand -hex 32)
     write_secret database_url_owner "$(with_login database_url_owner flowforge_owner "$password")"
     write_secret postgres_owner_password "$password"
-    sync_roles roles sync
+    roles_job roles sync
     log "database: api and worker connect as $next; the owner role (migrations) has a new password"
 }
 
@@ -207,7 +207,7 @@ restore_database() {
     compose up -d --no-deps postgres >/dev/null
     # Then a checkpoint, and the login roles: a restore to a moment before a password
     # rotation brings the old passwords back.
-    sync_roles finish-restore
+    roles_job finish-restore
     # The cache may hold tasks the restore took back: Redis keeps nothing on disk, so a
     # restart empties it.
     compose restart redis >/dev/null

@@ -192,9 +192,8 @@ impl Stack {
 
     /// `scripts/stack.sh up`, then an admin token and a client that trusts the stack's CA.
     pub fn up(&mut self) -> anyhow::Result<()> {
-        let log = self.work.join("up.log");
-        if !self.step_to(&log, ["up"]) {
-            bail!("scripts/stack.sh up failed (see {})", log.display());
+        if !self.step("up", ["up"]) {
+            bail!("scripts/stack.sh up failed (see {})", self.work.join("up.log").display());
         }
         self.connect()
     }
@@ -247,15 +246,22 @@ impl Stack {
     /// A stack operation whose output goes to `work/NAME.log`: prints its last line, or
     /// its last 20 when it fails (a failed check, not an aborted scenario).
     pub fn step<const N: usize>(&self, name: &str, args: [&str; N]) -> bool {
-        self.step_to(&self.work.join(format!("{name}.log")), args)
+        self.step_with_env(name, &[], args)
     }
 
-    fn step_to<const N: usize>(&self, log: &Path, args: [&str; N]) -> bool {
-        let Ok(file) = std::fs::File::create(log) else { return false };
+    /// The same, with these environment variables set for it.
+    pub fn step_with_env<const N: usize>(&self, name: &str, envs: &[(&str, &str)], args: [&str; N]) -> bool {
+        let log = self.work.join(format!("{name}.log"));
+        let Ok(file) = std::fs::File::create(&log) else { return false };
         let Ok(err) = file.try_clone() else { return false };
-        let ok =
-            Command::new("scripts/stack.sh").args(args).stdout(file).stderr(err).status().is_ok_and(|s| s.success());
-        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let ok = Command::new("scripts/stack.sh")
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdout(file)
+            .stderr(err)
+            .status()
+            .is_ok_and(|s| s.success());
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         let keep = if ok { 1 } else { 20 };
         for line in &lines[lines.len().saturating_sub(keep)..] {
@@ -267,11 +273,6 @@ impl Stack {
     /// One SQL statement as the database superuser: bare values, `|` between columns.
     pub fn psql(&self, sql: &str) -> anyhow::Result<String> {
         self.stack(["psql", "-c", sql])
-    }
-
-    /// A script of statements as the superuser, stopping at the first error.
-    pub fn psql_script(&self, sql: &str) -> anyhow::Result<String> {
-        run_with_input("scripts/stack.sh", ["psql", "--set=ON_ERROR_STOP=1"], Some(sql))
     }
 
     /// One SQL statement with this connection string, the way a service connects: over TLS
@@ -415,39 +416,44 @@ impl Stack {
         }
     }
 
+    /// `docker run` arguments for the CLI image as a client from outside: on the host's
+    /// network, with the scratch space (token, CA, results) at /load. The `flowforge`
+    /// command and its arguments follow.
+    pub fn cli_client(&self) -> Vec<String> {
+        let mount = format!("{}:/load", self.work.display());
+        ["run", "--rm", "--network", "host", "-v", &mount, &format!("flowforge-cli:{}", self.tag)]
+            .map(str::to_owned)
+            .to_vec()
+    }
+
     /// `flowforge load` from the CLI image on the host's network, through the proxy like
     /// any client, for `seconds` at `rate` creations a second (keep it under the per-user
     /// limit, 20/s). Runs in the background; `join` gives what the client saw.
     pub fn load(&self, name: &str, seconds: u64, rate: u32, kind: &str, payload: &str) -> Load {
-        let args: Vec<String> = [
-            "run",
-            "--rm",
-            "--network",
-            "host",
-            "-v",
-            &format!("{}:/load", self.work.display()),
-            &format!("flowforge-cli:{}", self.tag),
-            "load",
-            "--url",
-            &self.base,
-            "--token-file",
-            "/load/token",
-            "--ca-file",
-            "/load/ca.pem",
-            "--duration",
-            &format!("{seconds}s"),
-            "--rate",
-            &rate.to_string(),
-            "--kind",
-            kind,
-            "--payload",
-            payload,
-            "--ids-out",
-            &format!("/load/{name}.ids"),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = self.cli_client();
+        let ids = format!("/load/{name}.ids");
+        args.extend(
+            [
+                "load",
+                "--url",
+                &self.base,
+                "--token-file",
+                "/load/token",
+                "--ca-file",
+                "/load/ca.pem",
+                "--duration",
+                &format!("{seconds}s"),
+                "--rate",
+                &rate.to_string(),
+                "--kind",
+                kind,
+                "--payload",
+                payload,
+                "--ids-out",
+                &ids,
+            ]
+            .map(str::to_owned),
+        );
         let name = name.to_owned();
         let work = self.work.clone();
         Load {
@@ -479,9 +485,7 @@ impl Stack {
         let line = text.lines().last().unwrap_or_default();
         serde_json::from_str(line).with_context(|| format!("no JSON from flowforge drill {what}: {text}"))
     }
-}
 
-impl Stack {
     /// `flowforge drill counter install`: a trigger that records every write setting a
     /// task `completed`, so a verdict can count tasks completed twice. Idempotent.
     pub fn install_completion_counter(&self) -> anyhow::Result<()> {
@@ -526,7 +530,7 @@ pub fn kill9(id: &str) -> bool {
     }
 }
 
-fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+pub fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
     Ok(())

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::harness::{inspect, run, wait_for, Checks, Stack};
+use crate::harness::{inspect, run, set_mode, wait_for, Checks, Stack};
 use crate::Scenario;
 
 pub const SCENARIOS: &[(&str, Scenario)] = &[
@@ -229,17 +229,10 @@ fn api_load(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
     let token = user.body["data"]["token"]["token"].as_str().unwrap_or_default().to_owned();
     let token_file = stack.work.join("loadtest-token");
     std::fs::write(&token_file, token)?;
-    std::fs::set_permissions(&token_file, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-    let out = run(
-        "docker",
+    set_mode(&token_file, 0o644)?;
+    let mut args = stack.cli_client();
+    args.extend(
         [
-            "run",
-            "--rm",
-            "--network",
-            "host",
-            "-v",
-            &format!("{}:/load", stack.work.display()),
-            &format!("flowforge-cli:{}", stack.tag),
             "bench",
             "api",
             "--url",
@@ -257,8 +250,10 @@ fn api_load(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
             "--closed-loop-only",
             "--out",
             "/load/api.jsonl",
-        ],
+        ]
+        .map(str::to_owned),
     );
+    let out = run("docker", args);
     match &out {
         Ok(text) => text.lines().for_each(|l| println!("     {l}")),
         Err(e) => println!("     {e:#}"),

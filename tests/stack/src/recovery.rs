@@ -13,7 +13,6 @@
 //!   web move to a new image (tag v2) one container at a time, then back to the previous
 //!   one the same way. No request may fail, no task be lost.
 
-use std::fs::File;
 use std::process::Command;
 use std::time::Instant;
 
@@ -216,13 +215,13 @@ fn rolling_update(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
     let load = stack.load("update", 150, 15, "sleep", r#"{"duration_ms": 200}"#);
     sleep(5.0);
     let started = Instant::now();
-    update_to(stack, "update", "v2");
+    stack.step_with_env("update", &[("FLOWFORGE_TAG", "v2")], ["update"]);
     checks.check(
         format!("rolling update: api, worker and web all run the v2 images ({} s)", since(started)),
         on_tag(stack, "v2"),
     );
     let started = Instant::now();
-    update_to(stack, "rollback", previous);
+    stack.step_with_env("rollback", &[("FLOWFORGE_TAG", previous)], ["update"]);
     checks
         .check(format!("rollback: all back on the {previous} images ({} s)", since(started)), on_tag(stack, previous));
     no_failures_no_losses(stack, checks, load.join(), "update and rollback under load");
@@ -325,25 +324,6 @@ fn signing_keys(stack: &Stack) -> Vec<String> {
 /// The first `FATAL: ...` in what psql said, for the check's line.
 fn fatal_line(said: &str) -> &str {
     said.lines().find_map(|l| l.find("FATAL: ").map(|at| &l[at..])).unwrap_or_default()
-}
-
-/// `FLOWFORGE_TAG=TAG scripts/stack.sh update`, its output in `work/NAME.log`: prints its
-/// last line, or its last 20 when it fails (the checks that follow say what it left).
-/// `Stack::step` sets no environment, hence this.
-fn update_to(stack: &Stack, name: &str, tag: &str) -> bool {
-    let log = stack.work.join(format!("{name}.log"));
-    let ok = File::create(&log).and_then(|out| {
-        let err = out.try_clone()?;
-        Command::new("scripts/stack.sh").arg("update").env("FLOWFORGE_TAG", tag).stdout(out).stderr(err).status()
-    });
-    let ok = ok.is_ok_and(|s| s.success());
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let keep = if ok { 1 } else { 20 };
-    for line in &lines[lines.len().saturating_sub(keep)..] {
-        println!("     {line}");
-    }
-    ok
 }
 
 /// Every api, worker and web container runs an image tagged TAG (and each of them runs).
