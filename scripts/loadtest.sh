@@ -3,10 +3,10 @@
 #   1. the database's own ceiling: pgbench -S and tpcb-like on a private PostgreSQL 15
 #      (durable commits), with the stack stopped so nothing else runs;
 #   2. the stack (scripts/stack.sh up, workers running, the rate limit raised out of the
-#      way, eight changes in flight per api replica), loaded through its proxy over HTTPS by wrk: each route at 1, 4, 16, 64 and 256
-#      connections, 15 s each;
-#   3. flowforge bench api: a spike (10x the steady creation rate for 30 s) and the
-#      breaking point, open loop;
+#      way, every other setting as shipped), loaded through its proxy over HTTPS by wrk:
+#      each route at 1, 4, 16, 64 and 256 connections, 15 s each;
+#   3. flowforge bench api: a spike (10x a steady 51 creations/s for 30 s: the same
+#      absolute load in every run, so runs compare) and the breaking point, open loop;
 #   4. idle RSS of the api and worker processes, before the load and a minute after it.
 # Every figure lands in OUT_DIR (default artifacts/loadtest/<UTC time>). About 15 minutes.
 #   scripts/loadtest.sh [OUT_DIR]
@@ -52,9 +52,7 @@ idle_rss() {
 }
 
 step "the stack, rate limit out of the way"
-# Eight changes in flight per replica instead of one per connection: bursts get quick
-# answers (docs/benchmarks.md, configuration.md).
-FLOWFORGE_RATE_LIMIT_PER_MINUTE=1000000000 FLOWFORGE_WRITE_CONCURRENCY=8 FLOWFORGE_PROXY_MAX_CONNECTIONS_PER_SOURCE=100000 \
+FLOWFORGE_RATE_LIMIT_PER_MINUTE=1000000000 FLOWFORGE_PROXY_MAX_CONNECTIONS_PER_SOURCE=100000 \
     scripts/stack.sh up >"$out/stack-up.log" 2>&1
 sleep 10
 idle_rss "started, before any load"
@@ -94,7 +92,7 @@ step "spike and breaking point (flowforge bench api, open loop)"
 chmod a+r "$token_file"
 docker run --rm --network host -v "$out:/out" -v "$(cd "$secrets" && pwd)/ca.pem:/ca.pem:ro" \
     "flowforge-cli:${FLOWFORGE_TAG:-dev}" bench api --url "$base" --token-file /out/token --ca-file /ca.pem \
-    --routes create --connections 64 --duration 15s --out /out/api.jsonl | tee "$out/spike.txt"
+    --routes create --connections 64 --duration 15s --steady-rate 51 --out /out/api.jsonl | tee "$out/spike.txt"
 
 step "idle RSS, a minute after the load"
 sleep 60

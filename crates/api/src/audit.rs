@@ -83,18 +83,43 @@ impl AuditRecord {
         }
     }
 
-    /// Writes the record inside the handler's transaction, so the change and its record
-    /// commit together (one commit instead of two on the hot path). The handler then puts
+    /// Writes records of changes that succeeded with `status` inside the handler's
+    /// transaction, so each change and its record commit together (one commit instead
+    /// of two on the hot path), in one statement for any number. The handler then puts
     /// [`Audited`] on its response; should the transaction fail, the middleware records
     /// the failed request as usual.
-    pub async fn write_on(
-        &self,
+    pub async fn write_all_on(
         conn: &mut sqlx::PgConnection,
-        caller: &Caller,
+        records: &[(&AuditRecord, &Caller, String)],
         status: u16,
-        target: &str,
     ) -> sqlx::Result<()> {
-        self.insert(Some(caller), status, Some(target), 1).execute(conn).await.map(|_| ())
+        if records.is_empty() {
+            return Ok(());
+        }
+        fn column<'a, T>(records: &'a [(&AuditRecord, &Caller, String)], f: impl Fn(&'a AuditRecord) -> T) -> Vec<T> {
+            records.iter().map(|(r, _, _)| f(r)).collect()
+        }
+        sqlx::query(
+            "INSERT INTO audit_log (user_id, token_id, method, route, path, target, status, request_id, client_ip,
+                                    user_agent, occurrences)
+             SELECT user_id, token_id, method, route, path, target, $7, request_id, client_ip, user_agent, 1
+             FROM unnest($1::int8[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[], $8::text[],
+                         $9::text[], $10::text[])
+                  AS a(user_id, token_id, method, route, path, target, request_id, client_ip, user_agent)",
+        )
+        .bind(records.iter().map(|(_, c, _)| c.user_id).collect::<Vec<_>>())
+        .bind(records.iter().map(|(_, c, _)| c.token_id).collect::<Vec<_>>())
+        .bind(column(records, |r| r.method.as_str()))
+        .bind(column(records, |r| r.route.as_str()))
+        .bind(column(records, |r| r.path.as_str()))
+        .bind(records.iter().map(|(_, _, t)| t.as_str()).collect::<Vec<_>>())
+        .bind(status as i16)
+        .bind(column(records, |r| r.request_id.as_deref()))
+        .bind(column(records, |r| r.client_ip.as_deref()))
+        .bind(column(records, |r| r.user_agent.as_deref()))
+        .execute(conn)
+        .await
+        .map(|_| ())
     }
 
     fn insert<'q>(

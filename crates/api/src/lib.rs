@@ -6,6 +6,7 @@ pub mod audit;
 pub mod cache;
 pub mod client_addr;
 pub mod config;
+pub mod creations;
 pub mod error;
 pub mod events;
 pub mod extract;

@@ -175,7 +175,7 @@ pub async fn authenticate(State(state): State<AppState>, mut req: Request, next:
     let ip = client_ip(&state, &req);
     let audit = AuditRecord::of(&req, ip.clone());
     if let Some(record) = &audit {
-        // A handler may write it in its own transaction (see `AuditRecord::write_on`).
+        // A handler may write it in its own transaction (see `AuditRecord::write_all_on`).
         req.extensions_mut().insert(record.clone());
     }
     let failures = refusals_subject(ip.as_deref());

@@ -11,6 +11,7 @@ use crate::admission::WriteGate;
 use crate::audit::RefusalTally;
 use crate::cache::TaskCache;
 use crate::config::ApiSettings;
+use crate::creations::GroupCommit;
 use crate::events::TaskFeed;
 use crate::metrics::ApiMetrics;
 use crate::ops::Prometheus;
@@ -26,6 +27,8 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     pub db: PgPool,
     pub queue: Queue,
+    /// Creations without an idempotency key, committed in batches.
+    pub creations: GroupCommit,
     pub redis: Redis,
     pub cache: TaskCache,
     pub limiter: RateLimiter,
@@ -61,8 +64,10 @@ impl AppState {
             settings.redis_timeout,
             metrics.clone(),
         )?;
+        let queue = Queue::new(db.clone());
         Ok(AppState(Arc::new(Shared {
-            queue: Queue::new(db.clone()),
+            creations: GroupCommit::new(db.clone(), queue.clone()),
+            queue,
             cache: TaskCache::new(redis.clone(), settings.cache_ttl, metrics.clone()),
             limiter: RateLimiter::new(redis.clone(), settings.rate_limit_per_minute),
             auth_failures: RateLimiter::new(redis.clone(), settings.auth_failures_per_minute),

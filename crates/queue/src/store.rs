@@ -120,13 +120,17 @@ impl Queue {
 
     /// Inserts tasks on `conn`, typically inside the caller's transaction so the task and
     /// whatever else the caller records commit together. Returned in input order.
-    pub async fn enqueue_on(conn: &mut PgConnection, tasks: &[NewTask]) -> sqlx::Result<Vec<Task>> {
-        if tasks.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut cols = Columns::with_capacity(tasks.len());
+    pub async fn enqueue_on<'a>(
+        conn: &mut PgConnection,
+        tasks: impl IntoIterator<Item = &'a NewTask>,
+    ) -> sqlx::Result<Vec<Task>> {
+        let tasks = tasks.into_iter();
+        let mut cols = Columns::with_capacity(tasks.size_hint().0);
         for t in tasks {
             cols.push(t);
+        }
+        if cols.title.is_empty() {
+            return Ok(Vec::new());
         }
         let sql = format!(
             "INSERT INTO tasks (title, description, kind, payload, priority, run_at, max_attempts, timeout_secs, \

@@ -18,6 +18,7 @@ use serde_json::json;
 
 use crate::accounts::Caller;
 use crate::audit::{AuditRecord, Audited};
+use crate::creations::{self, Creation};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery, Id};
 use crate::idempotency::{self, IdempotencyKey};
@@ -154,54 +155,69 @@ async fn create(
     tasks: Vec<NewTask>,
     many: bool,
 ) -> ApiResult<Response> {
-    let mut tx = state.db.begin_with(BEGIN_NOTIFY_AFTER_COMMIT).await?;
-    if let Some((key, fingerprint)) = &key {
-        if let Some(replay) = idempotency::claim(&mut tx, caller.user_id, key, fingerprint).await? {
-            tx.rollback().await?;
-            let status = StatusCode::from_u16(replay.status).unwrap_or(StatusCode::OK);
-            let mut r = (status, Json(replay.body)).into_response();
-            r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-            return Ok(r);
-        }
-    }
-    let created = Queue::enqueue_on(&mut tx, &tasks).await?;
-    // What an idempotent retry replays, and a bulk create's answer.
-    let body = (many || key.is_some()).then(|| {
-        if many {
-            json!({ "success": true, "data": created })
-        } else {
-            json!({ "success": true, "data": created[0] })
-        }
-    });
-    if let (Some((key, _)), Some(body)) = (&key, &body) {
-        idempotency::store(&mut tx, caller.user_id, key, StatusCode::CREATED.as_u16(), body).await?;
-    }
-    let (first, last) = (created[0].id, created[created.len() - 1].id);
-    let target = if many { format!("tasks:{first}..{last} ({})", created.len()) } else { format!("task:{first}") };
-    if let Some(audit) = &audit {
-        audit.write_on(&mut tx, &caller, StatusCode::CREATED.as_u16(), &target).await?;
-    }
-    tx.commit().await?;
-    let ids: Vec<i64> = created.iter().map(|t| t.id).collect();
-    state.queue.notify_inserted(&ids);
+    let audited = audit.is_some();
+    let creation = Creation { tasks, many, audit: audit.map(|record| (record, caller.clone())) };
+    let (created, body) = match &key {
+        Some((key, fingerprint)) => match create_once(state, &caller, key, fingerprint, &creation).await? {
+            Ok(created) => created,
+            Err(replay) => return Ok(replay),
+        },
+        None => (state.creations.create(creation).await?, None),
+    };
     for t in &created {
         state.metrics.tasks_created.with_label_values(&[&t.kind]).inc();
     }
-    let mut r = if let (true, Some(body)) = (many, body) {
-        let mut r = (StatusCode::CREATED, Json(body)).into_response();
+    let mut r = if many {
+        let target = creations::target(&created, many);
+        let mut r = (StatusCode::CREATED, Json(body.unwrap_or_else(|| answer(&created, true)))).into_response();
         r.extensions_mut().insert(AuditTarget(target));
         r
     } else {
         let mut r = task_response(StatusCode::CREATED, &created[0]);
-        if let Ok(location) = HeaderValue::from_str(&format!("/tasks/{first}")) {
+        if let Ok(location) = HeaderValue::from_str(&format!("/tasks/{}", created[0].id)) {
             r.headers_mut().insert(header::LOCATION, location);
         }
         r
     };
-    if audit.is_some() {
+    if audited {
         r.extensions_mut().insert(Audited);
     }
     Ok(r)
+}
+
+/// A creation's answer body, which an idempotent retry replays.
+fn answer(created: &[Task], many: bool) -> serde_json::Value {
+    if many {
+        json!({ "success": true, "data": created })
+    } else {
+        json!({ "success": true, "data": created[0] })
+    }
+}
+
+/// A creation under an idempotency key, in a transaction of its own with the key's
+/// claim and stored answer: the tasks and that answer, or the replay of the first
+/// request's answer.
+async fn create_once(
+    state: &AppState,
+    caller: &Caller,
+    key: &IdempotencyKey,
+    fingerprint: &[u8],
+    creation: &Creation,
+) -> ApiResult<Result<(Vec<Task>, Option<serde_json::Value>), Response>> {
+    let mut tx = state.db.begin_with(BEGIN_NOTIFY_AFTER_COMMIT).await?;
+    if let Some(replay) = idempotency::claim(&mut tx, caller.user_id, key, fingerprint).await? {
+        tx.rollback().await?;
+        let status = StatusCode::from_u16(replay.status).unwrap_or(StatusCode::OK);
+        let mut r = (status, Json(replay.body)).into_response();
+        r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        return Ok(Err(r));
+    }
+    let created = creations::insert_on(&mut tx, std::slice::from_ref(creation)).await?.remove(0);
+    let body = answer(&created, creation.many);
+    idempotency::store(&mut tx, caller.user_id, key, StatusCode::CREATED.as_u16(), &body).await?;
+    tx.commit().await?;
+    state.queue.notify_inserted(&created.iter().map(|t| t.id).collect::<Vec<_>>());
+    Ok(Ok((created, Some(body))))
 }
 
 /// Query parameters of `GET /tasks`.

@@ -1,6 +1,9 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use flowforge_api::creations::Creation;
+use flowforge_queue::NewTask;
+
 use crate::helpers::{assert_error, TestApp};
 
 #[tokio::test]
@@ -385,4 +388,82 @@ async fn a_change_that_finds_every_turn_taken_is_refused_quickly_and_loses_nothi
         sqlx::query_scalar("SELECT title FROM tasks ORDER BY id").fetch_all(&app.db.pool).await.unwrap();
     assert_eq!(titles, ["edited", "later"], "the refused task was not created");
     assert_eq!(app.metric("overloaded_requests_total").await, 1.0);
+}
+
+#[tokio::test]
+async fn concurrent_creations_commit_together_each_with_its_own_owner_and_audit_row() {
+    // Every request in flight at once, none turned away.
+    let app = TestApp::spawn_with(&[
+        ("WRITE_CONCURRENCY", "200"),
+        ("WRITE_QUEUE_TIMEOUT", "10s"),
+        ("RATE_LIMIT_PER_MINUTE", "100000"),
+    ])
+    .await;
+    let (ann, ben) = (app.user("ann").await, app.user("ben").await);
+    let requests: Vec<_> = (0..120)
+        .map(|i| {
+            let (who, token) = if i % 2 == 0 { ("ann", &ann) } else { ("ben", &ben) };
+            let req = app
+                .request(Method::POST, "/tasks", token)
+                .header("X-Request-Id", format!("burst-{i}"))
+                .json(&json!({"title": format!("{who} {i}")}));
+            tokio::spawn(async move {
+                let r = req.send().await.unwrap();
+                assert_eq!(r.status(), 201);
+                r.json::<Value>().await.unwrap()["data"].clone()
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for r in requests {
+        answers.push(r.await.unwrap());
+    }
+
+    let rows: Vec<CreatedRow> = sqlx::query_as(
+        "SELECT t.id, t.title, u.name AS owner, t.request_id, a.request_id AS audited_request
+         FROM tasks t JOIN users u ON u.id = t.owner_id
+              JOIN audit_log a ON a.target = 'task:' || t.id AND a.user_id = t.owner_id",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 120, "one task and one audit row per request");
+    for row in &rows {
+        let answer = answers.iter().find(|a| a["id"] == row.id).expect("every task was answered");
+        assert_eq!(answer["title"], row.title);
+        assert!(row.title.starts_with(&row.owner), "{} is owned by its creator, not {}", row.title, row.owner);
+        assert_eq!(row.request_id, row.audited_request, "the audit row is the creating request's");
+    }
+    let transactions: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT xmin::text) FROM tasks").fetch_one(&app.db.pool).await.unwrap();
+    assert!(transactions < 120, "creations arriving together share commits ({transactions} transactions)");
+}
+
+#[derive(sqlx::FromRow)]
+struct CreatedRow {
+    id: i64,
+    title: String,
+    owner: String,
+    request_id: Option<String>,
+    audited_request: Option<String>,
+}
+
+#[tokio::test]
+async fn a_creation_the_database_refuses_does_not_take_its_batch_with_it() {
+    let app = TestApp::spawn().await;
+    let task = |title: &str, max_attempts: i32| Creation {
+        tasks: vec![NewTask { title: title.to_owned(), max_attempts, ..NewTask::new("noop", json!({})) }],
+        many: false,
+        audit: None,
+    };
+    // Sent before the batcher first runs, so they share a transaction; the database
+    // refuses the one with no attempts allowed.
+    let results = futures::future::join_all(
+        (0..20).map(|i| app.state.creations.create(task(&format!("good {i}"), if i == 7 { 0 } else { 3 }))),
+    )
+    .await;
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(result.is_ok(), i != 7, "creation {i}: {:?}", result.as_ref().err());
+    }
+    assert_eq!(app.task_count().await, 19);
 }
