@@ -58,6 +58,11 @@ pub struct ApiSettings {
     pub token_ttl: Option<Duration>,
     /// Working tokens a user may hold at once.
     pub max_tokens_per_user: i64,
+    /// Unfinished (pending or running) tasks a user other than an admin may have; `None`:
+    /// no cap.
+    pub user_max_unfinished_tasks: Option<u32>,
+    /// The highest priority a user other than an admin may give a task.
+    pub user_max_priority: i32,
     /// Event streams open at once on a replica, and per user on a replica.
     pub max_streams: usize,
     pub max_streams_per_user: usize,
@@ -120,6 +125,12 @@ impl ApiSettings {
             s.problem("FLOWFORGE_TOKEN_TTL must be at least 1m, or never");
         }
         let max_tokens_per_user = s.parse_or("MAX_TOKENS_PER_USER", 20i64);
+        let user_max_unfinished_tasks = Some(s.parse_or("USER_MAX_UNFINISHED_TASKS", 10_000u32)).filter(|&n| n > 0);
+        let user_max_priority = s.parse_or("USER_MAX_PRIORITY", 10i32);
+        // At least the default priority (0), which every task without one gets.
+        if !(0..=*crate::requests::PRIORITY_RANGE.end()).contains(&user_max_priority) {
+            s.problem("FLOWFORGE_USER_MAX_PRIORITY must be between 0 and 100");
+        }
         let max_streams = s.parse_or("MAX_STREAMS", 1000usize);
         let max_streams_per_user = s.parse_or("MAX_STREAMS_PER_USER", 10usize);
         if max_tokens_per_user < 1 {
@@ -175,6 +186,8 @@ impl ApiSettings {
             session_ttl,
             token_ttl,
             max_tokens_per_user,
+            user_max_unfinished_tasks,
+            user_max_priority,
             max_streams,
             max_streams_per_user,
             webhook_keys: webhook_keys.expect("checked by finish"),

@@ -49,6 +49,10 @@ pub enum ApiError {
     Overloaded,
     #[error("{0}")]
     TooManyStreams(&'static str),
+    #[error(
+        "you have {limit} or more tasks pending or running, the most one user may have; retry when some have finished"
+    )]
+    TooManyTasks { limit: u32 },
     #[error("a dependency is unavailable; retry shortly")]
     Unavailable,
     /// The request ran past `FLOWFORGE_REQUEST_TIMEOUT` and was stopped; its
@@ -93,6 +97,7 @@ impl ApiError {
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
             ApiError::Overloaded => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
             ApiError::TooManyStreams(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_streams"),
+            ApiError::TooManyTasks { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_tasks"),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::TimedOut => (StatusCode::SERVICE_UNAVAILABLE, "timeout"),
             ApiError::MetricsUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "metrics_unavailable"),
@@ -120,7 +125,7 @@ impl IntoResponse for ApiError {
             ApiError::Overloaded => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            ApiError::TooManyStreams(_) => {
+            ApiError::TooManyStreams(_) | ApiError::TooManyTasks { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             ApiError::Unavailable | ApiError::MetricsUnavailable(_) => {

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod openapi;
 pub mod ops;
+pub mod quota;
 pub mod rate_limit;
 pub mod redis;
 pub mod requests;

@@ -35,7 +35,8 @@ pub struct CreateTask {
     pub kind: Option<String>,
     #[schema(value_type = Option<Object>, example = json!({"duration_ms": 250}))]
     pub payload: Option<Value>,
-    /// -100..=100, higher runs first (default 0).
+    /// -100..=100, higher runs first (default 0). Above `FLOWFORGE_USER_MAX_PRIORITY`
+    /// (default 10) only for admins.
     pub priority: Option<i32>,
     /// When to run it (default now).
     pub run_at: Option<DateTime<Utc>>,
@@ -58,6 +59,7 @@ pub struct UpdateTask {
     pub kind: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub payload: Option<Value>,
+    /// As at creation: above `FLOWFORGE_USER_MAX_PRIORITY` only for admins.
     pub priority: Option<i32>,
     pub run_at: Option<DateTime<Utc>>,
     pub max_attempts: Option<i32>,

@@ -15,6 +15,7 @@ use crate::creations::GroupCommit;
 use crate::events::TaskFeed;
 use crate::metrics::ApiMetrics;
 use crate::ops::Prometheus;
+use crate::quota::TaskQuota;
 use crate::rate_limit::RateLimiter;
 use crate::redis::Redis;
 use crate::routes::live::StreamSlots;
@@ -36,6 +37,7 @@ pub struct Shared {
     pub auth_failures: RateLimiter,
     pub refusals: RefusalTally,
     pub writes: WriteGate,
+    pub quota: TaskQuota,
     pub tokens: Arc<TokenCache>,
     pub metrics: Arc<ApiMetrics>,
     pub feed: TaskFeed,
@@ -73,6 +75,7 @@ impl AppState {
             auth_failures: RateLimiter::new(redis.clone(), settings.auth_failures_per_minute),
             refusals: RefusalTally::default(),
             writes: WriteGate::new(settings.write_concurrency, settings.write_queue_timeout),
+            quota: TaskQuota::new(db.clone(), settings.user_max_unfinished_tasks),
             tokens: Arc::new(TokenCache::new(settings.auth_cache_ttl)),
             feed: TaskFeed::default(),
             prometheus: Prometheus::new(settings.prometheus_url.as_deref())?,

@@ -19,7 +19,7 @@ use serde_json::json;
 use crate::accounts::Caller;
 use crate::audit::{AuditRecord, Audited};
 use crate::creations::{self, Creation};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, FieldError};
 use crate::extract::{ApiJson, ApiQuery, Id};
 use crate::idempotency::{self, IdempotencyKey};
 use crate::middleware::{AuditTarget, RequestId, TraceId};
@@ -116,13 +116,14 @@ pub async fn create_task(
     let key = IdempotencyKey::from_headers(&headers)?.map(|k| (k, idempotency::fingerprint("POST /tasks", &body)));
     let mut errors = Vec::new();
     let task = body.parse(&state.kinds, &creator.origin, "", &mut errors).ok_or(ApiError::Validation(errors))?;
+    within_priority_cap(&state, &creator.caller, [("priority".to_owned(), task.priority)])?;
     create(&state, creator, key, vec![task], false).await
 }
 
 /// Create up to `FLOWFORGE_BULK_MAX_TASKS` tasks in one transaction: all or none.
 #[utoipa::path(post, path = "/tasks/bulk", tag = "tasks", request_body = BulkCreate,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for retries of the same request")),
-    responses((status = 201, body = TaskListEnvelope), (status = 422, body = ErrorBody)),
+    responses((status = 201, body = TaskListEnvelope), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_tasks(
     State(state): State<AppState>,
@@ -145,7 +146,13 @@ pub async fn create_tasks(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    create(&state, creator, key, tasks.into_iter().flatten().collect(), true).await
+    let tasks: Vec<NewTask> = tasks.into_iter().flatten().collect();
+    within_priority_cap(
+        &state,
+        &creator.caller,
+        tasks.iter().enumerate().map(|(i, t)| (format!("tasks[{i}].priority"), t.priority)),
+    )?;
+    create(&state, creator, key, tasks, true).await
 }
 
 async fn create(
@@ -162,7 +169,10 @@ async fn create(
             Ok(created) => created,
             Err(replay) => return Ok(replay),
         },
-        None => (state.creations.create(creation).await?, None),
+        None => {
+            state.quota.admit(&caller, creation.tasks.len()).await?;
+            (state.creations.create(creation).await?, None)
+        }
     };
     for t in &created {
         state.metrics.tasks_created.with_label_values(&[&t.kind]).inc();
@@ -212,6 +222,7 @@ async fn create_once(
         r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
         return Ok(Err(r));
     }
+    state.quota.admit(caller, creation.tasks.len()).await?;
     let created = creations::insert_on(&mut tx, std::slice::from_ref(creation)).await?.remove(0);
     let body = answer(&created, creation.many);
     idempotency::store(&mut tx, caller.user_id, key, StatusCode::CREATED.as_u16(), &body).await?;
@@ -385,7 +396,31 @@ pub async fn edit_task(
     ApiJson(body): ApiJson<UpdateTask>,
 ) -> ApiResult<Response> {
     let changes = body.parse(&state.kinds, method == Method::PUT).map_err(ApiError::Validation)?;
+    within_priority_cap(&state, &caller, changes.edit.priority.map(|p| ("priority".to_owned(), p)))?;
     update(&state, &caller, id, &headers, changes).await
+}
+
+/// Priorities above `FLOWFORGE_USER_MAX_PRIORITY` are for admins: a user who could set
+/// the highest would jump every other user's tasks.
+fn within_priority_cap(
+    state: &AppState,
+    caller: &Caller,
+    priorities: impl IntoIterator<Item = (String, i16)>,
+) -> ApiResult<()> {
+    let cap = state.settings.user_max_priority;
+    if caller.is_admin() {
+        return Ok(());
+    }
+    let errors: Vec<FieldError> = priorities
+        .into_iter()
+        .filter(|&(_, p)| i32::from(p) > cap)
+        .map(|(field, _)| FieldError::new(field, format!("above {cap} can be set only by an admin")))
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
 }
 
 /// All of a PUT/PATCH in one transaction on the locked row: either every requested
