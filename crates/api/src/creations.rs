@@ -5,10 +5,13 @@
 //! load a batch holds a single creation and nothing waits. Every creation still commits
 //! with its audit row, and its answer goes out only after that commit.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use flowforge_queue::{NewTask, Queue, Task, BEGIN_NOTIFY_AFTER_COMMIT};
-use sqlx::{PgConnection, PgPool};
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection, PgConnection, PgPool, Postgres};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::accounts::Caller;
@@ -59,16 +62,38 @@ pub async fn insert_on(conn: &mut PgConnection, creations: &[Creation]) -> sqlx:
 
 type Reply = oneshot::Sender<Result<Vec<Task>, ApiError>>;
 
+/// A creation waiting for a batch. It is taken into a batch only once that batch holds a
+/// connection, and the request gives up only while it has not been taken: so a request
+/// either is answered after its batch's commit or is told nothing was done, never both.
+struct Waiting {
+    creation: Creation,
+    reply: Reply,
+    state: Arc<AtomicU8>,
+}
+
+const QUEUED: u8 = 0;
+const TAKEN: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl Waiting {
+    fn take(&self) -> bool {
+        self.state.compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+}
+
 /// The replica's batcher. Its writer starts with the first creation.
 pub struct GroupCommit {
     db: PgPool,
     queue: Queue,
-    sender: OnceLock<mpsc::UnboundedSender<(Creation, Reply)>>,
+    /// How long a creation waits to be taken into a batch: the pool's acquire timeout,
+    /// as long as it would have waited for a connection of its own.
+    patience: Duration,
+    sender: OnceLock<mpsc::UnboundedSender<Waiting>>,
 }
 
 impl GroupCommit {
-    pub fn new(db: PgPool, queue: Queue) -> Self {
-        GroupCommit { db, queue, sender: OnceLock::new() }
+    pub fn new(db: PgPool, queue: Queue, patience: Duration) -> Self {
+        GroupCommit { db, queue, patience, sender: OnceLock::new() }
     }
 
     /// Creates the tasks, committed with their audit row, in the next batch. Unbounded
@@ -80,41 +105,77 @@ impl GroupCommit {
             tokio::spawn(gather(self.db.clone(), self.queue.clone(), creations));
             sender
         });
-        let (reply, answer) = oneshot::channel();
-        sender.send((creation, reply)).map_err(|_| ApiError::Unavailable)?;
+        let (reply, mut answer) = oneshot::channel();
+        let state = Arc::new(AtomicU8::new(QUEUED));
+        sender.send(Waiting { creation, reply, state: state.clone() }).map_err(|_| ApiError::Unavailable)?;
+        if let Ok(answered) = tokio::time::timeout(self.patience, &mut answer).await {
+            return answered.map_err(|_| ApiError::Unavailable)?;
+        }
+        if state.compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            tracing::warn!(waited = ?self.patience, "no connection for a batch of creations");
+            return Err(ApiError::Unavailable);
+        }
         answer.await.map_err(|_| ApiError::Unavailable)?
     }
 }
 
-/// Takes whatever has gathered whenever a writer is free, and writes it as one batch.
-async fn gather(db: PgPool, queue: Queue, mut creations: mpsc::UnboundedReceiver<(Creation, Reply)>) {
-    let writers = std::sync::Arc::new(Semaphore::new(WRITERS));
+/// Whenever a writer is free and a creation waits: takes a connection, then every
+/// creation waiting by then, and writes them as one batch.
+async fn gather(db: PgPool, queue: Queue, mut waiting: mpsc::UnboundedReceiver<Waiting>) {
+    let writers = Arc::new(Semaphore::new(WRITERS));
     loop {
         let Ok(writer) = writers.clone().acquire_owned().await else { return };
-        let Some(first) = creations.recv().await else { return };
-        let mut size = first.0.tasks.len();
-        let mut batch = vec![first];
-        while size < MAX_BATCH_TASKS {
-            let Ok(next) = creations.try_recv() else { break };
-            size += next.0.tasks.len();
-            batch.push(next);
+        let Some(first) = waiting.recv().await else { return };
+        let conn = db.acquire().await;
+        let mut size = 0;
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(w) = next.take() {
+            // Requests that gave up (told nothing was done), or whose client left, are
+            // not written.
+            if w.take() && !w.reply.is_closed() {
+                size += w.creation.tasks.len();
+                batch.push(w);
+            }
+            if size < MAX_BATCH_TASKS {
+                next = waiting.try_recv().ok();
+            }
+        }
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(e) => {
+                answer_failed(batch.into_iter().map(|w| w.reply), ApiError::from(e));
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            continue;
         }
         let (db, queue) = (db.clone(), queue.clone());
         tokio::spawn(async move {
-            write(&db, &queue, batch).await;
+            write(conn, &db, &queue, batch).await;
             drop(writer);
         });
     }
 }
 
-async fn write(db: &PgPool, queue: &Queue, batch: Vec<(Creation, Reply)>) {
-    // A request that stopped waiting (its client left, or it timed out and told the
-    // client nothing was changed) is not written.
-    let (creations, replies): (Vec<Creation>, Vec<Reply>) = batch.into_iter().filter(|(_, r)| !r.is_closed()).unzip();
-    if creations.is_empty() {
-        return;
+/// The first creation gets `error`; the others, which shared its batch, are told the
+/// database is unavailable.
+fn answer_failed(replies: impl IntoIterator<Item = Reply>, error: ApiError) {
+    let mut replies = replies.into_iter();
+    if let Some(first) = replies.next() {
+        let _ = first.send(Err(error));
     }
-    match commit(db, queue, &creations).await {
+    for reply in replies {
+        let _ = reply.send(Err(ApiError::Unavailable));
+    }
+}
+
+async fn write(mut conn: PoolConnection<Postgres>, db: &PgPool, queue: &Queue, batch: Vec<Waiting>) {
+    let (creations, replies): (Vec<Creation>, Vec<Reply>) = batch.into_iter().map(|w| (w.creation, w.reply)).unzip();
+    let result = commit(&mut conn, queue, &creations).await;
+    drop(conn);
+    match result {
         Ok(created) => {
             for (reply, tasks) in replies.into_iter().zip(created) {
                 let _ = reply.send(Ok(tasks));
@@ -126,26 +187,23 @@ async fn write(db: &PgPool, queue: &Queue, batch: Vec<(Creation, Reply)>) {
                 // Something in one creation was refused: each goes alone, so the others
                 // are not refused with it.
                 for (creation, reply) in creations.into_iter().zip(replies) {
-                    let result = commit(db, queue, std::slice::from_ref(&creation)).await;
+                    let result = match db.acquire().await {
+                        Ok(mut conn) => commit(&mut conn, queue, std::slice::from_ref(&creation)).await,
+                        Err(e) => Err(e),
+                    };
                     let _ = reply.send(result.map(|mut c| c.remove(0)).map_err(ApiError::from));
                 }
                 return;
             }
-            let mut replies = replies.into_iter();
-            if let Some(first) = replies.next() {
-                let _ = first.send(Err(error));
-            }
-            for reply in replies {
-                let _ = reply.send(Err(ApiError::Unavailable));
-            }
+            answer_failed(replies, error);
         }
     }
 }
 
 /// One transaction for `creations`; the workers and the change feed hear of the tasks
 /// after the commit.
-async fn commit(db: &PgPool, queue: &Queue, creations: &[Creation]) -> sqlx::Result<Vec<Vec<Task>>> {
-    let mut tx = db.begin_with(BEGIN_NOTIFY_AFTER_COMMIT).await?;
+async fn commit(conn: &mut PgConnection, queue: &Queue, creations: &[Creation]) -> sqlx::Result<Vec<Vec<Task>>> {
+    let mut tx = conn.begin_with(BEGIN_NOTIFY_AFTER_COMMIT).await?;
     let created = insert_on(&mut tx, creations).await?;
     tx.commit().await?;
     let ids: Vec<i64> = created.iter().flatten().map(|t| t.id).collect();

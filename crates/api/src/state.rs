@@ -68,7 +68,7 @@ impl AppState {
         )?;
         let queue = Queue::new(db.clone());
         Ok(AppState(Arc::new(Shared {
-            creations: GroupCommit::new(db.clone(), queue.clone()),
+            creations: GroupCommit::new(db.clone(), queue.clone(), settings.database.acquire_timeout),
             queue,
             cache: TaskCache::new(redis.clone(), settings.cache_ttl, metrics.clone()),
             limiter: RateLimiter::new(redis.clone(), settings.rate_limit_per_minute),

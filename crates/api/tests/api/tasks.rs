@@ -467,3 +467,46 @@ async fn a_creation_the_database_refuses_does_not_take_its_batch_with_it() {
     }
     assert_eq!(app.task_count().await, 19);
 }
+
+#[tokio::test]
+async fn with_no_connection_to_be_had_each_creation_is_refused_within_the_acquire_timeout() {
+    let app = TestApp::spawn_with(&[
+        ("DATABASE_MAX_CONNECTIONS", "2"),
+        ("DATABASE_ACQUIRE_TIMEOUT", "2s"),
+        ("AUTH_CACHE_TTL", "60s"),
+        ("WRITE_CONCURRENCY", "20"),
+        ("WRITE_QUEUE_TIMEOUT", "10s"),
+    ])
+    .await;
+    app.create(&app.admin, &json!({"title": "before"})).await; // the token is checked now
+                                                               // Every connection the pool will give (the live feed keeps one of its own).
+    let mut held = Vec::new();
+    while let Ok(conn) = tokio::time::timeout(std::time::Duration::from_millis(300), app.state.db.acquire()).await {
+        held.push(conn.unwrap());
+    }
+    assert!(!held.is_empty());
+
+    // Three waves: the first two batches wait for a connection, the third queues behind
+    // them, and must not wait for theirs and then for its own.
+    let create = |i: usize| {
+        let req = app.request(Method::POST, "/tasks", &app.admin).json(&json!({"title": format!("t{i}")}));
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let r = req.send().await.unwrap();
+            (r.status(), started.elapsed())
+        })
+    };
+    let mut sent: Vec<_> = (0..2).map(create).collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sent.extend((2..4).map(create));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    sent.extend((4..8).map(create));
+    for (i, s) in sent.into_iter().enumerate() {
+        let (status, took) = s.await.unwrap();
+        assert_eq!(status, 503, "creation {i}");
+        assert!(took < std::time::Duration::from_millis(3_000), "creation {i} answered after {took:?}");
+    }
+    drop(held);
+    app.create(&app.admin, &json!({"title": "after"})).await;
+    assert_eq!(app.task_count().await, 2, "nothing refused was created");
+}
