@@ -1,0 +1,311 @@
+//! The docs against the code, so they cannot drift: every command in a fenced shell block
+//! of README.md and docs/ (and every inline `flowforge …` or `scripts/stack.sh …`) names a `scripts/stack.sh` subcommand, a script, or a
+//! `flowforge` subcommand and flags that exist; and every `FLOWFORGE_*` variable the code
+//! reads is in docs/configuration.md.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Files under `dir` (recursively) whose names end with one of `suffixes`.
+fn files(dir: &Path, suffixes: &[&str]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return found };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if path.is_dir() && !["target", "node_modules", ".git"].contains(&name) {
+            found.extend(files(&path, suffixes));
+        } else if suffixes.iter().any(|s| name.ends_with(s)) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// README.md and every page under docs/.
+fn pages() -> Vec<PathBuf> {
+    let root = repo();
+    let mut pages = vec![root.join("README.md")];
+    pages.extend(files(&root.join("docs"), &[".md"]));
+    pages
+}
+
+/// The lines of fenced `sh`/`bash`/`shell`/`console` blocks, continuations joined.
+fn shell_lines(markdown: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut fence: Option<bool> = None;
+    let mut pending = String::new();
+    for line in markdown.lines() {
+        if let Some(info) = line.trim_start().strip_prefix("```") {
+            fence = match fence {
+                None => Some(["sh", "bash", "shell", "console"].contains(&info.trim())),
+                Some(_) => None,
+            };
+            continue;
+        }
+        if fence != Some(true) {
+            continue;
+        }
+        let line = line.trim().trim_start_matches("$ ");
+        match line.strip_suffix('\\') {
+            Some(start) => pending.push_str(start),
+            None => {
+                pending.push_str(line);
+                lines.push(std::mem::take(&mut pending));
+            }
+        }
+    }
+    lines
+}
+
+/// Inline code spans that are commands of ours: `flowforge …` and `scripts/….sh …`.
+fn inline_commands(markdown: &str) -> Vec<String> {
+    let mut in_fence = false;
+    let mut spans = Vec::new();
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            in_fence = !in_fence;
+            continue;
+        }
+        if in_fence {
+            continue;
+        }
+        for (i, span) in line.split('`').enumerate() {
+            let ours = span.starts_with("flowforge ") || span.starts_with("scripts/stack.sh ");
+            // `flowforge …` names the CLI, not a command.
+            if i % 2 == 1 && ours && !span.contains('…') {
+                spans.push(span.to_owned());
+            }
+        }
+    }
+    spans
+}
+
+/// The simple commands of a shell line: comments dropped, split at pipes, lists and
+/// command substitutions, leading `NAME=value` assignments removed.
+fn commands(line: &str) -> Vec<Vec<String>> {
+    let code = match line.find(" #") {
+        Some(i) => &line[..i],
+        None if line.starts_with('#') => "",
+        None => line,
+    };
+    code.replace("$(", ";")
+        .replace([')', '|', '&'], ";")
+        .split(';')
+        .map(|part| {
+            part.split_whitespace()
+                .skip_while(|w| {
+                    w.split_once('=')
+                        .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+                })
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+fn flowforge_help(path: &[&str]) -> Option<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_flowforge")).args(path).arg("--help").output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Problems with a `flowforge` command line (the words after `flowforge`).
+fn check_flowforge(words: &[String]) -> Vec<String> {
+    let mut path: Vec<&str> = Vec::new();
+    let mut help = flowforge_help(&[]).expect("flowforge --help");
+    for w in words.iter().take_while(|w| !w.starts_with('-')) {
+        let mut longer = path.clone();
+        longer.push(w);
+        match flowforge_help(&longer) {
+            Some(h) if h != help => {
+                path = longer;
+                help = h;
+            }
+            _ => break,
+        }
+    }
+    let mut problems = Vec::new();
+    if path.is_empty() && !words.is_empty() {
+        problems.push(format!("`flowforge {}`: no such subcommand", words[0]));
+    }
+    for flag in words.iter().filter(|w| w.starts_with("--")) {
+        let flag = flag.split('=').next().unwrap_or_default().trim_end_matches(']');
+        let known = help.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).any(|w| w == flag);
+        if !known {
+            problems.push(format!("`flowforge {}` has no flag {flag}", path.join(" ")));
+        }
+    }
+    problems
+}
+
+/// The subcommands `scripts/stack.sh` dispatches on, and the text its flags must be in.
+fn stack_script() -> (BTreeSet<String>, String) {
+    let root = repo();
+    let script = read(&root.join("scripts/stack.sh"));
+    let dispatch = script.split("case \"$command\" in").nth(1).expect("stack.sh dispatches on $command");
+    let subcommands = dispatch
+        .lines()
+        .filter_map(|l| l.split_once(')').map(|(arms, _)| arms))
+        .filter(|arms| {
+            arms.split('|')
+                .all(|a| !a.trim().is_empty() && a.trim().chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+        })
+        .flat_map(|arms| arms.split('|').map(|a| a.trim().to_owned()))
+        .collect();
+    let mut text = script;
+    for lib in files(&root.join("scripts/lib"), &[".sh"]) {
+        text.push_str(&read(&lib));
+    }
+    (subcommands, text)
+}
+
+fn check_command(words: &[String], stack: &(BTreeSet<String>, String)) -> Vec<String> {
+    let root = repo();
+    let program = words[0].as_str();
+    let args = &words[1..];
+    match program {
+        "flowforge" => check_flowforge(args),
+        "docker-compose" => {
+            vec!["bare `docker-compose` targets another project: use `scripts/stack.sh compose`".into()]
+        }
+        "docker" if args.first().map(String::as_str) == Some("compose") => {
+            vec!["bare `docker compose` targets another project: use `scripts/stack.sh compose`".into()]
+        }
+        "scripts/stack.sh" => {
+            let (subcommands, text) = stack;
+            let Some(sub) = args.first() else { return vec!["`scripts/stack.sh` without a subcommand".into()] };
+            if !subcommands.contains(sub) {
+                return vec![format!("`scripts/stack.sh {sub}`: no such subcommand")];
+            }
+            // What runs inside the stack's containers is checked like any command.
+            if let Some(at) = args.iter().position(|w| w == "flowforge") {
+                return check_flowforge(&args[at + 1..]);
+            }
+            // These hand their arguments on to Compose, psql or docker.
+            if ["compose", "psql", "docker-build"].contains(&sub.as_str()) {
+                return Vec::new();
+            }
+            args.iter()
+                .filter(|w| w.starts_with("--"))
+                .map(|f| f.split('=').next().unwrap_or_default().trim_matches(|c| c == '[' || c == ']'))
+                .filter(|f| !text.contains(f))
+                .map(|f| format!("`scripts/stack.sh {sub}` has no flag {f}"))
+                .collect()
+        }
+        "python3" | "bash" => match args.first() {
+            Some(script) if script.contains('/') && !root.join(script).is_file() => vec![format!("no file {script}")],
+            _ => Vec::new(),
+        },
+        p if p.starts_with("scripts/") || p.starts_with("tests/") || p.starts_with("deploy/") => {
+            if root.join(p).is_file() {
+                Vec::new()
+            } else {
+                vec![format!("no file {p}")]
+            }
+        }
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn every_command_in_the_docs_exists() {
+    let stack = stack_script();
+    assert!(stack.0.contains("up") && stack.0.contains("compose"), "stack.sh subcommands: {:?}", stack.0);
+    let mut problems = Vec::new();
+    let mut checked = 0;
+    for page in pages() {
+        let text = read(&page);
+        for line in shell_lines(&text).into_iter().chain(inline_commands(&text)) {
+            for words in commands(&line) {
+                checked += 1;
+                for p in check_command(&words, &stack) {
+                    problems.push(format!("{}: {p}\n    {line}", page.strip_prefix(repo()).unwrap_or(&page).display()));
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} commands found in the docs' shell blocks");
+    assert!(
+        problems.is_empty(),
+        "{} commands in the docs do not match the code:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+}
+
+/// Every `FLOWFORGE_*` name in `text`, and every name a settings source reads with
+/// the prefix left off (`parse_or("RATE_LIMIT_PER_MINUTE", …)`).
+fn variables_in(text: &str, rust: bool) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let word = |s: &str| {
+        s.chars().take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_').collect::<String>()
+    };
+    for (i, _) in text.match_indices("FLOWFORGE_") {
+        let name = word(&text[i + "FLOWFORGE_".len()..]);
+        if !name.is_empty() && !name.ends_with('_') {
+            found.insert(name);
+        }
+    }
+    if rust {
+        for reader in ["parse_or(\"", "duration_or(\"", "required(\"", ".get(\""] {
+            for (i, _) in text.match_indices(reader) {
+                let name = word(&text[i + reader.len()..]);
+                if name.len() > 2 && text[i + reader.len() + name.len()..].starts_with('"') {
+                    found.insert(name);
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn every_variable_the_code_reads_is_documented() {
+    let root = repo();
+    let mut read_by_code = BTreeSet::new();
+    for file in
+        files(&root.join("crates"), &[".rs"]).into_iter().filter(|f| f.components().any(|c| c.as_os_str() == "src"))
+    {
+        // The code, not its comments or its unit tests' made-up settings.
+        let text = read(&file);
+        let code: String = text
+            .split("#[cfg(test)]")
+            .next()
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        read_by_code.extend(variables_in(&code, true));
+    }
+    let mut others = files(&root.join("scripts"), &[".sh"]);
+    others.extend(files(&root.join("deploy"), &[".sh", "Dockerfile", ".cfg", ".yml", ".yaml"]));
+    others.extend([root.join("compose.yaml"), root.join("compose.dev.yaml"), root.join(".ci/run")]);
+    for file in others.into_iter().filter(|f| f.is_file()) {
+        read_by_code.extend(variables_in(&read(&file), false));
+    }
+    assert!(read_by_code.contains("DATABASE_URL") && read_by_code.contains("RATE_LIMIT_PER_MINUTE"));
+    let docs = read(&root.join("docs/configuration.md"));
+    let documented = |name: &str| {
+        docs.match_indices(name).any(|(i, _)| {
+            let before = &docs[..i];
+            let after = docs[i + name.len()..].chars().next().unwrap_or(' ');
+            (before.ends_with('`') || before.ends_with("FLOWFORGE_") || before.ends_with("`FLOWFORGE_"))
+                && !(after.is_ascii_uppercase() || after.is_ascii_digit() || after == '_')
+        })
+    };
+    // `X_FILE` is documented with `X` (any setting may come from a file, said once).
+    let missing: Vec<&String> =
+        read_by_code.iter().filter(|n| !documented(n) && !n.strip_suffix("_FILE").is_some_and(&documented)).collect();
+    assert!(missing.is_empty(), "read by the code, not in docs/configuration.md: {missing:?}");
+}
