@@ -187,6 +187,11 @@ async fn write(mut conn: PoolConnection<Postgres>, db: &PgPool, queue: &Queue, b
                 // Something in one creation was refused: each goes alone, so the others
                 // are not refused with it.
                 for (creation, reply) in creations.into_iter().zip(replies) {
+                    // Its request may have run out of time meanwhile, telling its client
+                    // nothing was done.
+                    if reply.is_closed() {
+                        continue;
+                    }
                     let result = match db.acquire().await {
                         Ok(mut conn) => commit(&mut conn, queue, std::slice::from_ref(&creation)).await,
                         Err(e) => Err(e),

@@ -75,7 +75,7 @@ impl AppState {
             auth_failures: RateLimiter::new(redis.clone(), settings.auth_failures_per_minute),
             refusals: RefusalTally::default(),
             writes: WriteGate::new(settings.write_concurrency, settings.write_queue_timeout),
-            quota: TaskQuota::new(db.clone(), settings.user_max_unfinished_tasks),
+            quota: TaskQuota::new(settings.user_max_unfinished_tasks),
             tokens: Arc::new(TokenCache::new(settings.auth_cache_ttl)),
             feed: TaskFeed::default(),
             prometheus: Prometheus::new(settings.prometheus_url.as_deref())?,

@@ -257,7 +257,7 @@ fn variables_in(text: &str, rust: bool) -> BTreeSet<String> {
         }
     }
     if rust {
-        for reader in ["parse_or(\"", "duration_or(\"", "required(\"", ".get(\""] {
+        for reader in ["parse_or(\"", "parse_dev_default(\"", "duration_or(\"", "required(\"", ".get(\""] {
             for (i, _) in text.match_indices(reader) {
                 let name = word(&text[i + reader.len()..]);
                 if name.len() > 2 && text[i + reader.len() + name.len()..].starts_with('"') {

@@ -463,6 +463,18 @@ impl Queue {
         }
     }
 
+    /// `owner`'s pending and running tasks, counted no further than `up_to`.
+    pub async fn count_unfinished<'c>(db: impl sqlx::PgExecutor<'c>, owner: i64, up_to: i64) -> sqlx::Result<i64> {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM tasks
+                                   WHERE owner_id = $1 AND status IN ('pending', 'running') LIMIT $2) unfinished",
+        )
+        .bind(owner)
+        .bind(up_to)
+        .fetch_one(db)
+        .await
+    }
+
     /// Counts of waiting and running tasks (each from its own partial index).
     pub async fn depth(&self) -> sqlx::Result<QueueDepth> {
         let (ready, scheduled, running): (i64, i64, i64) = sqlx::query_as(

@@ -599,6 +599,13 @@ async fn a_claim_whose_worker_dies_frees_its_task_at_once_and_counts_the_attempt
     // Inside its window the task is held by row locks only: still pending, no lease.
     let held = queue.get(id).await.unwrap().unwrap();
     assert_eq!((held.status, held.attempts, held.lease_expires_at), (TaskStatus::Pending, 0, None));
+    // The claim's marker goes out as the handlers start, from another connection (which
+    // may still be connecting): the attempt is counted once it is in.
+    eventually(Duration::from_secs(5), "the claim's marker written", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM task_claims").fetch_one(&db.pool).await.unwrap();
+        (n == 1).then_some(())
+    })
+    .await;
 
     assert_eq!(kill_claims(&db).await, 1);
     // No lease to wait out: the task is due again the moment the claim is gone.

@@ -17,6 +17,7 @@
 use std::hash::BuildHasher;
 use std::time::Instant;
 
+use anyhow::Context;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -108,37 +109,57 @@ fn api_kill(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
 /// What the proxy does with requests a replica held when it died. It cannot know whether
 /// a change went through, so it answers 502 rather than send it again (a plain `POST`
 /// retried elsewhere could create the task twice); a read is repeated on the other
-/// replica. The requests are held in the replica by a lock on `tasks` (6 s, under every
-/// timeout on the way) while one replica is killed.
+/// replica. The requests are held in the replicas by a lock on `tasks` (6 s, under every
+/// timeout on the way) while one replica is killed; the database says which requests
+/// that replica held, so the checks below cannot pass for want of any.
 fn retry_rule(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
+    const EACH: usize = 12;
     let victim = stack.container("api", 1)?;
     let before = inspect(&victim, "{{.RestartCount}}")?.parse::<u64>()?;
+    let data = format!("{}_data", stack.project);
+    let victim_ip =
+        inspect(&victim, "{{range $name, $n := .NetworkSettings.Networks}}{{$name}}={{$n.IPAddress}} {{end}}")?
+            .split_whitespace()
+            .find_map(|n| n.strip_prefix(&format!("{data}=")).map(str::to_owned))
+            .context("the replica's address on the data network")?;
     let run = format!("{:x}", std::hash::RandomState::new().hash_one(Instant::now()));
     let title = |i: usize| format!("retry rule {run} {i}");
-    let (posts, reads) = std::thread::scope(|s| {
+    let (posts, reads, held) = std::thread::scope(|s| {
         let lock =
             s.spawn(|| stack.psql("BEGIN; LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(6); COMMIT"));
         sleep(1.5);
         let mut posts = Vec::new();
         let mut reads = Vec::new();
-        for i in 0..8 {
+        for i in 0..EACH {
             let body = json!({"title": title(i), "kind": "noop"});
             posts.push(s.spawn(move || stack.post("/tasks", &body).map(|r| r.status).unwrap_or(0)));
             reads.push(s.spawn(|| stack.get("/tasks?limit=1").map(|r| r.status).unwrap_or(0)));
         }
         sleep(1.5);
+        // What the victim holds, waiting for the lock: creations (in batches) and reads.
+        let held = stack.psql(&format!(
+            "SELECT count(*) FILTER (WHERE query LIKE 'INSERT INTO tasks%'), count(*) FILTER (WHERE query LIKE 'SELECT%')
+             FROM pg_stat_activity WHERE client_addr = '{victim_ip}' AND wait_event_type = 'Lock'"
+        ));
         kill9(&victim);
         let _ = lock.join();
         let join = |v: Vec<std::thread::ScopedJoinHandle<'_, u16>>| -> Vec<u16> {
             v.into_iter().map(|h| h.join().unwrap_or(0)).collect()
         };
-        (join(posts), join(reads))
+        (join(posts), join(reads), held)
     });
+    let held = held.unwrap_or_default();
+    let (batches, held_reads) = held.trim().split_once('|').unwrap_or(("0", "0"));
     let mut created = Vec::new();
     for i in 0..posts.len() {
         created.push(stack.psql_count(&format!("SELECT count(*) FROM tasks WHERE title = '{}'", title(i)))?);
     }
+    println!("     the killed replica held {batches} creation batches and {held_reads} reads");
     println!("     creations answered {posts:?}, tasks made {created:?}; reads answered {reads:?}");
+    checks.check(
+        "retry rule: the killed replica held both creations and reads when it died",
+        batches != "0" && held_reads != "0",
+    );
     checks.check(
         "retry rule: changes the killed replica held were answered 502, not sent again",
         posts.contains(&502) && posts.iter().all(|s| [201, 502].contains(s)),

@@ -23,7 +23,7 @@ use crate::error::{ApiError, ApiResult, FieldError};
 use crate::extract::{ApiJson, ApiQuery, Id};
 use crate::idempotency::{self, IdempotencyKey};
 use crate::middleware::{AuditTarget, RequestId, TraceId};
-use crate::requests::{BulkCreate, CreateTask, Origin, StatusChange, TaskChanges, UpdateTask};
+use crate::requests::{BulkCreate, CreateTask, Origin, StatusChange, TaskChanges, UpdateTask, PRIORITY_RANGE};
 use crate::routes::{ErrorBody, TaskEnvelope, TaskListEnvelope};
 use crate::state::AppState;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
@@ -115,9 +115,12 @@ pub async fn create_task(
 ) -> ApiResult<Response> {
     let key = IdempotencyKey::from_headers(&headers)?.map(|k| (k, idempotency::fingerprint("POST /tasks", &body)));
     let mut errors = Vec::new();
-    let task = body.parse(&state.kinds, &creator.origin, "", &mut errors).ok_or(ApiError::Validation(errors))?;
-    within_priority_cap(&state, &creator.caller, [("priority".to_owned(), task.priority)])?;
-    create(&state, creator, key, vec![task], false).await
+    above_priority_cap(&state, &creator.caller, [("priority".to_owned(), body.priority)], &mut errors);
+    let task = body.parse(&state.kinds, &creator.origin, "", &mut errors);
+    match task {
+        Some(task) if errors.is_empty() => create(&state, creator, key, vec![task], false).await,
+        _ => Err(ApiError::Validation(errors)),
+    }
 }
 
 /// Create up to `FLOWFORGE_BULK_MAX_TASKS` tasks in one transaction: all or none.
@@ -137,6 +140,8 @@ pub async fn create_tasks(
     }
     let key = IdempotencyKey::from_headers(&headers)?.map(|k| (k, idempotency::fingerprint("POST /tasks/bulk", &body)));
     let mut errors = Vec::new();
+    let priorities = body.tasks.iter().enumerate().map(|(i, t)| (format!("tasks[{i}].priority"), t.priority));
+    above_priority_cap(&state, &creator.caller, priorities, &mut errors);
     let tasks: Vec<Option<NewTask>> = body
         .tasks
         .into_iter()
@@ -146,13 +151,7 @@ pub async fn create_tasks(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let tasks: Vec<NewTask> = tasks.into_iter().flatten().collect();
-    within_priority_cap(
-        &state,
-        &creator.caller,
-        tasks.iter().enumerate().map(|(i, t)| (format!("tasks[{i}].priority"), t.priority)),
-    )?;
-    create(&state, creator, key, tasks, true).await
+    create(&state, creator, key, tasks.into_iter().flatten().collect(), true).await
 }
 
 async fn create(
@@ -170,7 +169,7 @@ async fn create(
             Err(replay) => return Ok(replay),
         },
         None => {
-            state.quota.admit(&caller, creation.tasks.len()).await?;
+            state.quota.admit(&state.db, &caller, creation.tasks.len()).await?;
             (state.creations.create(creation).await?, None)
         }
     };
@@ -222,7 +221,7 @@ async fn create_once(
         r.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
         return Ok(Err(r));
     }
-    state.quota.admit(caller, creation.tasks.len()).await?;
+    state.quota.admit(&mut *tx, caller, creation.tasks.len()).await?;
     let created = creations::insert_on(&mut tx, std::slice::from_ref(creation)).await?.remove(0);
     let body = answer(&created, creation.many);
     idempotency::store(&mut tx, caller.user_id, key, StatusCode::CREATED.as_u16(), &body).await?;
@@ -395,32 +394,38 @@ pub async fn edit_task(
     headers: HeaderMap,
     ApiJson(body): ApiJson<UpdateTask>,
 ) -> ApiResult<Response> {
-    let changes = body.parse(&state.kinds, method == Method::PUT).map_err(ApiError::Validation)?;
-    within_priority_cap(&state, &caller, changes.edit.priority.map(|p| ("priority".to_owned(), p)))?;
+    let mut errors = Vec::new();
+    above_priority_cap(&state, &caller, [("priority".to_owned(), body.priority)], &mut errors);
+    let changes = match body.parse(&state.kinds, method == Method::PUT) {
+        Ok(changes) if errors.is_empty() => changes,
+        Ok(_) => return Err(ApiError::Validation(errors)),
+        Err(mut parsed) => {
+            parsed.extend(errors);
+            return Err(ApiError::Validation(parsed));
+        }
+    };
     update(&state, &caller, id, &headers, changes).await
 }
 
 /// Priorities above `FLOWFORGE_USER_MAX_PRIORITY` are for admins: a user who could set
-/// the highest would jump every other user's tasks.
-fn within_priority_cap(
+/// the highest would jump every other user's tasks. Adds a problem for each requested
+/// priority over the cap (one outside the valid range gets its own problem from parsing).
+fn above_priority_cap(
     state: &AppState,
     caller: &Caller,
-    priorities: impl IntoIterator<Item = (String, i16)>,
-) -> ApiResult<()> {
+    priorities: impl IntoIterator<Item = (String, Option<i32>)>,
+    errors: &mut Vec<FieldError>,
+) {
     let cap = state.settings.user_max_priority;
     if caller.is_admin() {
-        return Ok(());
+        return;
     }
-    let errors: Vec<FieldError> = priorities
-        .into_iter()
-        .filter(|&(_, p)| i32::from(p) > cap)
-        .map(|(field, _)| FieldError::new(field, format!("above {cap} can be set only by an admin")))
-        .collect();
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::Validation(errors))
-    }
+    errors.extend(
+        priorities
+            .into_iter()
+            .filter(|&(_, p)| p.is_some_and(|p| p > cap && p <= *PRIORITY_RANGE.end()))
+            .map(|(field, _)| FieldError::new(field, format!("above {cap} can be set only by an admin"))),
+    );
 }
 
 /// All of a PUT/PATCH in one transaction on the locked row: either every requested
