@@ -151,9 +151,9 @@ async fn gather(db: PgPool, queue: Queue, mut waiting: mpsc::UnboundedReceiver<W
         if batch.is_empty() {
             continue;
         }
-        let (db, queue) = (db.clone(), queue.clone());
+        let queue = queue.clone();
         tokio::spawn(async move {
-            write(conn, &db, &queue, batch).await;
+            write(conn, &queue, batch).await;
             drop(writer);
         });
     }
@@ -171,11 +171,9 @@ fn answer_failed(replies: impl IntoIterator<Item = Reply>, error: ApiError) {
     }
 }
 
-async fn write(mut conn: PoolConnection<Postgres>, db: &PgPool, queue: &Queue, batch: Vec<Waiting>) {
+async fn write(mut conn: PoolConnection<Postgres>, queue: &Queue, batch: Vec<Waiting>) {
     let (creations, replies): (Vec<Creation>, Vec<Reply>) = batch.into_iter().map(|w| (w.creation, w.reply)).unzip();
-    let result = commit(&mut conn, queue, &creations).await;
-    drop(conn);
-    match result {
+    match commit(&mut conn, queue, &creations).await {
         Ok(created) => {
             for (reply, tasks) in replies.into_iter().zip(created) {
                 let _ = reply.send(Ok(tasks));
@@ -192,10 +190,8 @@ async fn write(mut conn: PoolConnection<Postgres>, db: &PgPool, queue: &Queue, b
                     if reply.is_closed() {
                         continue;
                     }
-                    let result = match db.acquire().await {
-                        Ok(mut conn) => commit(&mut conn, queue, std::slice::from_ref(&creation)).await,
-                        Err(e) => Err(e),
-                    };
+                    // On the batch's connection: the failed transaction was rolled back.
+                    let result = commit(&mut conn, queue, std::slice::from_ref(&creation)).await;
                     let _ = reply.send(result.map(|mut c| c.remove(0)).map_err(ApiError::from));
                 }
                 return;

@@ -163,22 +163,22 @@ async fn create(
 ) -> ApiResult<Response> {
     let audited = audit.is_some();
     let creation = Creation { tasks, many, audit: audit.map(|record| (record, caller.clone())) };
-    let (created, body) = match &key {
+    let created = match &key {
         Some((key, fingerprint)) => match create_once(state, &caller, key, fingerprint, &creation).await? {
             Ok(created) => created,
             Err(replay) => return Ok(replay),
         },
         None => {
             state.quota.admit(&state.db, &caller, creation.tasks.len()).await?;
-            (state.creations.create(creation).await?, None)
+            state.creations.create(creation).await?
         }
     };
     for t in &created {
         state.metrics.tasks_created.with_label_values(&[&t.kind]).inc();
     }
     let mut r = if many {
-        let target = creations::target(&created, many);
-        let mut r = (StatusCode::CREATED, Json(body.unwrap_or_else(|| answer(&created, true)))).into_response();
+        let target = creations::target(&created, true);
+        let mut r = (StatusCode::CREATED, Json(answer(&created, true))).into_response();
         r.extensions_mut().insert(AuditTarget(target));
         r
     } else {
@@ -204,15 +204,14 @@ fn answer(created: &[Task], many: bool) -> serde_json::Value {
 }
 
 /// A creation under an idempotency key, in a transaction of its own with the key's
-/// claim and stored answer: the tasks and that answer, or the replay of the first
-/// request's answer.
+/// claim and stored answer: the tasks, or the replay of the first request's answer.
 async fn create_once(
     state: &AppState,
     caller: &Caller,
     key: &IdempotencyKey,
     fingerprint: &[u8],
     creation: &Creation,
-) -> ApiResult<Result<(Vec<Task>, Option<serde_json::Value>), Response>> {
+) -> ApiResult<Result<Vec<Task>, Response>> {
     let mut tx = state.db.begin_with(BEGIN_NOTIFY_AFTER_COMMIT).await?;
     if let Some(replay) = idempotency::claim(&mut tx, caller.user_id, key, fingerprint).await? {
         tx.rollback().await?;
@@ -227,7 +226,7 @@ async fn create_once(
     idempotency::store(&mut tx, caller.user_id, key, StatusCode::CREATED.as_u16(), &body).await?;
     tx.commit().await?;
     state.queue.notify_inserted(&created.iter().map(|t| t.id).collect::<Vec<_>>());
-    Ok(Ok((created, Some(body))))
+    Ok(Ok(created))
 }
 
 /// Query parameters of `GET /tasks`.
