@@ -230,6 +230,11 @@ fn api_load(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
     let token_file = stack.work.join("loadtest-token");
     std::fs::write(&token_file, token)?;
     set_mode(&token_file, 0o644)?;
+    // The bench appends to --out: a file left by an earlier run would double the steps.
+    let out_file = stack.work.join("api.jsonl");
+    if out_file.exists() {
+        std::fs::remove_file(&out_file)?;
+    }
     let mut args = stack.cli_client();
     args.extend(
         [
@@ -258,7 +263,7 @@ fn api_load(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
         Ok(text) => text.lines().for_each(|l| println!("     {l}")),
         Err(e) => println!("     {e:#}"),
     }
-    let steps: Vec<Value> = std::fs::read_to_string(stack.work.join("api.jsonl"))
+    let steps: Vec<Value> = std::fs::read_to_string(&out_file)
         .unwrap_or_default()
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
