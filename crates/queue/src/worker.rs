@@ -529,13 +529,18 @@ fn start(
             let started = std::time::Instant::now();
             let outcome = execute(&shared, task, cancel, &reason).await;
             shared.metrics.finished();
-            // One line per attempt, in the task's span (task, request and trace ids): what
-            // lets an operator follow a request from the proxy to the worker. Silence it
-            // with FLOWFORGE_LOG=info,flowforge_queue::worker=warn at very high rates.
-            let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+            // A line per attempt, in the task's span (task, request and trace ids). A quick
+            // completion is the bulk of them and the metrics count it: through a container
+            // log driver a line costs more than a no-op task, so it is logged at debug
+            // (FLOWFORGE_LOG=info,flowforge::attempts=debug shows it). The rest are info.
+            let elapsed = started.elapsed();
+            let elapsed_ms = elapsed.as_secs_f64() * 1000.0;
             match &outcome {
-                Some(o) => info!(outcome = o.label(), elapsed_ms, "attempt finished"),
-                None => info!(outcome = "lease lost", elapsed_ms, "attempt finished"),
+                Some(Outcome::Completed(_)) if elapsed < SLOW_ATTEMPT => {
+                    debug!(target: "flowforge::attempts", outcome = "completed", elapsed_ms, "attempt finished")
+                }
+                Some(o) => info!(target: "flowforge::attempts", outcome = o.label(), elapsed_ms, "attempt finished"),
+                None => info!(target: "flowforge::attempts", outcome = "lease lost", elapsed_ms, "attempt finished"),
             }
             let _ = report.send((index, outcome));
         }
@@ -623,6 +628,9 @@ async fn execute(
 
 /// Most outcomes written by one statement.
 const MAX_RECORD_BATCH: usize = 1000;
+
+/// A completed attempt at least this long is logged at info, like one that did not complete.
+const SLOW_ATTEMPT: Duration = Duration::from_secs(1);
 
 async fn complete(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Reported>, close: CancellationToken) {
     let mut batch = Vec::with_capacity(MAX_RECORD_BATCH);
