@@ -37,6 +37,10 @@ pub enum ApiError {
     NotFound,
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// A change to only the kind or only the payload that the task's other half does not
+    /// fit: a conflict with the task as it is, so 409, with the fields as in a 422.
+    #[error("the task's payload would not fit its kind")]
+    Misfit(Vec<FieldError>),
     #[error("the resource changed since you read it (If-Match does not match the current version)")]
     PreconditionFailed,
     #[error("{0}")]
@@ -91,6 +95,7 @@ impl ApiError {
             ApiError::CsrfFailed => (StatusCode::FORBIDDEN, "csrf_failed"),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            ApiError::Misfit(_) => (StatusCode::CONFLICT, "payload_does_not_fit_kind"),
             ApiError::PreconditionFailed => (StatusCode::PRECONDITION_FAILED, "precondition_failed"),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
@@ -111,7 +116,7 @@ impl IntoResponse for ApiError {
         let (status, code) = self.status_and_code();
         let mut error = json!({ "code": code, "message": self.to_string() });
         match &self {
-            ApiError::Validation(details) => error["details"] = json!(details),
+            ApiError::Validation(details) | ApiError::Misfit(details) => error["details"] = json!(details),
             ApiError::Internal(cause) => tracing::error!(error = ?cause, "internal error"),
             ApiError::Unavailable => tracing::warn!("answering 503: dependency unavailable"),
             _ => {}

@@ -38,8 +38,47 @@ where
                 "request body holds more than {MAX_JSON_VALUES} JSON values"
             )));
         }
-        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
-        Ok(ApiJson(value))
+        // Every body this API takes is an object; serde would also fill a struct from an
+        // array of its fields in order.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|&b| b == b'[') {
+            return Err(ApiError::invalid("body", "must be a JSON object"));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            // JSON does not tell 3 from 3.0, and JSON Schema's `integer` takes both; serde
+            // does not. Only a body that failed as sent pays for a second look.
+            Err(JsonRejection::JsonDataError(e)) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|mut v| integral_floats_as_integers(&mut v).then_some(v))
+                .and_then(|v| serde_json::from_value(v).ok())
+                .map(ApiJson)
+                .ok_or_else(|| JsonRejection::JsonDataError(e).into()),
+            Err(rejection) => Err(rejection.into()),
+        }
+    }
+}
+
+/// Rewrites every number with no fractional part written as a float (`3.0`, `1e3`) as an
+/// integer, in place; whether there was any.
+pub fn integral_floats_as_integers(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            let integer = if f.fract() != 0.0 || !f.is_finite() {
+                None
+            } else if f >= 0.0 && f < u64::MAX as f64 {
+                Some(Value::from(f as u64))
+            } else if f < 0.0 && f >= i64::MIN as f64 {
+                Some(Value::from(f as i64))
+            } else {
+                None
+            };
+            integer.map(|i| *value = i).is_some()
+        }
+        Value::Array(items) => items.iter_mut().fold(false, |any, v| integral_floats_as_integers(v) | any),
+        Value::Object(fields) => fields.values_mut().fold(false, |any, v| integral_floats_as_integers(v) | any),
+        _ => false,
     }
 }
 

@@ -198,6 +198,33 @@ impl KindSpec {
     }
 }
 
+/// [`Webhook`]'s schema, with what its header checks refuse said in it: names are HTTP
+/// tokens other than the framing headers (any case), values hold no control characters
+/// but tab.
+fn webhook_schema() -> Value {
+    let mut schema =
+        serde_json::to_value(<Webhook as utoipa::PartialSchema>::schema()).expect("a schema always serialises");
+    let any_case = |name: &str| -> String {
+        name.chars()
+            .map(|c| {
+                if c.is_ascii_alphabetic() {
+                    format!("[{}{}]", c.to_ascii_lowercase(), c.to_ascii_uppercase())
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    };
+    let framing: Vec<String> = FRAMING_HEADERS.iter().map(|h| any_case(h.as_str())).collect();
+    schema["properties"]["headers"]["propertyNames"] = json!({
+        "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+        "not": {"pattern": format!("^({})$", framing.join("|"))}
+    });
+    schema["properties"]["headers"]["additionalProperties"] =
+        json!({"type": "string", "pattern": "^[^\\u0000-\\u0008\\u000a-\\u001f\\u007f]*$"});
+    schema
+}
+
 /// What `GET /api/v1/kinds` says about a kind.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct KindDescription {
@@ -231,7 +258,10 @@ impl Catalogue {
             KindSpec::of::<Noop>("Does nothing.", false),
             KindSpec::of::<Sleep>("Waits duration_ms, then completes.", false),
             KindSpec::of::<Fail>("Fails fail_attempts times (always, without it), then completes.", false),
-            KindSpec::of::<Webhook>("Sends a signed HTTP request to url.", false),
+            KindSpec {
+                schema: webhook_schema,
+                ..KindSpec::of::<Webhook>("Sends a signed HTTP request to url.", false)
+            },
             KindSpec::of::<Panic>("Panics (failure testing).", true),
             KindSpec::of::<FillScratch>("Fills the worker's scratch space with bytes (failure testing).", true),
         ];

@@ -53,7 +53,8 @@ pub struct Task {
     pub title: String,
     pub description: String,
     pub kind: String,
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    /// Any JSON, as its kind's payload schema allows.
+    #[cfg_attr(feature = "openapi", schema(value_type = serde_json::Value))]
     pub payload: Value,
     pub status: TaskStatus,
     pub priority: i16,
@@ -65,7 +66,8 @@ pub struct Task {
     /// One entry per failed attempt: `{attempt, at, error, worker}`.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub errors: Value,
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    /// What the handler returned: any JSON.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<serde_json::Value>))]
     pub result: Option<Value>,
     pub owner_id: Option<i64>,
     pub request_id: Option<String>,

@@ -63,7 +63,7 @@ export function errorMessage(error) {
   if (error.status === 503 && error.code !== 'metrics_unavailable') {
     return `Service temporarily unavailable, retry${wait}.`;
   }
-  if (error.status === 422 && error.details?.length) {
+  if (error.details?.length) {
     return error.details.map((d) => `${d.field}: ${d.message}`).join('; ');
   }
   return error.message;

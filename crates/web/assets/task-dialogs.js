@@ -322,8 +322,9 @@ export function openTaskForm(task, opener) {
       announce(editing ? `Task ${data.id} saved` : `Task ${data.id} created`);
     } catch (error) {
       if (error.status === 401) return;
-      if (error.status === 422 && error.details?.length) {
-        // A payload's own fields (payload.duration_ms) are shown at the payload.
+      if (error.details?.length) {
+        // Field errors (422, or 409 when a payload does not fit the task's kind); a
+        // payload's own fields (payload.duration_ms) are shown at the payload.
         showErrors(Object.fromEntries(error.details.map((d) => {
           const name = d.field.replace(/[.[].*$/, '');
           const inner = d.field.slice(name.length).replace(/^\./, '');

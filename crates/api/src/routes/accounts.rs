@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::accounts::{self, Caller, Role};
@@ -84,16 +84,31 @@ pub async fn create_user(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
-    /// A label to recognise the token by.
+    /// A label to recognise the token by: at most 100 characters, no control characters.
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: Option<String>,
-    /// Seconds until it stops working: at most, and by default, `FLOWFORGE_TOKEN_TTL`.
+    /// Seconds until it stops working: at least 60; at most, and by default,
+    /// `FLOWFORGE_TOKEN_TTL`.
+    #[schema(minimum = 60)]
     pub ttl_secs: Option<u64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenEnvelope {
+    pub success: bool,
+    pub data: accounts::IssuedToken,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TokenListEnvelope {
+    pub success: bool,
+    pub data: Vec<accounts::TokenInfo>,
 }
 
 /// Issue another token for yourself (shown once). It expires (`expires_at`); a user holds
 /// at most `FLOWFORGE_MAX_TOKENS_PER_USER` working tokens.
 #[utoipa::path(post, path = "/tokens", tag = "accounts", request_body = CreateToken,
-    responses((status = 201, description = "The new token", body = accounts::IssuedToken),
+    responses((status = 201, description = "The new token", body = TokenEnvelope),
               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create_token(
@@ -130,15 +145,15 @@ pub async fn create_token(
     let token = accounts::issue_token(&mut *tx, caller.user_id, &name, ttl).await?;
     tx.commit().await?;
     let target = format!("token:{}", token.id);
-    Ok(audited(StatusCode::CREATED, json!({ "success": true, "data": token }), target))
+    Ok(audited(StatusCode::CREATED, json!(TokenEnvelope { success: true, data: token }), target))
 }
 
 /// Your tokens, newest first (at most 100): names, prefixes and dates, never the tokens.
 #[utoipa::path(get, path = "/tokens", tag = "accounts",
-    responses((status = 200, description = "Your tokens", body = [accounts::TokenInfo])), security(("bearer" = [])))]
+    responses((status = 200, description = "Your tokens", body = TokenListEnvelope)), security(("bearer" = [])))]
 pub async fn list_tokens(State(state): State<AppState>, Extension(caller): Extension<Caller>) -> ApiResult<Response> {
     let tokens = accounts::list_tokens(&state.db, caller.user_id, 100).await?;
-    Ok(Json(json!({ "success": true, "data": tokens })).into_response())
+    Ok(Json(TokenListEnvelope { success: true, data: tokens }).into_response())
 }
 
 /// Revoke one of your tokens (admins: anyone's).

@@ -118,6 +118,7 @@ pub async fn events(
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OpsParams {
     /// How far back the series go, 1..=360 minutes (default 15).

@@ -94,7 +94,7 @@ pub fn router(state: AppState) -> Router {
         )
         .split_for_parts();
     document.merge(public_document);
-    let document = openapi::Document::new(&document);
+    let document = openapi::Document::new(&document, &state.kinds, &state.settings);
     Router::new()
         .route("/openapi.json", get(openapi::serve).with_state(document.clone()))
         .route("/api/v1/openapi.json", get(openapi::serve).with_state(document))

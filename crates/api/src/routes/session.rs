@@ -31,6 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct SignIn {
     /// An API token (`ff_...`).
+    #[schema(pattern = "^ff_")]
     pub token: String,
 }
 
@@ -94,10 +95,11 @@ pub async fn current(Extension(caller): Extension<Caller>, session: Option<Exten
 
 /// Sign out: ends the session and clears the cookie.
 #[utoipa::path(delete, path = "/session", tag = "session",
-    responses((status = 204, description = "Signed out"), (status = 400, body = crate::routes::ErrorBody)))]
+    responses((status = 204, description = "Signed out"), (status = 401, description = "No session cookie came with it",
+               body = crate::routes::ErrorBody)))]
 pub async fn sign_out(State(state): State<AppState>, session: Option<Extension<Session>>) -> ApiResult<Response> {
     let Some(Extension(session)) = session else {
-        return Err(ApiError::bad_request("no_session", "this request was not made with a session cookie"));
+        return Err(ApiError::Unauthorized("this request came without a session cookie: nothing to sign out of"));
     };
     accounts::close_session(&state.db, &session.id_hash).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();

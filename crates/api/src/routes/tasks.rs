@@ -231,20 +231,30 @@ async fn create_once(
 
 /// Query parameters of `GET /tasks`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     /// One status or several, comma-separated (`failed,cancelled`).
+    #[param(
+        pattern = "^((pending|running|completed|failed|cancelled)(,(pending|running|completed|failed|cancelled))*)?$"
+    )]
     status: Option<String>,
+    #[param(pattern = r"^[^\u0000]*$")]
     kind: Option<String>,
-    /// Owner's user id (admins only).
+    /// Owner's user id (admins only: another user's id is 403 for the rest).
+    #[param(minimum = 1)]
     owner: Option<i64>,
     /// Case-insensitive text search in titles.
+    #[param(pattern = r"^[^\u0000]*$")]
     q: Option<String>,
     /// `-created_at` (default), `created_at`, `-priority` or `priority`.
+    #[param(pattern = "^-?(created_at|priority)$")]
     sort: Option<String>,
     /// 1..=200, default 50.
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (opaque: one this API did not hand out is 400).
+    #[param(min_length = 1)]
     cursor: Option<String>,
 }
 
@@ -299,7 +309,7 @@ const MAX_PAGE: u32 = 200;
 
 /// List tasks (yours; admins see all), filtered and keyset-paginated.
 #[utoipa::path(get, path = "/tasks", tag = "tasks", params(ListParams),
-    responses((status = 200, body = TaskListEnvelope), (status = 400, body = ErrorBody)),
+    responses((status = 200, body = TaskListEnvelope), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn list_tasks(
     State(state): State<AppState>,
@@ -316,7 +326,7 @@ pub async fn list_tasks(
         None | Some("") => None,
         Some(list) => Some(
             list.split(',')
-                .map(|s| s.trim().parse::<TaskStatus>())
+                .map(|s| s.parse::<TaskStatus>())
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| ApiError::bad_request("invalid_status", e))?,
         ),
@@ -450,7 +460,13 @@ async fn update(
             ),
         ));
     }
-    changes.fits(&state.kinds, &current.kind, &current.payload).map_err(ApiError::Validation)?;
+    changes.fits(&state.kinds, &current.kind, &current.payload).map_err(|errors| {
+        if changes.edit.kind.is_some() && changes.edit.payload.is_some() {
+            ApiError::Validation(errors)
+        } else {
+            ApiError::Misfit(errors)
+        }
+    })?;
     let mut task = current;
     if !changes.edit.is_empty() {
         // The row is locked: it is still there.

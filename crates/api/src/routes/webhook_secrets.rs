@@ -33,6 +33,7 @@ pub struct RotateSecret {
     /// Seconds the secret being replaced keeps signing beside the new one (both
     /// signatures on every delivery), so receivers can switch without a gap. 0 stops it at
     /// once; default 86400, at most 604800.
+    #[schema(maximum = 604_800)]
     pub previous_valid_for_secs: Option<u64>,
 }
 

@@ -64,8 +64,8 @@ async fn bad_bodies_are_refused_cleanly() {
         json!({"title": "nul", "description": "a\0b"}),
         json!({"title": "nul", "payload": {"k": "a\0b"}}),
         json!({"title": "nul", "payload": {"a\0": 1}}),
+        json!({"title": "huge", "payload": {"n": [1.7976931348623155e308]}}),
         json!({"title": "ancient", "run_at": "-10000-01-01T00:00:00Z"}),
-        json!({"title": "ancient", "run_at": "1900-01-01T00:00:00Z"}),
     ] {
         assert_error(app.post("/tasks", &app.admin, &body).await, 422, "validation_failed").await;
     }
@@ -86,7 +86,8 @@ async fn bad_bodies_are_refused_cleanly() {
         "validation_failed",
     )
     .await;
-    assert_error(app.patch(&path, &app.admin, &json!({})).await, 422, "validation_failed").await;
+    // An empty change changes nothing, and says so by answering the task as it is.
+    assert_eq!(app.patch(&path, &app.admin, &json!({})).await.status(), 200);
     assert_error(app.patch(&path, &app.admin, &json!({"status": "completed"})).await, 422, "validation_failed").await;
     assert_error(
         app.request(Method::PATCH, &path, &app.admin)

@@ -62,16 +62,26 @@ async fn payloads_are_checked_against_their_kind_at_create_and_update() {
     }
     let sleep = app.create(&app.admin, &json!({"title": "t", "kind": "sleep", "payload": {"duration_ms": 5}})).await;
     let path = format!("/tasks/{}", sleep["id"]);
-    // Changing only the payload (or only the kind) is checked against the task's other half.
+    // Changing only the payload (or only the kind) is checked against the task's other
+    // half: a conflict with the task as it is (409), with the fields named as in a 422.
     let refused = assert_error(
         app.patch(&path, &app.admin, &json!({"payload": {"duration": 5}})).await,
-        422,
-        "validation_failed",
+        409,
+        "payload_does_not_fit_kind",
     )
     .await;
     assert_eq!(fields(&refused), ["payload.duration"]);
     let refused =
-        assert_error(app.patch(&path, &app.admin, &json!({"kind": "fail"})).await, 422, "validation_failed").await;
+        assert_error(app.patch(&path, &app.admin, &json!({"kind": "fail"})).await, 409, "payload_does_not_fit_kind")
+            .await;
+    assert_eq!(fields(&refused), ["payload.duration_ms"]);
+    // Both halves in one change are the body's own problem: 422.
+    let refused = assert_error(
+        app.patch(&path, &app.admin, &json!({"kind": "sleep", "payload": {"duration_ms": -1}})).await,
+        422,
+        "validation_failed",
+    )
+    .await;
     assert_eq!(fields(&refused), ["payload.duration_ms"]);
     let r = app.patch(&path, &app.admin, &json!({"kind": "echo"})).await;
     assert_eq!(r.status(), 200);

@@ -96,6 +96,17 @@ async fn probes_metrics_and_openapi() {
     ] {
         assert!(doc["paths"][path][method].is_object(), "{method} {path} missing");
     }
+    // A parameter said to be in the path is in the path (the rest are in the query).
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                if parameter["in"] == "path" {
+                    let name = parameter["name"].as_str().unwrap();
+                    assert!(path.contains(&format!("{{{name}}}")), "{method} {path}: {name} is not in the path");
+                }
+            }
+        }
+    }
     let operations: usize = doc["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
     assert_eq!(operations, 25, "one operation per route and method");
 }
