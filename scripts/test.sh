@@ -40,6 +40,9 @@ stop_services
 stack_log="$services_dir/system-test.log"
 if [ "${FLOWFORGE_SKIP_STACK:-0}" != 1 ]; then
     step "container stack system test"
+    # The contract scenario runs Schemathesis (PyPI) against the stack's OpenAPI document.
+    command -v schemathesis >/dev/null ||
+        pip install -q --disable-pip-version-check schemathesis==4.32.5 2>&1 | grep -v "Running pip as the 'root' user" || true
     cargo run -q --locked -p flowforge-stack-test 2>&1 | tee "$stack_log" || status=$?
 fi
 

@@ -567,7 +567,7 @@ fn system_test_override(work: &Path) -> String {
       FLOWFORGE_CHAOS_HANDLERS: "true"
   api:
     environment:
-      FLOWFORGE_AUTH_FAILURES_PER_MINUTE: "10"
+      FLOWFORGE_AUTH_FAILURES_PER_MINUTE: "${{FLOWFORGE_AUTH_FAILURES_PER_MINUTE:-10}}"
       FLOWFORGE_CHAOS_HANDLERS: "true"
 networks:
   edge:

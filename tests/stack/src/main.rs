@@ -9,6 +9,7 @@
 
 mod abuse;
 mod chaos;
+mod contract;
 mod defence;
 mod dev;
 mod edge;
@@ -39,6 +40,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
         recovery::SCENARIOS,
         chaos::SCENARIOS,
         abuse::SCENARIOS,
+        contract::SCENARIOS,
         dev::SCENARIOS,
     ]
     .concat()
