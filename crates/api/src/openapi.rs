@@ -1,6 +1,7 @@
 //! The OpenAPI document: what every route declares (its annotation, collected by the
 //! routers in `routes`), plus the title, the bearer scheme and the tags here.
 
+use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -10,7 +11,9 @@ use flowforge_kinds::Catalogue;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::config::ApiSettings;
-use crate::requests::DEFAULT_KIND;
+use crate::requests::{
+    DEFAULT_KIND, MAX_ATTEMPTS_RANGE, MAX_DESCRIPTION_CHARS, MAX_TITLE_CHARS, PRIORITY_RANGE, TIMEOUT_RANGE,
+};
 use serde_json::{json, Value};
 use utoipa::{Modify, OpenApi};
 
@@ -53,12 +56,7 @@ impl Document {
         {
             field["maximum"] = json!(ttl.as_secs());
         }
-        // The cap a user's priority has here; admins may go up to 100 (the description says).
-        for schema in ["CreateTask", "UpdateTask"] {
-            if let Some(field) = document.pointer_mut(&format!("/components/schemas/{schema}/properties/priority")) {
-                field["maximum"] = json!(settings.user_max_priority);
-            }
-        }
+        declare_task_bounds(&mut document, settings);
         require_title_with_put(&mut document);
         if let Some(tasks) = document.pointer_mut("/components/schemas/BulkCreate/properties/tasks") {
             tasks["minItems"] = json!(1);
@@ -126,6 +124,34 @@ fn add_common_responses(document: &mut Value) {
     }
 }
 
+/// No U+0000, which PostgreSQL stores in neither text nor jsonb.
+const NO_NUL: &str = r"^[^\u0000]*$";
+
+/// The bounds the checks in `requests` put on the task bodies' fields, from their
+/// constants, for creations and changes alike. Priority's maximum is a user's cap here
+/// (admins may go up to 100, as the field's description says).
+fn declare_task_bounds(document: &mut Value, settings: &ApiSettings) {
+    // 1..=200 characters, not all whitespace, no control characters.
+    let title = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$";
+    let range = |r: RangeInclusive<i32>| json!({"minimum": r.start(), "maximum": r.end()});
+    let bounds = [
+        ("title", json!({"maxLength": MAX_TITLE_CHARS, "pattern": title})),
+        ("description", json!({"maxLength": MAX_DESCRIPTION_CHARS, "pattern": NO_NUL})),
+        ("priority", json!({"minimum": PRIORITY_RANGE.start(), "maximum": settings.user_max_priority})),
+        ("max_attempts", range(MAX_ATTEMPTS_RANGE)),
+        ("timeout_secs", range(TIMEOUT_RANGE)),
+    ];
+    for schema in ["CreateTask", "UpdateTask"] {
+        let Some(fields) = document.pointer_mut(&format!("/components/schemas/{schema}/properties")) else { continue };
+        for (field, bound) in &bounds {
+            let Some(bound) = bound.as_object() else { continue };
+            for (key, value) in bound {
+                fields[*field][key] = value.clone();
+            }
+        }
+    }
+}
+
 /// The kinds this deployment runs (they depend on whether the chaos kinds are on, so they
 /// are set here, not in the types), and for each the payload it takes: a new task's
 /// payload must fit its kind (`echo` when none is given); a change that names a kind must
@@ -178,9 +204,9 @@ fn storable_json() -> Value {
             {"type": "null"},
             {"type": "boolean"},
             {"type": "number", "minimum": -1e308, "maximum": 1e308},
-            {"type": "string", "pattern": "^[^\\u0000]*$"},
+            {"type": "string", "pattern": NO_NUL},
             {"type": "array", "items": any},
-            {"type": "object", "additionalProperties": any, "propertyNames": {"pattern": "^[^\\u0000]*$"}}
+            {"type": "object", "additionalProperties": any, "propertyNames": {"pattern": NO_NUL}}
         ]
     })
 }

@@ -17,20 +17,18 @@ pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -100..=100;
 pub const MAX_ATTEMPTS_RANGE: std::ops::RangeInclusive<i32> = 1..=100;
 pub const TIMEOUT_RANGE: std::ops::RangeInclusive<i32> = 1..=86_400;
 
+// The OpenAPI document gets the bounds of the task bodies' fields from the constants
+// above (`openapi::declare_task_bounds`): attributes cannot name a constant.
+
 /// A new task. Only `title` is required; `status` is accepted for compatibility with the
 /// original task-manager contract and must be `pending` when given.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTask {
     /// 1..=200 characters, not all whitespace, no control characters.
-    #[schema(
-        example = "Send the weekly report",
-        max_length = 200,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
-    )]
+    #[schema(example = "Send the weekly report")]
     pub title: String,
     /// At most 10,000 characters, no NUL.
-    #[schema(max_length = 10_000, pattern = r"^[^\u0000]*$")]
     pub description: Option<String>,
     #[schema(example = "pending", pattern = "^pending$")]
     pub status: Option<String>,
@@ -43,15 +41,12 @@ pub struct CreateTask {
     pub payload: Option<Value>,
     /// -100..=100, higher runs first (default 0). Above `FLOWFORGE_USER_MAX_PRIORITY`
     /// (default 10) only for admins.
-    #[schema(minimum = -100, maximum = 100)]
     pub priority: Option<i32>,
     /// When to run it (default now; a time in the past means now).
     pub run_at: Option<DateTime<Utc>>,
     /// 1..=100 (default 3).
-    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<i32>,
     /// Per-attempt time limit, 1..=86400 seconds (default 300).
-    #[schema(minimum = 1, maximum = 86_400)]
     pub timeout_secs: Option<i32>,
 }
 
@@ -62,12 +57,7 @@ pub struct CreateTask {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTask {
-    #[schema(
-        max_length = 200,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
-    )]
     pub title: Option<String>,
-    #[schema(max_length = 10_000, pattern = r"^[^\u0000]*$")]
     pub description: Option<String>,
     /// `cancelled` or `pending`.
     #[schema(pattern = "^(cancelled|pending)$")]
@@ -76,12 +66,9 @@ pub struct UpdateTask {
     #[schema(value_type = Option<serde_json::Value>)]
     pub payload: Option<Value>,
     /// As at creation: above `FLOWFORGE_USER_MAX_PRIORITY` only for admins.
-    #[schema(minimum = -100, maximum = 100)]
     pub priority: Option<i32>,
     pub run_at: Option<DateTime<Utc>>,
-    #[schema(minimum = 1, maximum = 100)]
     pub max_attempts: Option<i32>,
-    #[schema(minimum = 1, maximum = 86_400)]
     pub timeout_secs: Option<i32>,
 }
 
@@ -202,14 +189,8 @@ impl Check<'_> {
         if size > MAX_PAYLOAD_BYTES {
             self.fail("payload", format!("must be at most {MAX_PAYLOAD_BYTES} bytes as JSON"));
             None
-        } else if has_nul(&value) {
-            // PostgreSQL's jsonb cannot store U+0000.
-            self.fail("payload", "must not contain NUL characters (\\u0000) in strings or keys");
-            None
-        } else if has_huge_number(&value) {
-            // jsonb keeps such a number as written, and hands it back as a 309-digit
-            // integer that no f64 parser here reads: the task could never be read again.
-            self.fail("payload", "numbers must be within ±1e308");
+        } else if let Some(problem) = unstorable(&value) {
+            self.fail("payload", problem);
             None
         } else {
             Some(value)
@@ -226,21 +207,31 @@ impl Check<'_> {
     }
 }
 
-fn has_nul(value: &Value) -> bool {
-    match value {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(items) => items.iter().any(has_nul),
-        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-        _ => false,
+/// Why PostgreSQL's jsonb would not keep `value` as it is, in one pass: U+0000 in a string
+/// or key (refused by jsonb; reported first), or a number beyond ±1e308 (kept as written,
+/// but handed back as a 309-digit integer that no f64 parser here reads: the task could
+/// never be read again).
+fn unstorable(value: &Value) -> Option<&'static str> {
+    /// Whether there is a NUL; notes a huge number on the way.
+    fn nul(value: &Value, huge: &mut bool) -> bool {
+        match value {
+            Value::String(s) => s.contains('\0'),
+            Value::Number(n) => {
+                *huge |= n.as_f64().is_some_and(|f| f.abs() > 1e308);
+                false
+            }
+            Value::Array(items) => items.iter().any(|v| nul(v, huge)),
+            Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || nul(v, huge)),
+            _ => false,
+        }
     }
-}
-
-fn has_huge_number(value: &Value) -> bool {
-    match value {
-        Value::Number(n) => n.as_f64().is_some_and(|f| f.abs() > 1e308),
-        Value::Array(items) => items.iter().any(has_huge_number),
-        Value::Object(map) => map.values().any(has_huge_number),
-        _ => false,
+    let mut huge = false;
+    if nul(value, &mut huge) {
+        Some("must not contain NUL characters (\\u0000) in strings or keys")
+    } else if huge {
+        Some("numbers must be within ±1e308")
+    } else {
+        None
     }
 }
 
