@@ -270,7 +270,13 @@ async fn a_running_worker_serves_metrics_readiness_and_passes_its_healthcheck() 
     })
     .await;
 
-    let metrics = reqwest::get(format!("http://{metrics_addr}/metrics")).await.unwrap().text().await.unwrap();
+    // A completion counts once it is recorded: the row may show it a moment before the
+    // counter does.
+    let scrape = || async { reqwest::get(format!("http://{metrics_addr}/metrics")).await.ok()?.text().await.ok() };
+    let metrics = eventually(Duration::from_secs(10), "the completion to be counted", || async {
+        scrape().await.filter(|m| m.contains(r#"tasks_completed_total{kind="noop"} 1"#))
+    })
+    .await;
     assert!(metrics.contains(r#"tasks_completed_total{kind="noop"} 1"#), "{metrics}");
     assert!(metrics.contains("\nqueue_depth "), "{metrics}");
     let ready = reqwest::get(format!("http://{metrics_addr}/ready")).await.unwrap();
