@@ -20,6 +20,7 @@ mod metrics;
 mod model;
 mod records;
 mod store;
+mod timestamp;
 #[cfg(feature = "otel")]
 pub mod trace;
 mod worker;

@@ -58,6 +58,7 @@ pub struct Task {
     pub payload: Value,
     pub status: TaskStatus,
     pub priority: i16,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub run_at: DateTime<Utc>,
     pub attempts: i32,
     pub max_attempts: i32,
@@ -75,10 +76,15 @@ pub struct Task {
     pub version: i64,
     pub cancel_requested: bool,
     pub leased_by: Option<String>,
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub lease_expires_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub updated_at: DateTime<Utc>,
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub started_at: Option<DateTime<Utc>>,
+    #[serde(serialize_with = "crate::timestamp::serialize_option")]
     pub completed_at: Option<DateTime<Utc>>,
 }
 
