@@ -66,25 +66,80 @@ pub(crate) fn status_after(outcome: &Outcome, attempt: i32, max_attempts: i32) -
     }
 }
 
+/// The start of a statement that locks up to `$1` due tasks as `picked`, sharing them
+/// fairly between owners, so that one owner's backlog cannot starve another's:
+///
+/// 1. `owners`: every owner with pending tasks, one index probe each (a loose scan);
+/// 2. `shares`: with `r` tasks running per owner and `m` owners, each owner may take up
+///    to `(limit + Σr) / m − r`, so owners with fewer running go first and the batch
+///    evens them out (water-filling);
+/// 3. `fair`: each owner's share from its own due tasks, highest priority then oldest,
+///    owners with the fewest running first — only when two or more owners are waiting;
+/// 4. `rest`: what the owners could not use, in the global order, so that no slot idles
+///    while anything is due.
+///
+/// Priority orders tasks within an owner's share, not across owners. With one owner, or
+/// tasks without owners (the engine used directly), only `rest` runs: the claim as it
+/// would be without fairness, plus one probe of an empty index range.
+pub(crate) const PICK_DUE: &str = "
+    WITH RECURSIVE owners(owner_id) AS (
+        (SELECT owner_id FROM tasks
+         WHERE status = 'pending' AND owner_id IS NOT NULL ORDER BY owner_id LIMIT 1)
+      UNION ALL
+        SELECT (SELECT t.owner_id FROM tasks t
+                WHERE t.status = 'pending' AND t.owner_id IS NOT NULL AND t.owner_id > o.owner_id
+                ORDER BY t.owner_id LIMIT 1)
+        FROM owners o WHERE o.owner_id IS NOT NULL
+    ), load AS MATERIALIZED (
+        SELECT o.owner_id,
+               (SELECT count(*) FROM tasks r WHERE r.status = 'running' AND r.owner_id = o.owner_id) AS running
+        FROM owners o WHERE o.owner_id IS NOT NULL
+    ), shares AS (
+        SELECT owner_id, running,
+               ((($1 + sum(running) OVER ()) / count(*) OVER ()) - running)::int8 AS share
+        FROM load
+    ), fair AS (
+        SELECT t.* FROM (SELECT * FROM shares
+                         WHERE share > 0 AND (SELECT count(*) FROM shares) > 1 ORDER BY running) s
+        CROSS JOIN LATERAL (
+            SELECT id, kind, payload, attempts, max_attempts, timeout_secs, owner_id, request_id, trace_id,
+                   created_at, run_at
+            FROM tasks
+            WHERE status = 'pending' AND owner_id = s.owner_id AND run_at <= now()
+            ORDER BY priority DESC, run_at, id
+            LIMIT s.share
+            FOR UPDATE SKIP LOCKED) t
+        LIMIT $1
+    ), rest AS (
+        SELECT id, kind, payload, attempts, max_attempts, timeout_secs, owner_id, request_id, trace_id,
+               created_at, run_at
+        FROM tasks
+        WHERE status = 'pending' AND run_at <= now() AND id <> ALL (ARRAY(SELECT id FROM fair))
+        ORDER BY priority DESC, run_at, id
+        LIMIT $1 - (SELECT count(*) FROM fair)
+        FOR UPDATE SKIP LOCKED
+    ), picked AS (
+        SELECT * FROM fair UNION ALL SELECT * FROM rest
+    )";
+
 /// One row of [`Queue::open_claim`]: the claim's transaction id, then the task.
 type LockedRow = (i64, i64, String, Value, i32, i32, i32, Option<i64>, Option<String>, Option<String>, DateTime<Utc>);
 
 impl Queue {
-    /// Locks up to `limit` due tasks, highest priority first, then oldest, in a new
-    /// transaction. Rows another claim holds are skipped, not waited for. `None` when
+    /// Locks up to `limit` due tasks, shared fairly between owners ([`PICK_DUE`]), in a
+    /// new transaction. Rows another claim holds are skipped, not waited for. `None` when
     /// nothing is due (the transaction is rolled back).
     pub(crate) async fn open_claim(&self, limit: usize) -> sqlx::Result<Option<Claim>> {
         // The close's notifications are sent after its commit (`notify_changed`).
         let mut tx = self.pool().begin_with(BEGIN_NOTIFY_AFTER_COMMIT).await?;
-        let rows: Vec<LockedRow> = sqlx::query_as(
-            "SELECT (SELECT pg_current_xact_id()::text::int8), id, kind, payload, attempts + 1, max_attempts,
+        // In id order, not owner by owner: the handlers start together anyway, and the
+        // outcomes are then written in the order the rows lie in the table.
+        let rows: Vec<LockedRow> = sqlx::query_as(&format!(
+            "{PICK_DUE}
+             SELECT (SELECT pg_current_xact_id()::text::int8), id, kind, payload, attempts + 1, max_attempts,
                     timeout_secs, owner_id, request_id, trace_id, GREATEST(run_at, created_at)
-             FROM tasks
-             WHERE status = 'pending' AND run_at <= now()
-             ORDER BY priority DESC, run_at, id
-             LIMIT $1
-             FOR UPDATE SKIP LOCKED",
-        )
+             FROM picked ORDER BY id"
+        ))
         .bind(limit as i64)
         .fetch_all(&mut *tx)
         .await?;

@@ -11,6 +11,7 @@ use sqlx::{PgConnection, PgPool};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::claim::PICK_DUE;
 use crate::feed::{changed_payload, MAX_IDS_IN_PAYLOAD};
 use crate::model::{ClaimedTask, NewTask, Task, TaskStatus, TASK_COLUMNS};
 use crate::{CANCEL_CHANNEL, EVENTS_CHANNEL, WAKE_CHANNEL};
@@ -205,25 +206,19 @@ impl Queue {
         fetch_on(&mut conn, id).await
     }
 
-    /// Leases up to `limit` due tasks, highest priority first, then oldest. Rows locked by
-    /// another claimer are skipped, not waited for.
+    /// Leases up to `limit` due tasks, shared fairly between owners ([`PICK_DUE`]). Rows
+    /// locked by another claimer are skipped, not waited for.
     pub async fn claim(&self, limit: usize, lease: Duration, worker: &str) -> sqlx::Result<Vec<ClaimedTask>> {
-        sqlx::query_as(
-            "WITH picked AS (
-                 SELECT id FROM tasks
-                 WHERE status = 'pending' AND run_at <= now()
-                 ORDER BY priority DESC, run_at, id
-                 LIMIT $1
-                 FOR UPDATE SKIP LOCKED
-             )
+        sqlx::query_as(&format!(
+            "{PICK_DUE}
              UPDATE tasks t SET
                  status = 'running', attempts = t.attempts + 1, lease_token = gen_random_uuid(),
                  lease_expires_at = now() + make_interval(secs => $2), leased_by = $3,
                  started_at = now(), updated_at = now(), version = t.version + 1
              FROM picked WHERE t.id = picked.id
              RETURNING t.id, t.kind, t.payload, t.attempts, t.max_attempts, t.timeout_secs, t.lease_token,
-                       t.owner_id, t.request_id, t.trace_id, t.created_at, t.run_at",
-        )
+                       t.owner_id, t.request_id, t.trace_id, t.created_at, t.run_at"
+        ))
         .bind(limit as i64)
         .bind(lease.as_secs_f64())
         .bind(worker)
@@ -466,8 +461,9 @@ impl Queue {
     /// `owner`'s pending and running tasks, counted no further than `up_to`.
     pub async fn count_unfinished<'c>(db: impl sqlx::PgExecutor<'c>, owner: i64, up_to: i64) -> sqlx::Result<i64> {
         sqlx::query_scalar(
-            "SELECT count(*) FROM (SELECT 1 FROM tasks
-                                   WHERE owner_id = $1 AND status IN ('pending', 'running') LIMIT $2) unfinished",
+            "SELECT LEAST($2,
+                 (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE owner_id = $1 AND status = 'pending' LIMIT $2) p)
+                 + (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE owner_id = $1 AND status = 'running' LIMIT $2) r))",
         )
         .bind(owner)
         .bind(up_to)

@@ -292,6 +292,84 @@ async fn claims_by_priority_then_age() {
     assert_eq!(order, vec![ids[3], ids[1], ids[4], ids[0], ids[2]]);
 }
 
+/// A task's id and owner, and when its handler started.
+type Start = (i64, Option<i64>, Instant);
+
+/// Records when each task started, then sleeps for the payload's `ms`.
+#[derive(Clone, Default)]
+struct StartTimes(Arc<Mutex<Vec<Start>>>);
+
+#[async_trait]
+impl Handler for StartTimes {
+    async fn run(&self, ctx: TaskContext) -> Result<Value, HandlerError> {
+        self.0.lock().unwrap().push((ctx.id, ctx.owner_id, Instant::now()));
+        Sleep.run(ctx).await
+    }
+}
+
+fn owned(owner: i64, n: usize, ms: u64) -> Vec<NewTask> {
+    (0..n).map(|_| NewTask { owner_id: Some(owner), ..NewTask::new("slow", json!({ "ms": ms })) }).collect()
+}
+
+#[tokio::test]
+async fn a_second_owner_starts_within_seconds_beside_another_owners_backlog() {
+    let (db, queue) = setup().await;
+    // Owner 1 fills the queue with slow tasks, even at a higher priority: in the order of
+    // arrival alone, owner 2 would wait 5,000 × 0.5 s / 16 slots ≈ 2.6 minutes.
+    let mut backlog = owned(1, 5000, 500);
+    backlog.iter_mut().for_each(|t| t.priority = 10);
+    for chunk in backlog.chunks(1000) {
+        queue.enqueue(chunk).await.unwrap();
+    }
+    let starts = StartTimes::default();
+    let w = spawn(&queue, Registry::new().register("slow", starts.clone()), fast("w"));
+    eventually(Duration::from_secs(10), "owner 1 running in every slot", || async {
+        let running: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE status = 'running'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        (running == 16).then_some(())
+    })
+    .await;
+    let enqueued = Instant::now();
+    let second: Vec<i64> = queue.enqueue(&owned(2, 10, 500)).await.unwrap().iter().map(|t| t.id).collect();
+    eventually(Duration::from_secs(10), "owner 2's tasks all started", || async {
+        let started = starts.0.lock().unwrap().iter().filter(|(_, owner, _)| *owner == Some(2)).count();
+        (started == second.len()).then_some(())
+    })
+    .await;
+    let last_start = starts.0.lock().unwrap().iter().filter(|(_, owner, _)| *owner == Some(2)).map(|s| s.2).max();
+    let waited = last_start.unwrap() - enqueued;
+    let first_owner_started = starts.0.lock().unwrap().iter().filter(|(_, owner, _)| *owner == Some(1)).count();
+    w.shutdown().await;
+    // Slots free every half second; the next claims go to owner 2 first.
+    assert!(waited < Duration::from_secs(3), "owner 2's last task started {waited:?} after it was enqueued");
+    assert!(first_owner_started < 100, "owner 1 had {first_owner_started} tasks started meanwhile");
+}
+
+#[tokio::test]
+async fn owners_with_backlogs_share_the_slots_and_none_idle() {
+    let (db, queue) = setup().await;
+    queue.enqueue(&owned(1, 300, 300)).await.unwrap();
+    queue.enqueue(&owned(2, 300, 300)).await.unwrap();
+    // A few without an owner: the slots owners leave go to them, in arrival order.
+    queue.enqueue(&tasks("slow", 3, json!({ "ms": 300 }))).await.unwrap();
+    let starts = StartTimes::default();
+    let w = spawn(&queue, Registry::new().register("slow", starts.clone()), fast("w"));
+    eventually(Duration::from_secs(10), "64 tasks started", || async {
+        (starts.0.lock().unwrap().len() >= 64).then_some(())
+    })
+    .await;
+    w.shutdown().await;
+    let first: Vec<Option<i64>> = starts.0.lock().unwrap().iter().take(64).map(|s| s.1).collect();
+    let of = |owner: i64| first.iter().filter(|o| **o == Some(owner)).count();
+    // Four rounds of 16 slots, split evenly between the two owners.
+    assert!((28..=36).contains(&of(1)), "owner 1 got {} of the first 64 starts: {first:?}", of(1));
+    assert!((28..=36).contains(&of(2)), "owner 2 got {} of the first 64 starts: {first:?}", of(2));
+    let (_, distinct) = completion_counts(&db.pool).await;
+    assert!(distinct >= 48, "only {distinct} completed: slots idled");
+}
+
 #[tokio::test]
 async fn a_worker_that_lost_its_lease_cannot_overwrite_the_newer_outcome() {
     let (db, queue) = setup().await;
