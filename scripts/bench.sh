@@ -3,10 +3,11 @@
 # PostgreSQL 15 with durable commits (scripts/lib/services.sh), a release build, then
 #   1. burn-down of 200,000 no-op tasks with 1 and 2 worker processes, 5 runs each;
 #   2. the same with 2 processes at rising handler slots per process, 3 runs each;
-#   3. enqueue→start latency, 5 runs;
+#   3. 2 processes with the backlog spread over 0, 2 and 10 owners (the fair claim), 3 runs each;
+#   4. enqueue→start latency, 5 runs;
 # every run a line in RESULTS (JSON), the printed tables beside it, and the chart.
 #   scripts/bench.sh [OUT_DIR]     (default artifacts/bench/<UTC time>)
-# Runs about 10 minutes. Nothing else should run on the machine meanwhile.
+# Runs about 12 minutes. Nothing else should run on the machine meanwhile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/services.sh
@@ -29,6 +30,10 @@ flowforge=target/release/flowforge
     tee "$out/burn-down.txt"
 "$flowforge" bench burn-down --processes 2 --concurrency 64,250,1000,2000,4000 --claim-batch 1000 --repeat 3 \
     --out "$results" | tee "$out/slots.txt"
+# The fair claim's cost: the same backlog without owners (no fairness to do), over 2 and
+# over 10 owners (every claim shares its batch between them).
+"$flowforge" bench burn-down --processes 2 --concurrency 2000 --claim-batch 1000 --owners 0,2,10 --repeat 3 \
+    --out "$results" | tee "$out/owners.txt"
 "$flowforge" bench latency --repeat 5 --out "$results" | tee "$out/latency.txt"
 
 python3 -c 'import matplotlib' 2>/dev/null ||

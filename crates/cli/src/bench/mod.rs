@@ -59,6 +59,11 @@ pub struct BurnDownArgs {
     /// Most tasks one claim takes (default: the engine's).
     #[arg(long)]
     claim_batch: Option<usize>,
+    /// Owners the backlog is spread over, round robin (0: tasks without an owner, the
+    /// engine used directly); a list runs each. With two or more, every claim shares its
+    /// batch between them (the fair claim).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    owners: Vec<usize>,
     /// Connections per worker process.
     #[arg(long, default_value_t = 20)]
     pool: u32,
@@ -274,6 +279,7 @@ struct BurnDownRun {
     processes: usize,
     concurrency: usize,
     claim_batch: usize,
+    owners: usize,
     tasks: usize,
     enqueue_per_sec: f64,
     seconds: f64,
@@ -296,8 +302,12 @@ async fn burn_down(settings: &DatabaseSettings, args: BurnDownArgs) -> anyhow::R
     let concurrencies = args.concurrency.clone().unwrap_or_else(|| vec![defaults.concurrency]);
     anyhow::ensure!(concurrencies.iter().all(|&c| c > 0), "--concurrency must be positive");
     let claim_batch = args.claim_batch.unwrap_or(defaults.max_batch);
-    let configs: Vec<(usize, usize)> =
-        args.processes.iter().flat_map(|&p| concurrencies.iter().map(move |&c| (p, c))).collect();
+    let mut configs: Vec<(usize, usize, usize)> = Vec::new();
+    for &p in &args.processes {
+        for &c in &concurrencies {
+            configs.extend(args.owners.iter().map(|&o| (p, c, o)));
+        }
+    }
     print_machine(settings).await?;
     println!(
         "burn-down: {} no-op tasks per run, fresh database each run, claim batch {claim_batch}, pool {} per process",
@@ -306,11 +316,12 @@ async fn burn_down(settings: &DatabaseSettings, args: BurnDownArgs) -> anyhow::R
     let mut results: Vec<BurnDownRun> = Vec::new();
     let mut failed = false;
     for rep in 1..=args.repeat {
-        for &(processes, concurrency) in &configs {
-            let run = burn_down_once(settings, &args, processes, concurrency, claim_batch).await?;
+        for &(processes, concurrency, owners) in &configs {
+            let run = burn_down_once(settings, &args, processes, concurrency, claim_batch, owners).await?;
             println!(
-                "  run {rep}: {processes} × {concurrency:>4}  {:>8.0} jobs/s  ({:.2} s)  runs {}  duplicates {}  \
+                "  run {rep}: {processes} × {concurrency:>4}  {}  {:>8.0} jobs/s  ({:.2} s)  runs {}  duplicates {}  \
                  attempts>1 {}  worker CPU {:.1} s  enqueue {:.0}/s",
+                owners_label(owners),
                 run.jobs_per_sec,
                 run.seconds,
                 run.handler_runs,
@@ -325,15 +336,18 @@ async fn burn_down(settings: &DatabaseSettings, args: BurnDownArgs) -> anyhow::R
         }
     }
     println!("summary (jobs/s over {} runs each):", args.repeat);
-    println!("  processes × concurrency        min     median        max   spread   duplicate runs");
-    for &(processes, concurrency) in &configs {
-        let mine: Vec<&BurnDownRun> =
-            results.iter().filter(|r| r.processes == processes && r.concurrency == concurrency).collect();
+    println!("  processes × concurrency  owners          min     median        max   spread   duplicate runs");
+    for &(processes, concurrency, owners) in &configs {
+        let mine: Vec<&BurnDownRun> = results
+            .iter()
+            .filter(|r| r.processes == processes && r.concurrency == concurrency && r.owners == owners)
+            .collect();
         let rates: Vec<f64> = mine.iter().map(|r| r.jobs_per_sec).collect();
         let dups: u64 = mine.iter().map(|r| r.duplicate_runs).sum();
         if let Some(s) = Spread::of(&rates) {
             println!(
-                "  {processes:>9} × {concurrency:<11} {:>10.0} {:>10.0} {:>10.0}   ±{:>4.1} %   {dups}",
+                "  {processes:>9} × {concurrency:<11}  {:<9} {:>10.0} {:>10.0} {:>10.0}   ±{:>4.1} %   {dups}",
+                owners_label(owners),
                 s.min,
                 s.median,
                 s.max,
@@ -347,21 +361,31 @@ async fn burn_down(settings: &DatabaseSettings, args: BurnDownArgs) -> anyhow::R
     Ok(())
 }
 
+fn owners_label(owners: usize) -> String {
+    match owners {
+        0 => "no owner".into(),
+        1 => "1 owner".into(),
+        n => format!("{n} owners"),
+    }
+}
+
 async fn burn_down_once(
     settings: &DatabaseSettings,
     args: &BurnDownArgs,
     processes: usize,
     concurrency: usize,
     claim_batch: usize,
+    owners: usize,
 ) -> anyhow::Result<BurnDownRun> {
     let scratch = Scratch::create(settings, args.keep).await?;
     let queue = Queue::new(scratch.pool.clone());
     let started = Instant::now();
+    let task = NewTask::from_args(&Noop {})?;
+    let mut owner_of = (1..=owners as i64).cycle();
     let mut remaining = args.tasks;
     while remaining > 0 {
         let n = remaining.min(args.enqueue_batch.max(1));
-        let task = NewTask::from_args(&Noop {})?;
-        let batch: Vec<NewTask> = (0..n).map(|_| task.clone()).collect();
+        let batch: Vec<NewTask> = (0..n).map(|_| NewTask { owner_id: owner_of.next(), ..task.clone() }).collect();
         queue.enqueue(&batch).await?;
         remaining -= n;
     }
@@ -404,6 +428,7 @@ async fn burn_down_once(
         processes,
         concurrency,
         claim_batch,
+        owners,
         tasks: args.tasks,
         enqueue_per_sec: enqueue_per_sec.round(),
         seconds: (seconds * 1000.0).round() / 1000.0,
