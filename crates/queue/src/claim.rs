@@ -67,59 +67,61 @@ pub(crate) fn status_after(outcome: &Outcome, attempt: i32, max_attempts: i32) -
 }
 
 /// The start of a statement that locks up to `$1` due tasks as `picked`, sharing them
-/// fairly between owners, so that one owner's backlog cannot starve another's:
+/// fairly between owners, so that one owner's backlog cannot starve another's. Tasks
+/// without an owner are one more group, owner 0.
 ///
-/// 1. `owners`: every owner with pending tasks, one index probe each (a loose scan);
-/// 2. `shares`: with `r` tasks running per owner and `m` owners, each owner may take up
-///    to `(limit + Σr) / m − r`, so owners with fewer running go first and the batch
-///    evens them out (water-filling);
-/// 3. `fair`: each owner's share from its own due tasks, highest priority then oldest,
-///    owners with the fewest running first — only when two or more owners are waiting;
-/// 4. `rest`: what the owners could not use, in the global order, so that no slot idles
-///    while anything is due.
+/// 1. `owners`: every group with pending tasks, one index probe each (a loose scan);
+/// 2. `shares`: with `r` tasks running per group and `m` groups, each may take up to
+///    `(limit + Σr) / m − r`, so groups with fewer running go first and the batch evens
+///    them out (water-filling);
+/// 3. `fair`: each group's share from its own due tasks, highest priority then oldest,
+///    the groups with the fewest running first;
+/// 4. `extra`: when the shares left slots free (a group had fewer tasks due than its
+///    share), more from the groups that have them, so that no slot idles while anything
+///    is due.
 ///
-/// Priority orders tasks within an owner's share, not across owners. With one owner, or
-/// tasks without owners (the engine used directly), only `rest` runs: the claim as it
-/// would be without fairness, plus one probe of an empty index range.
+/// Priority orders tasks within a group's share, not across groups. With one group (one
+/// owner, or none) its share is the whole batch: the claim as it would be without
+/// fairness, plus one probe per part.
 pub(crate) const PICK_DUE: &str = "
-    WITH RECURSIVE owners(owner_id) AS (
-        (SELECT owner_id FROM tasks
-         WHERE status = 'pending' AND owner_id IS NOT NULL ORDER BY owner_id LIMIT 1)
+    WITH RECURSIVE owners(owner) AS (
+        (SELECT COALESCE(owner_id, 0) FROM tasks WHERE status = 'pending' ORDER BY COALESCE(owner_id, 0) LIMIT 1)
       UNION ALL
-        SELECT (SELECT t.owner_id FROM tasks t
-                WHERE t.status = 'pending' AND t.owner_id IS NOT NULL AND t.owner_id > o.owner_id
-                ORDER BY t.owner_id LIMIT 1)
-        FROM owners o WHERE o.owner_id IS NOT NULL
-    ), load AS MATERIALIZED (
-        SELECT o.owner_id,
-               (SELECT count(*) FROM tasks r WHERE r.status = 'running' AND r.owner_id = o.owner_id) AS running
-        FROM owners o WHERE o.owner_id IS NOT NULL
-    ), shares AS (
-        SELECT owner_id, running,
-               ((($1 + sum(running) OVER ()) / count(*) OVER ()) - running)::int8 AS share
-        FROM load
+        SELECT (SELECT COALESCE(t.owner_id, 0) FROM tasks t
+                WHERE t.status = 'pending' AND COALESCE(t.owner_id, 0) > o.owner
+                ORDER BY COALESCE(t.owner_id, 0) LIMIT 1)
+        FROM owners o WHERE o.owner IS NOT NULL
+    ), shares AS MATERIALIZED (
+        SELECT owner, running, ((($1 + sum(running) OVER ()) / count(*) OVER ()) - running)::int8 AS share
+        FROM (SELECT o.owner,
+                     (SELECT count(*) FROM tasks r
+                      WHERE r.status = 'running' AND COALESCE(r.owner_id, 0) = o.owner) AS running
+              FROM owners o WHERE o.owner IS NOT NULL) load
     ), fair AS (
-        SELECT t.* FROM (SELECT * FROM shares
-                         WHERE share > 0 AND (SELECT count(*) FROM shares) > 1 ORDER BY running) s
+        SELECT t.* FROM (SELECT * FROM shares WHERE share > 0 ORDER BY running) s
         CROSS JOIN LATERAL (
             SELECT id, kind, payload, attempts, max_attempts, timeout_secs, owner_id, request_id, trace_id,
                    created_at, run_at
             FROM tasks
-            WHERE status = 'pending' AND owner_id = s.owner_id AND run_at <= now()
+            WHERE status = 'pending' AND COALESCE(owner_id, 0) = s.owner AND run_at <= now()
             ORDER BY priority DESC, run_at, id
             LIMIT s.share
             FOR UPDATE SKIP LOCKED) t
         LIMIT $1
-    ), rest AS (
-        SELECT id, kind, payload, attempts, max_attempts, timeout_secs, owner_id, request_id, trace_id,
-               created_at, run_at
-        FROM tasks
-        WHERE status = 'pending' AND run_at <= now() AND id <> ALL (ARRAY(SELECT id FROM fair))
-        ORDER BY priority DESC, run_at, id
+    ), extra AS (
+        SELECT t.* FROM (SELECT * FROM shares ORDER BY running) s
+        CROSS JOIN LATERAL (
+            SELECT id, kind, payload, attempts, max_attempts, timeout_secs, owner_id, request_id, trace_id,
+                   created_at, run_at
+            FROM tasks
+            WHERE status = 'pending' AND COALESCE(owner_id, 0) = s.owner AND run_at <= now()
+              AND id <> ALL (ARRAY(SELECT id FROM fair))
+            ORDER BY priority DESC, run_at, id
+            LIMIT $1
+            FOR UPDATE SKIP LOCKED) t
         LIMIT $1 - (SELECT count(*) FROM fair)
-        FOR UPDATE SKIP LOCKED
     ), picked AS (
-        SELECT * FROM fair UNION ALL SELECT * FROM rest
+        SELECT * FROM fair UNION ALL SELECT * FROM extra
     )";
 
 /// One row of [`Queue::open_claim`]: the claim's transaction id, then the task.

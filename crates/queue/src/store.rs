@@ -462,8 +462,8 @@ impl Queue {
     pub async fn count_unfinished<'c>(db: impl sqlx::PgExecutor<'c>, owner: i64, up_to: i64) -> sqlx::Result<i64> {
         sqlx::query_scalar(
             "SELECT LEAST($2,
-                 (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE owner_id = $1 AND status = 'pending' LIMIT $2) p)
-                 + (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE owner_id = $1 AND status = 'running' LIMIT $2) r))",
+                 (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE COALESCE(owner_id, 0) = $1 AND status = 'pending' LIMIT $2) p)
+                 + (SELECT count(*) FROM (SELECT 1 FROM tasks WHERE COALESCE(owner_id, 0) = $1 AND status = 'running' LIMIT $2) r))",
         )
         .bind(owner)
         .bind(up_to)

@@ -352,7 +352,7 @@ async fn owners_with_backlogs_share_the_slots_and_none_idle() {
     let (db, queue) = setup().await;
     queue.enqueue(&owned(1, 300, 300)).await.unwrap();
     queue.enqueue(&owned(2, 300, 300)).await.unwrap();
-    // A few without an owner: the slots owners leave go to them, in arrival order.
+    // A few without an owner: one more group, with its share.
     queue.enqueue(&tasks("slow", 3, json!({ "ms": 300 }))).await.unwrap();
     let starts = StartTimes::default();
     let w = spawn(&queue, Registry::new().register("slow", starts.clone()), fast("w"));

@@ -153,7 +153,7 @@ impl Scratch {
     /// (the statistics say every row is pending) that grows as the backlog burns down.
     async fn unfinished(conn: &mut PgConnection) -> sqlx::Result<bool> {
         sqlx::query_scalar(
-            "SELECT (SELECT 1 FROM tasks WHERE status = 'pending' ORDER BY priority DESC, run_at, id LIMIT 1) IS NOT NULL
+            "SELECT (SELECT 1 FROM tasks WHERE status = 'pending' ORDER BY COALESCE(owner_id, 0), priority DESC, run_at, id LIMIT 1) IS NOT NULL
                  OR (SELECT 1 FROM tasks WHERE status = 'running' ORDER BY lease_expires_at LIMIT 1) IS NOT NULL",
         )
         .fetch_one(conn)
