@@ -78,7 +78,7 @@ pub(crate) fn status_after(outcome: &Outcome, attempt: i32, max_attempts: i32) -
 ///    the groups with the fewest running first;
 /// 4. `extra`: when the shares left slots free (a group had fewer tasks due than its
 ///    share), more from the groups that have them, so that no slot idles while anything
-///    is due.
+///    is due. With one group its share was the whole batch, so there is nothing more.
 ///
 /// Priority orders tasks within a group's share, not across groups. With one group (one
 /// owner, or none) its share is the whole batch: the claim as it would be without
@@ -109,7 +109,7 @@ pub(crate) const PICK_DUE: &str = "
             FOR UPDATE SKIP LOCKED) t
         LIMIT $1
     ), extra AS (
-        SELECT t.* FROM (SELECT * FROM shares ORDER BY running) s
+        SELECT t.* FROM (SELECT * FROM shares WHERE (SELECT count(*) FROM shares) > 1 ORDER BY running) s
         CROSS JOIN LATERAL (
             SELECT id, kind, payload, attempts, max_attempts, timeout_secs, owner_id, request_id, trace_id,
                    created_at, run_at
