@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates what the stack needs but git must never hold, in ./secrets (git-ignored), once:
-# random passwords and keys, a private CA, and certificates signed by it for PostgreSQL
-# and the proxy. Existing files are kept, so a real certificate dropped in as
+# random passwords and keys, a private CA, and certificates signed by it for PostgreSQL,
+# Redis, the api and web replicas (every hop inside the stack is TLS) and the proxy. Existing files are kept, so a real certificate dropped in as
 # secrets/proxy_tls.pem (certificate chain + key) replaces the self-signed one.
 set -euo pipefail
 dir=${1:-secrets}
@@ -33,6 +33,11 @@ sign() {
     rm -f "$1.csr" "$1.ext"
 }
 sign postgres_tls postgres "DNS:postgres"
+# Each replica answers under its service name (the proxy and Prometheus check it); the
+# loopback names are for the container's own health check.
+sign api_tls api "DNS:api"
+sign web_tls web "DNS:web"
+sign redis_tls redis "DNS:redis,DNS:localhost,IP:127.0.0.1"
 sign proxy_tls_parts localhost "DNS:localhost,IP:127.0.0.1"
 [ -s proxy_tls.pem ] || cat proxy_tls_parts.pem proxy_tls_parts.key >proxy_tls.pem
 
@@ -43,11 +48,13 @@ sign proxy_tls_parts localhost "DNS:localhost,IP:127.0.0.1"
 url() { printf 'postgres://%s:%s@postgres:5432/flowforge?sslmode=verify-full&sslrootcert=/run/secrets/ca.pem' "$1" "$2"; }
 [ -s database_url_app ] || url flowforge_app "$(openssl rand -hex 32)" >database_url_app
 [ -s database_url_owner ] || url flowforge_owner "$(cat postgres_owner_password)" >database_url_owner
-[ -s redis_url ] || printf 'redis://:%s@redis:6379' "$(cat redis_password)" >redis_url
+[ -s redis_url ] || printf 'rediss://:%s@redis:6379' "$(cat redis_password)" >redis_url
 # redis_exporter reads passwords as a JSON map keyed by the address it scrapes; it logs in
 # as its own Redis user, which may read server statistics and nothing else.
 [ -s redis_exporter_auth.json ] ||
-    printf '{"redis://redis:6379": "%s"}\n' "$(cat redis_exporter_password)" >redis_exporter_auth.json
+    printf '{"rediss://redis:6379": "%s"}\n' "$(cat redis_exporter_password)" >redis_exporter_auth.json
+# Redis speaks only TLS: addresses written before it did move to rediss://.
+sed -i 's#redis://redis:6379#rediss://redis:6379#' redis_url redis_exporter_auth.json
 # The operators' login for /prometheus/ and /alertmanager/ behind the proxy (user
 # `operator`, password in operator_password), as a HAProxy userlist with a SHA-512 hash.
 [ -s proxy_operators.cfg ] ||

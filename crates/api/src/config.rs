@@ -7,6 +7,7 @@ use std::time::Duration;
 use flowforge_platform::config::{ConfigError, Profile, Secret, Source};
 use flowforge_platform::db::DatabaseSettings;
 use flowforge_platform::telemetry::TelemetrySettings;
+use flowforge_platform::tls::ServerTls;
 use flowforge_webhooks::DeploymentKeySettings;
 
 use flowforge_accounts::TokenTtl;
@@ -17,9 +18,14 @@ use crate::client_addr::TrustedProxies;
 pub struct ApiSettings {
     pub profile: Profile,
     pub listen: SocketAddr,
+    /// HTTPS with this certificate (the hop from the proxy); plain HTTP without one.
+    pub tls: Option<ServerTls>,
     pub database: DatabaseSettings,
     pub telemetry: TelemetrySettings,
     pub redis_url: Secret,
+    /// The CA (PEM) a `rediss://` server's certificate must be signed by; none: the
+    /// system's roots.
+    pub redis_ca: Option<String>,
     /// Prefix of every Redis key, so several deployments (or tests) can share a server.
     pub redis_key_prefix: String,
     /// How long a Redis command may take before the API carries on without it.
@@ -85,11 +91,14 @@ impl ApiSettings {
     pub fn from_source(mut s: Source) -> Result<Self, ConfigError> {
         let profile = s.profile();
         let listen = s.parse_or("API_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)));
+        let tls = ServerTls::from_source(&mut s);
         let database = DatabaseSettings::from_source(&mut s, 20);
         let telemetry = TelemetrySettings::from_source(&mut s);
         let redis_url = s.parse_dev_default("REDIS_URL", "Redis URL for cache and rate limits", || {
             Secret::new("redis://127.0.0.1:6379")
         });
+        let redis_ca: Option<String> = s.parse_or("REDIS_CA", String::new()).into();
+        let redis_ca = redis_ca.filter(|ca| !ca.is_empty());
         let redis_key_prefix = s.parse_or("REDIS_KEY_PREFIX", "ff:".to_string());
         let redis_timeout = s.duration_or("REDIS_TIMEOUT", Duration::from_millis(250));
         let cache_ttl = s.duration_or("CACHE_TTL", Duration::from_secs(60));
@@ -156,17 +165,22 @@ impl ApiSettings {
             s.problem("FLOWFORGE_BULK_MAX_TASKS must be at least 1");
         }
         if let Some(url) = &redis_url {
+            // Neither message repeats the URL: it holds the password.
             if redis::Client::open(url.expose()).is_err() {
                 s.problem("FLOWFORGE_REDIS_URL is not a valid Redis URL");
+            } else if let Err(e) = crate::redis::client(url.expose(), redis_ca.as_deref()) {
+                s.problem(format!("FLOWFORGE_REDIS_CA: {e}"));
             }
         }
         s.finish()?;
         Ok(ApiSettings {
             profile,
             listen,
+            tls,
             database: database.expect("checked by finish"),
             telemetry,
             redis_url: redis_url.expect("checked by finish"),
+            redis_ca,
             redis_key_prefix,
             redis_timeout,
             cache_ttl,

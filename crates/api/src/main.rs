@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     match cli.command.unwrap_or(ServiceCommand::Run) {
-        ServiceCommand::Healthcheck => probe::exit_code(settings.listen),
+        ServiceCommand::Healthcheck => probe::exit_code(settings.listen, settings.tls.as_ref()),
         ServiceCommand::Run => service::run("api", &settings.telemetry.clone(), async {
             let app = Application::build(settings).await?;
             app.run_until_stopped(flowforge_platform::shutdown::signal()).await?;

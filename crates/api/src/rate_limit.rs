@@ -197,9 +197,8 @@ mod tests {
 
     fn limiter(per_minute: u32) -> RateLimiter {
         // Nothing listens there: these tests never sync.
-        let redis =
-            Redis::new("redis://127.0.0.1:1", "t:", Duration::from_millis(10), Arc::new(ApiMetrics::new().unwrap()))
-                .unwrap();
+        let client = crate::redis::client("redis://127.0.0.1:1", None).unwrap();
+        let redis = Redis::new(client, "t:", Duration::from_millis(10), Arc::new(ApiMetrics::new().unwrap()));
         RateLimiter::new(redis, per_minute)
     }
 

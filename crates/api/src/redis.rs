@@ -33,15 +33,27 @@ enum Connection {
 #[error("redis unavailable")]
 pub struct Unavailable;
 
+/// A client for `url`. With `ca_pem`, a `rediss://` server must present a certificate
+/// signed by that CA (the stack's own) rather than one the system trusts.
+pub fn client(url: &str, ca_pem: Option<&str>) -> redis::RedisResult<redis::Client> {
+    match ca_pem {
+        None => redis::Client::open(url),
+        Some(ca) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates { client_tls: None, root_cert: Some(ca.as_bytes().to_vec()) },
+        ),
+    }
+}
+
 impl Redis {
-    pub fn new(url: &str, prefix: &str, timeout: Duration, metrics: Arc<ApiMetrics>) -> redis::RedisResult<Self> {
-        Ok(Redis {
-            client: Arc::new(redis::Client::open(url)?),
+    pub fn new(client: redis::Client, prefix: &str, timeout: Duration, metrics: Arc<ApiMetrics>) -> Self {
+        Redis {
+            client: Arc::new(client),
             timeout,
             prefix: prefix.into(),
             conn: Arc::new(Mutex::new(Connection::Down { retry_at: Instant::now() })),
             metrics,
-        })
+        }
     }
 
     /// `prefix + rest`: every key this deployment uses.

@@ -5,8 +5,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use flowforge_platform::http::Drain;
-use tokio::net::TcpListener;
+use flowforge_platform::http::{Drain, Listener};
 
 use crate::audit::RefusalTally;
 use crate::config::ApiSettings;
@@ -14,7 +13,7 @@ use crate::routes;
 use crate::state::AppState;
 
 pub struct Application {
-    listener: TcpListener,
+    listener: Listener,
     state: AppState,
 }
 
@@ -23,13 +22,13 @@ impl Application {
     /// database pool connects lazily, so the service starts (not ready) before PostgreSQL.
     pub async fn build(settings: ApiSettings) -> anyhow::Result<Application> {
         let db = settings.database.pool("flowforge-api")?;
-        let listener = TcpListener::bind(settings.listen).await?;
+        let listener = Listener::bind(settings.listen, settings.tls.as_ref()).await?;
         let state = AppState::new(db, settings)?;
         Ok(Application { listener, state })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener.local_addr()
     }
 
     pub fn state(&self) -> &AppState {
@@ -39,7 +38,7 @@ impl Application {
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let state = self.state.clone();
         let app = routes::router(self.state.clone());
-        tracing::info!(addr = %self.local_addr(), profile = %state.settings.profile, "api listening");
+        tracing::info!(addr = %self.local_addr(), tls = self.listener.is_tls(), profile = %state.settings.profile, "api listening");
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let cache_recovery = tokio::spawn(settle_cache(state.clone()));
         let rate_limits = tokio::spawn(state.limiter.clone().keep_synced());

@@ -60,12 +60,8 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub fn new(db: PgPool, settings: ApiSettings) -> anyhow::Result<Self> {
         let metrics = Arc::new(ApiMetrics::new()?);
-        let redis = Redis::new(
-            settings.redis_url.expose(),
-            &settings.redis_key_prefix,
-            settings.redis_timeout,
-            metrics.clone(),
-        )?;
+        let client = crate::redis::client(settings.redis_url.expose(), settings.redis_ca.as_deref())?;
+        let redis = Redis::new(client, &settings.redis_key_prefix, settings.redis_timeout, metrics.clone());
         let queue = Queue::new(db.clone());
         Ok(AppState(Arc::new(Shared {
             creations: GroupCommit::new(db.clone(), queue.clone(), settings.database.acquire_timeout),

@@ -12,9 +12,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
+use flowforge_platform::http::Listener;
 use flowforge_platform::http::{Drain, Probes};
 use serde_json::Value;
-use tokio::net::TcpListener;
 
 /// Enough for days of grouped notifications; older ones are dropped first.
 const KEPT: usize = 1000;
@@ -37,8 +37,8 @@ pub fn router() -> Router {
 }
 
 pub async fn run(args: ReceiverArgs) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(args.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, "alert receiver listening");
+    let listener = Listener::bind(args.listen, None).await?;
+    tracing::info!(addr = %listener.local_addr(), "alert receiver listening");
     let drain = Drain { deadline: Duration::from_secs(5), ..Drain::default() };
     flowforge_platform::http::serve(listener, router(), flowforge_platform::shutdown::signal(), drain).await?;
     Ok(())

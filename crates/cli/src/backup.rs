@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use flowforge_platform::config::HumanDuration;
+use flowforge_platform::http::Listener;
 use flowforge_platform::http::{Drain, Probes};
 use prometheus::{GaugeVec, IntCounterVec, Opts, Registry};
 use serde::Deserialize;
-use tokio::net::TcpListener;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
@@ -263,8 +263,8 @@ fn due(info: &StanzaInfo, args: &ScheduleArgs, now: i64) -> Option<BackupType> {
 
 async fn schedule(args: ScheduleArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new()?);
-    let listener = TcpListener::bind(args.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, "backup scheduler listening");
+    let listener = Listener::bind(args.listen, None).await?;
+    tracing::info!(addr = %listener.local_addr(), "backup scheduler listening");
     let app = Probes::new().metrics(metrics.registry.clone()).router();
     let stop = CancellationToken::new();
     let signalled = stop.clone();

@@ -242,7 +242,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Load(args) => load::run(args).await?,
         Command::FinishRestore(args) => report_logins(roles::finish_restore(&database()?, &args).await?),
         Command::Roles { command: RolesCommand::Sync(args) } => report_logins(roles::sync(&database()?, &args).await?),
-        Command::Healthcheck { addr } => return Ok(flowforge_platform::probe::exit_code(addr)),
+        Command::Healthcheck { addr } => return Ok(flowforge_platform::probe::exit_code(addr, None)),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! What every FlowForge HTTP server shares: the probes and metrics routes, and serving
 //! with podinfo's shutdown order (not ready → wait for load balancers → drain → close),
 //! bounded by a deadline so one slow client cannot hold a stopping replica forever.
+//! Plain HTTP, or HTTPS when the service has a certificate ([`ServerTls`]).
 
 use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
@@ -14,8 +15,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
+
+use crate::tls::ServerTls;
 
 /// Whether a service can take work now; `Err` says why not (logged, and in the body).
 pub type ReadinessCheck = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
@@ -111,10 +117,117 @@ pub struct Drain {
     pub deadline: Duration,
 }
 
+/// A bound listening socket that hands out plain TCP connections, or TLS ones whose
+/// handshake is done.
+pub struct Listener {
+    local: SocketAddr,
+    accepting: Accepting,
+}
+
+enum Accepting {
+    Plain(TcpListener),
+    /// Handshakes run in tasks of their own, so a slow or silent client delays nobody
+    /// else's; the accept loop ends when the listener is dropped.
+    Tls {
+        handshaken: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+        accept_loop: tokio::task::AbortHandle,
+    },
+}
+
+/// How long a client has to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Listener {
+    /// Binds `addr` (port 0 picks a free port), with TLS when `tls` is given.
+    pub async fn bind(addr: SocketAddr, tls: Option<&ServerTls>) -> std::io::Result<Listener> {
+        let tcp = TcpListener::bind(addr).await?;
+        let local = tcp.local_addr()?;
+        let accepting = match tls {
+            None => Accepting::Plain(tcp),
+            Some(tls) => {
+                let (sender, handshaken) = mpsc::channel(64);
+                let accept_loop = tokio::spawn(accept_tls(tcp, tls.acceptor(), sender)).abort_handle();
+                Accepting::Tls { handshaken, accept_loop }
+            }
+        };
+        Ok(Listener { local, accepting })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self.accepting, Accepting::Tls { .. })
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Accepting::Tls { accept_loop, .. } = &self.accepting {
+            accept_loop.abort();
+        }
+    }
+}
+
+impl axum::serve::Listener for Listener {
+    type Io = Either<TcpStream, TlsStream<TcpStream>>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match &mut self.accepting {
+            Accepting::Plain(tcp) => {
+                let (stream, addr) = axum::serve::Listener::accept(tcp).await;
+                (Either::Left(stream), addr)
+            }
+            Accepting::Tls { handshaken, .. } => match handshaken.recv().await {
+                Some((stream, addr)) => (Either::Right(stream), addr),
+                // The accept loop only ends with the listener.
+                None => std::future::pending().await,
+            },
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
+
+async fn accept_tls(
+    tcp: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    handshaken: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+) {
+    loop {
+        let (stream, addr) = match tcp.accept().await {
+            Ok(accepted) => accepted,
+            // Out of file descriptors, most likely: wait for some to close.
+            Err(e) => {
+                tracing::error!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Small TLS records must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let handshaken = handshaken.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let _ = handshaken.send((stream, addr)).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
 /// Serves `app` until `stop` resolves, then drains as `drain` says. Handlers see the
 /// client's address through `ConnectInfo<SocketAddr>`.
 pub async fn serve(
-    listener: TcpListener,
+    listener: Listener,
     app: Router,
     stop: impl Future<Output = ()> + Send + 'static,
     drain: Drain,
@@ -131,6 +244,8 @@ pub async fn serve(
             closing.cancel();
         }
     };
+    // Through `tap_io`, whose connection info axum knows for any listener's address.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |_| {});
     let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(graceful)
         .into_future();
@@ -152,11 +267,60 @@ mod tests {
         app: Router,
         drain: Drain,
     ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<std::io::Result<()>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), None).await.unwrap();
+        let addr = listener.local_addr();
         let stop = CancellationToken::new();
         let server = tokio::spawn(serve(listener, app, stop.clone().cancelled_owned(), drain));
         (addr, stop, server)
+    }
+
+    #[tokio::test]
+    async fn serves_tls_with_the_clients_address_and_nothing_in_plain_text() {
+        use axum::extract::ConnectInfo;
+        let files = flowforge_testkit::TlsFiles::new();
+        let pem = |path: &std::path::Path| std::fs::read(path).unwrap();
+        let tls = ServerTls::from_pem(&pem(&files.cert), &pem(&files.key)).unwrap();
+        let app = Router::new()
+            .route("/peer", get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.ip().to_string() }))
+            .merge(Probes::new().router());
+        let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), Some(&tls)).await.unwrap();
+        let addr = listener.local_addr();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, app, stop.clone().cancelled_owned(), Drain::default()));
+
+        // A client that connects and never starts its handshake holds up nobody.
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        let ca = reqwest::Certificate::from_pem(&pem(&files.ca)).unwrap();
+        let client = reqwest::Client::builder().add_root_certificate(ca).build().unwrap();
+        let url = format!("https://localhost:{}/peer", addr.port());
+        let peer = tokio::time::timeout(Duration::from_secs(5), client.get(url).send()).await.unwrap().unwrap();
+        assert_eq!(peer.text().await.unwrap(), "127.0.0.1", "handlers see the client's address");
+        // A client offering HTTP/2 as well (as Prometheus does) is told HTTP/1.1.
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject;
+        roots.add(rustls::pki_types::CertificateDer::from_pem_slice(&pem(&files.ca)).unwrap()).unwrap();
+        let mut offer = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        offer.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let tls_stream = tokio_rustls::TlsConnector::from(Arc::new(offer)).connect(name, tcp).await.unwrap();
+        assert_eq!(tls_stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+        let plain = reqwest::get(format!("http://{addr}/health")).await;
+        assert!(plain.is_err(), "plain HTTP gets no HTTP answer: {plain:?}");
+
+        // The container's health probe speaks TLS to it, trusting only its certificate.
+        let other_files = flowforge_testkit::TlsFiles::new();
+        let other = ServerTls::from_pem(&pem(&other_files.cert), &pem(&other_files.key)).unwrap();
+        let probe = |tls: ServerTls| {
+            tokio::task::spawn_blocking(move || crate::probe::health(addr, Some(&tls), Duration::from_secs(3)))
+        };
+        assert_eq!(probe(tls.clone()).await.unwrap(), Ok(()));
+        let refused = probe(other).await.unwrap().unwrap_err();
+        assert!(refused.contains("own certificate"), "{refused}");
+        let plain_probe = tokio::task::spawn_blocking(move || crate::probe::health(addr, None, Duration::from_secs(3)));
+        assert!(plain_probe.await.unwrap().is_err(), "a plain probe fails against TLS");
+        stop.cancel();
+        server.await.unwrap().unwrap();
     }
 
     #[tokio::test]

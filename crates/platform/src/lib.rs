@@ -11,6 +11,7 @@ pub mod probe;
 pub mod service;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 
 pub use config::{ConfigError, Profile, Secret, Source};
 

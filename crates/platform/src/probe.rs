@@ -1,35 +1,60 @@
 //! Container health checks: images built `FROM scratch` have no shell and no curl, so
-//! each binary probes its own `/health` with a plain HTTP/1.0 request, and the
-//! `http-probe` binary does the same for the other images (Prometheus, Alertmanager,
-//! exporters).
+//! each binary probes its own `/health` with an HTTP/1.0 request (over TLS when it serves
+//! TLS), and the `http-probe` binary does the same for the other images (Prometheus,
+//! Alertmanager, exporters).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::tls::ServerTls;
+
 /// GETs `/health` on the service listening at `listen` (a wildcard address is probed on
-/// loopback); `Ok` on a 200.
-pub fn health(listen: SocketAddr, timeout: Duration) -> Result<(), String> {
+/// loopback), over TLS when it serves `tls`; `Ok` on a 200.
+pub fn health(listen: SocketAddr, tls: Option<&ServerTls>, timeout: Duration) -> Result<(), String> {
     let ip = match listen.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    get(SocketAddr::new(ip, listen.port()), "/health", timeout)
+    let addr = SocketAddr::new(ip, listen.port());
+    match tls {
+        None => get(addr, "/health", timeout),
+        Some(tls) => {
+            let url = format!("https://{addr}/health");
+            let stream = connect(addr, timeout).map_err(|e| format!("GET {url}: {e}"))?;
+            let name = rustls::pki_types::ServerName::from(ip);
+            let connection = rustls::ClientConnection::new(Arc::new(tls.own_client_config()), name)
+                .map_err(|e| format!("GET {url}: {e}"))?;
+            exchange(rustls::StreamOwned::new(connection, stream), &url, addr, "/health")
+        }
+    }
 }
 
 /// GETs `path` from `addr`; `Ok` on any 2xx.
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(), String> {
-    let fail = |e: std::io::Error| format!("GET http://{addr}{path}: {e}");
-    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(fail)?;
-    stream.set_read_timeout(Some(timeout)).map_err(fail)?;
-    stream.set_write_timeout(Some(timeout)).map_err(fail)?;
+    let url = format!("http://{addr}{path}");
+    let stream = connect(addr, timeout).map_err(|e| format!("GET {url}: {e}"))?;
+    exchange(stream, &url, addr, path)
+}
+
+fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    Ok(stream)
+}
+
+fn exchange(mut stream: impl Read + Write, url: &str, addr: SocketAddr, path: &str) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("GET {url}: {e}");
     write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").map_err(fail)?;
+    stream.flush().map_err(fail)?;
     let mut status_line = String::new();
     BufReader::new(stream).read_line(&mut status_line).map_err(fail)?;
     match status_line.split_whitespace().nth(1) {
         Some(code) if code.len() == 3 && code.starts_with('2') => Ok(()),
-        _ => Err(format!("GET http://{addr}{path} answered {:?}", status_line.trim_end())),
+        _ => Err(format!("GET {url} answered {:?}", status_line.trim_end())),
     }
 }
 
@@ -45,8 +70,8 @@ pub fn parse_url(url: &str) -> Result<(SocketAddr, String), String> {
 }
 
 /// [`health`] as a process exit code, for the `healthcheck` subcommand of each binary.
-pub fn exit_code(listen: SocketAddr) -> std::process::ExitCode {
-    report(health(listen, Duration::from_secs(3)))
+pub fn exit_code(listen: SocketAddr, tls: Option<&ServerTls>) -> std::process::ExitCode {
+    report(health(listen, tls, Duration::from_secs(3)))
 }
 
 pub fn report(result: Result<(), String>) -> std::process::ExitCode {

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::TcpListener;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -114,9 +115,29 @@ pub struct RedisServer {
 impl RedisServer {
     pub fn start() -> RedisServer {
         let port = free_port();
+        Self::spawn(port, &["--port", &port.to_string()])
+    }
+
+    /// A server that speaks only TLS, with `identity`'s certificate (clients need no
+    /// certificate of their own, as in the stack).
+    pub fn start_tls(identity: &TlsFiles) -> RedisServer {
+        let port = free_port();
+        let path = |p: &Path| p.to_str().expect("UTF-8 temp path").to_owned();
+        let (cert, key, ca) = (path(&identity.cert), path(&identity.key), path(&identity.ca));
+        Self::spawn(
+            port,
+            &["--port", "0", "--tls-port", &port.to_string(), "--tls-cert-file", &cert, "--tls-key-file", &key]
+                .into_iter()
+                .chain(["--tls-ca-cert-file", &ca, "--tls-auth-clients", "no"])
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    fn spawn(port: u16, listen: &[&str]) -> RedisServer {
         let binary = std::env::var("FLOWFORGE_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
         let child = Command::new(&binary)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(listen)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -133,6 +154,12 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// The `rediss://` URL of a [`RedisServer::start_tls`] server, by the name its
+    /// certificate carries.
+    pub fn tls_url(&self) -> String {
+        format!("rediss://localhost:{}", self.port)
+    }
+
     /// Kills the server (SIGKILL) and waits for it to exit.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -145,6 +172,48 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A private CA made for one test, with a certificate it signed for `localhost` and
+/// 127.0.0.1, as PEM files in a directory of their own (removed on drop).
+pub struct TlsFiles {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn new() -> TlsFiles {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let dir = std::env::temp_dir().join(format!("flowforge-test-tls-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("create the certificate directory");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA parameters");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "FlowForge test CA");
+        let ca_key = KeyPair::generate().expect("CA key");
+        let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("params");
+        let key = KeyPair::generate().expect("server key");
+        let cert = params.signed_by(&key, &ca, &ca_key).expect("server certificate");
+        let files = TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("cert.pem"), key: dir.join("key.pem"), dir };
+        for (path, pem) in [(&files.ca, ca.pem()), (&files.cert, cert.pem()), (&files.key, key.serialize_pem())] {
+            std::fs::write(path, pem).expect("write a PEM file");
+        }
+        files
+    }
+}
+
+impl Default for TlsFiles {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TlsFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -11,11 +11,11 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use flowforge_platform::http::{Drain, Probes};
+use flowforge_platform::http::{Drain, Listener, Probes};
 use flowforge_platform::telemetry::TelemetrySettings;
+use flowforge_platform::tls::ServerTls;
 use flowforge_platform::{ConfigError, Source};
 use rust_embed::{EmbeddedFile, RustEmbed};
-use tokio::net::TcpListener;
 use tower_http::compression::CompressionLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -32,6 +32,8 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 #[derive(Debug, Clone)]
 pub struct WebSettings {
     pub listen: SocketAddr,
+    /// HTTPS with this certificate; plain HTTP without one.
+    pub tls: Option<ServerTls>,
     pub telemetry: TelemetrySettings,
 }
 
@@ -42,25 +44,26 @@ impl WebSettings {
 
     pub fn from_source(mut s: Source) -> Result<Self, ConfigError> {
         let listen = s.parse_or("WEB_ADDR", SocketAddr::from(([0, 0, 0, 0], 8080)));
+        let tls = ServerTls::from_source(&mut s);
         let telemetry = TelemetrySettings::from_source(&mut s);
         s.finish()?;
-        Ok(WebSettings { listen, telemetry })
+        Ok(WebSettings { listen, tls, telemetry })
     }
 }
 
 pub struct Application {
-    listener: TcpListener,
+    listener: Listener,
 }
 
 impl Application {
     pub async fn build(settings: &WebSettings) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(settings.listen).await?;
-        tracing::info!(addr = %listener.local_addr()?, "web listening");
+        let listener = Listener::bind(settings.listen, settings.tls.as_ref()).await?;
+        tracing::info!(addr = %listener.local_addr(), tls = listener.is_tls(), "web listening");
         Ok(Application { listener })
     }
 
     pub fn port(&self) -> u16 {
-        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+        self.listener.local_addr().port()
     }
 
     pub async fn run_until_stopped(

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     match cli.command.unwrap_or(ServiceCommand::Run) {
-        ServiceCommand::Healthcheck => probe::exit_code(settings.metrics_addr),
+        ServiceCommand::Healthcheck => probe::exit_code(settings.metrics_addr, None),
         ServiceCommand::Run => service::run("worker", &settings.telemetry.clone(), async {
             let app = WorkerApp::build(settings).await?;
             app.run_until_stopped(shutdown::token_on_signal()).await

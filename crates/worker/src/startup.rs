@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use flowforge_platform::http::Drain;
+use flowforge_platform::http::Listener;
 use flowforge_queue::{Queue, QueueMetrics, Worker};
 use sqlx::PgPool;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::WorkerSettings;
@@ -19,7 +19,7 @@ pub struct WorkerApp {
     worker: Worker,
     pool: PgPool,
     metrics: prometheus::Registry,
-    listener: TcpListener,
+    listener: Listener,
     metrics_addr: SocketAddr,
 }
 
@@ -31,10 +31,10 @@ impl WorkerApp {
         let metrics = prometheus::Registry::new();
         let queue_metrics = QueueMetrics::new(&metrics).context("registering queue metrics")?;
         let registry = handlers::registry(&settings.handlers, pool.clone());
-        let listener = TcpListener::bind(settings.metrics_addr)
+        let listener = Listener::bind(settings.metrics_addr, None)
             .await
             .with_context(|| format!("binding the metrics address {}", settings.metrics_addr))?;
-        let metrics_addr = listener.local_addr()?;
+        let metrics_addr = listener.local_addr();
         let mut kinds: Vec<&str> = registry.kinds().collect();
         kinds.sort_unstable();
         // Two keys mean a rotation of the deployment's webhook key is under way (operators

@@ -1,13 +1,14 @@
 //! Defence in depth: what a stolen credential or a compromised helper container could
-//! reach beyond its job.
+//! reach beyond its job, and what someone listening on an internal network would see.
 
-use crate::harness::{inspect, run_with_input, Checks, Stack};
+use crate::harness::{inspect, run, run_with_input, Checks, Stack};
 use crate::Scenario;
 
 pub const SCENARIOS: &[(&str, Scenario)] = &[
     ("defence::audit_log_append_only", audit_log_append_only),
     ("defence::node_exporter_mounts", node_exporter_mounts),
     ("defence::redis_exporter_user", redis_exporter_user),
+    ("defence::internal_tls", internal_tls),
 ];
 
 /// With the app's own connection string: it may add audit records, but not rewrite or
@@ -63,7 +64,7 @@ fn redis_exporter_user(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()>
                 &redis,
                 "sh",
                 "-c",
-                &format!("read -r p; REDISCLI_AUTH=$p redis-cli --no-auth-warning --user exporter {command} 2>&1"),
+                &format!("read -r p; REDISCLI_AUTH=$p redis-cli --tls --cacert /run/secrets/ca.pem --no-auth-warning --user exporter {command} 2>&1"),
             ],
             Some(&format!("{}\n", password.trim())),
         )
@@ -77,5 +78,38 @@ fn redis_exporter_user(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()>
     }
     let up = stack.promql(r#"redis_up"#);
     checks.check(format!("Prometheus still reads Redis through it (redis_up {up})"), up == "1");
+    Ok(())
+}
+
+/// Inside the stack, tokens and tasks cross the networks encrypted too: the api and web
+/// replicas answer HTTPS only, with a certificate for their service name that the
+/// stack's CA signed (what the proxy and Prometheus check), and Redis gives a plain-text
+/// client nothing. Asked from a throwaway container on the proxy's side of the app
+/// network, and from inside the Redis container.
+fn internal_tls(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
+    let script = r#"for s in api web; do
+        printf '%s http %s\n' $s "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 http://$s:8080/health)"
+        printf '%s https %s\n' $s "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 --cacert /ca.pem https://$s:8080/health)"
+    done"#;
+    let ca = format!("{}:/ca.pem:ro", stack.secrets.join("ca.pem").display());
+    let network = format!("{}_app", stack.project);
+    let image = format!("flowforge-proxy:{}", stack.tag);
+    let out =
+        run("docker", ["run", "--rm", "--network", &network, "-v", &ca, "--entrypoint", "sh", &image, "-c", script])?;
+    for service in ["api", "web"] {
+        checks.check(
+            format!("{service} answers HTTPS, its certificate naming `{service}`, signed by the stack's CA"),
+            out.contains(&format!("{service} https 200")),
+        );
+        checks.check(format!("{service} gives plain HTTP no answer"), out.contains(&format!("{service} http 000")));
+    }
+    let redis = stack.container("redis", 1)?;
+    let plain = run("docker", ["exec", &redis, "redis-cli", "-h", "127.0.0.1", "-p", "6379", "PING"])
+        .unwrap_or_else(|e| e.to_string());
+    let said = plain.lines().last().unwrap_or_default().trim();
+    checks.check(
+        format!("Redis gives a plain-text client no answer ({said})"),
+        !plain.contains("PONG") && !plain.contains("NOAUTH"),
+    );
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use flowforge_testkit::{eventually, RedisServer};
+use flowforge_testkit::{eventually, RedisServer, TlsFiles};
 use serde_json::{json, Value};
 
 use crate::helpers::{assert_error, TestApp};
@@ -161,4 +161,51 @@ async fn with_redis_stopped_limits_still_hold_on_each_replica() {
         refused.push(app.get("/tasks", "ff_guess").await.status().as_u16());
     }
     assert_eq!(refused, [401, 401, 401, 429, 429], "the limit failed open without Redis");
+}
+
+/// The hops that carry tokens and tasks inside the stack are encrypted: the api serves
+/// HTTPS when it has a certificate, and talks TLS to a `rediss://` Redis whose certificate
+/// the configured CA signed, and to no other.
+#[tokio::test]
+async fn the_api_serves_https_and_uses_redis_over_tls_only_with_its_ca() {
+    let files = TlsFiles::new();
+    let redis = RedisServer::start_tls(&files);
+    let path = |p: &std::path::Path| p.display().to_string();
+    let (cert, key, ca) = (path(&files.cert), path(&files.key), path(&files.ca));
+    let mut app = TestApp::spawn_with(&[
+        ("TLS_CERT_FILE", &cert),
+        ("TLS_KEY_FILE", &key),
+        ("REDIS_URL", &redis.tls_url()),
+        ("REDIS_CA_FILE", &ca),
+    ])
+    .await;
+    let plain_base = app.base.clone();
+    app.base = app.base.replace("http://127.0.0.1", "https://localhost");
+    let root = reqwest::Certificate::from_pem(&std::fs::read(&files.ca).unwrap()).unwrap();
+    app.client = reqwest::Client::builder().add_root_certificate(root).build().unwrap();
+
+    let redis_state = |app: &TestApp| {
+        let request = app.client.get(format!("{}/ready", app.base));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap()["redis"].clone() }
+    };
+    eventually(Duration::from_secs(5), "the api to reach Redis over TLS", || async {
+        (redis_state(&app).await == "connected").then_some(())
+    })
+    .await;
+    let id = app.create(&app.admin, &json!({"title": "over TLS"})).await["id"].as_i64().unwrap();
+    app.finish(id, "completed").await;
+    app.get(&format!("/tasks/{id}"), &app.admin).await;
+    let hits = app.metric("cache_requests_total{result=\"hit\"}").await;
+    app.get(&format!("/tasks/{id}"), &app.admin).await;
+    assert_eq!(app.metric("cache_requests_total{result=\"hit\"}").await, hits + 1.0, "cached in Redis over TLS");
+    let plain = reqwest::get(format!("{plain_base}/health")).await;
+    assert!(plain.is_err(), "plain HTTP gets no answer: {plain:?}");
+
+    // A server whose certificate another CA signed is not trusted: no Redis for that api.
+    let stranger = TlsFiles::new();
+    let wary = TestApp::spawn_with(&[("REDIS_URL", &redis.tls_url()), ("REDIS_CA_FILE", &path(&stranger.ca))]).await;
+    for _ in 0..3 {
+        assert_eq!(redis_state(&wary).await, "unavailable");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
 }
