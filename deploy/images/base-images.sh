@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# Makes sure the base images every Dockerfile starts FROM exist locally. On a connected
-# host they are pulled as usual; where no registry is reachable they are built here, under
-# the same names, from Debian's packages (debootstrap) and the host's Rust toolchain — so
-# the same Dockerfiles build in both places.
+# Makes sure the base images every Dockerfile starts FROM exist locally, under names of
+# their own (flowforge-base-*), so nobody takes a local build for the official image. On
+# a connected host the official images (debian:bookworm-slim, rust:1.95-slim-bookworm)
+# are pulled and tagged with those names; where no registry is reachable they are built
+# here from Debian's packages (debootstrap) and the host's Rust toolchain — so the same
+# Dockerfiles build in both places.
 set -euo pipefail
 
-DEBIAN_IMAGE=${DEBIAN_IMAGE:-debian:bookworm-slim}
-RUST_IMAGE=${RUST_IMAGE:-rust:1.95-slim-bookworm}
+DEBIAN_IMAGE=${DEBIAN_IMAGE:-flowforge-base-debian:bookworm-slim}
+RUST_IMAGE=${RUST_IMAGE:-flowforge-base-rust:1.95-slim-bookworm}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }
-pull() { timeout 60 docker pull -q "$1" >/dev/null 2>&1; }
+# pull UPSTREAM LOCAL: the official image, under our name.
+pull() { timeout 60 docker pull -q "$1" >/dev/null 2>&1 && docker tag "$1" "$2"; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-if ! have "$DEBIAN_IMAGE" && ! pull "$DEBIAN_IMAGE"; then
+if ! have "$DEBIAN_IMAGE" && ! pull debian:bookworm-slim "$DEBIAN_IMAGE"; then
     echo "building $DEBIAN_IMAGE from Debian's packages (debootstrap)"
     command -v debootstrap >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
     debootstrap --variant=minbase bookworm "$work/rootfs" "$DEBIAN_MIRROR" >"$work/debootstrap.log" 2>&1 ||
@@ -28,7 +31,7 @@ if ! have "$DEBIAN_IMAGE" && ! pull "$DEBIAN_IMAGE"; then
         --change 'CMD ["bash"]' - "$DEBIAN_IMAGE" >/dev/null
 fi
 
-if ! have "$RUST_IMAGE" && ! pull "$RUST_IMAGE"; then
+if ! have "$RUST_IMAGE" && ! pull rust:1.95-slim-bookworm "$RUST_IMAGE"; then
     echo "building $RUST_IMAGE from $DEBIAN_IMAGE and this host's Rust toolchain"
     sysroot=$(rustc --print sysroot)
     mkdir -p "$work/rust/toolchain"

@@ -228,7 +228,7 @@ fn reach(stack: &Stack, net: &str, ip: &str, port: u16) -> bool {
             "--rm",
             "--network",
             &format!("{}_{net}", stack.project),
-            "debian:bookworm-slim",
+            "flowforge-base-debian:bookworm-slim",
             "timeout",
             "3",
             "bash",
