@@ -45,27 +45,51 @@ buildkit_docker() {
     fi
 }
 
+# Runs a build with BuildKit's plain progress, and prints of it what says how far it has
+# got: each step as it starts, and cargo's crates as they compile. A failing build prints
+# its last 40 lines.
+build_with_progress() {
+    local output status=0
+    output=$(mktemp)
+    "$DOCKER_BUILD_CLI" build --progress=plain "$@" 2>&1 | tee "$output" |
+        sed -nuE 's/^#[0-9]+ (\[[^]]* [0-9]+\/[0-9]+\] .*)/    \1/p
+            s/^#[0-9]+ [0-9.]+ +(Compiling [^ ]+ [^ ]+|Finished .*)/      \1/p' |
+        sed -uE 's/^(.{117}).+/\1.../' >&2 || status=$?
+    [ "$status" -eq 0 ] || tail -40 "$output" >&2
+    rm -f "$output"
+    return "$status"
+}
+
+# build_image NAME ARGS...: one image, built quietly (each takes seconds once the Rust builder
+# is done), with a line saying which.
+build_image() {
+    local name=$1 started=$SECONDS
+    shift
+    "$DOCKER_BUILD_CLI" build -q -t "$name" "$@" >/dev/null
+    log "  $name ($((SECONDS - started)) s)"
+}
+
 build() {
-    local docker tag=${FLOWFORGE_TAG:-dev} revision
-    docker=$(buildkit_docker)
-    revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-    export DOCKER_BUILDKIT=1 DOCKER_BUILD_CLI="$docker"
-    deploy/images/base-images.sh >/dev/null
-    log "compiling the Rust services (cached after the first time)"
-    "$docker" build -q --secret id=host_ca,src="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" \
-        -f deploy/images/build/Dockerfile -t flowforge-build:latest . >/dev/null
-    "$docker" build -q -t flowforge-runtime:latest deploy/images/runtime >/dev/null
-    for image in api worker web cli; do
-        "$docker" build -q --build-arg VERSION="$tag" --build-arg REVISION="$revision" \
-            -f "deploy/images/$image/Dockerfile" -t "flowforge-$image:$tag" . >/dev/null
+    local tag=${FLOWFORGE_TAG:-dev} started=$SECONDS labels
+    # What the images' OCI labels say.
+    labels=(--build-arg VERSION="$tag" --build-arg REVISION="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)")
+    DOCKER_BUILD_CLI=$(buildkit_docker)
+    export DOCKER_BUILDKIT=1 DOCKER_BUILD_CLI
+    log "base images (built from Debian's packages where no registry answers: about a minute, once)"
+    deploy/images/base-images.sh | sed 's/^/    /' >&2
+    log "compiling the Rust services, release (several minutes on a fresh machine, cached after)"
+    build_with_progress --secret id=host_ca,src="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" \
+        -f deploy/images/build/Dockerfile -t flowforge-build:latest .
+    log "images, tagged $tag"
+    build_image flowforge-runtime:latest deploy/images/runtime
+    for name in api worker web cli; do
+        build_image "flowforge-$name:$tag" "${labels[@]}" -f "deploy/images/$name/Dockerfile" .
     done
-    for image in postgres redis proxy prometheus alertmanager postgres-exporter redis-exporter node-exporter \
+    for name in postgres redis proxy prometheus alertmanager postgres-exporter redis-exporter node-exporter \
         log-collector; do
-        "$docker" build -q --build-arg VERSION="$tag" --build-arg REVISION="$revision" \
-            -t "flowforge-$image:$tag" "deploy/images/$image" >/dev/null
+        build_image "flowforge-$name:$tag" "${labels[@]}" "deploy/images/$name"
     done
-    "$docker" build -q --build-arg VERSION="$tag" --build-arg REVISION="$revision" \
-        --build-arg POSTGRES_IMAGE="flowforge-postgres:$tag" \
-        -f deploy/images/backup/Dockerfile -t "flowforge-backup:$tag" . >/dev/null
+    build_image "flowforge-backup:$tag" "${labels[@]}" --build-arg POSTGRES_IMAGE="flowforge-postgres:$tag" -f deploy/images/backup/Dockerfile .
+    log "built in $((SECONDS - started)) s"
     docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep -E "^flowforge-[a-z-]+:$tag" | sort >&2
 }
