@@ -97,8 +97,7 @@ impl ApiSettings {
         let redis_url = s.parse_dev_default("REDIS_URL", "Redis URL for cache and rate limits", || {
             Secret::new("redis://127.0.0.1:6379")
         });
-        let redis_ca: Option<String> = s.parse_or("REDIS_CA", String::new()).into();
-        let redis_ca = redis_ca.filter(|ca| !ca.is_empty());
+        let redis_ca = s.optional("REDIS_CA");
         let redis_key_prefix = s.parse_or("REDIS_KEY_PREFIX", "ff:".to_string());
         let redis_timeout = s.duration_or("REDIS_TIMEOUT", Duration::from_millis(250));
         let cache_ttl = s.duration_or("CACHE_TTL", Duration::from_secs(60));
@@ -147,8 +146,7 @@ impl ApiSettings {
         }
         let webhook_keys = DeploymentKeySettings::from_source(&mut s);
         let chaos_kinds = s.parse_or("CHAOS_HANDLERS", false);
-        let prometheus_url: Option<String> = s.parse_or("PROMETHEUS_URL", String::new()).into();
-        let prometheus_url = prometheus_url.filter(|u| !u.is_empty());
+        let prometheus_url = s.optional("PROMETHEUS_URL");
         if prometheus_url.as_deref().is_some_and(|u| !u.starts_with("http://") && !u.starts_with("https://")) {
             s.problem("FLOWFORGE_PROMETHEUS_URL must be an http:// or https:// URL");
         }
@@ -166,10 +164,12 @@ impl ApiSettings {
         }
         if let Some(url) = &redis_url {
             // Neither message repeats the URL: it holds the password.
-            if redis::Client::open(url.expose()).is_err() {
-                s.problem("FLOWFORGE_REDIS_URL is not a valid Redis URL");
-            } else if let Err(e) = crate::redis::client(url.expose(), redis_ca.as_deref()) {
-                s.problem(format!("FLOWFORGE_REDIS_CA: {e}"));
+            match crate::redis::client(url.expose(), redis_ca.as_deref()) {
+                Ok(_) => {}
+                Err(_) if redis::Client::open(url.expose()).is_err() => {
+                    s.problem("FLOWFORGE_REDIS_URL is not a valid Redis URL")
+                }
+                Err(e) => s.problem(format!("FLOWFORGE_REDIS_CA: {e}")),
             }
         }
         s.finish()?;

@@ -211,6 +211,11 @@ impl Source {
         self.parse(key).unwrap_or(default)
     }
 
+    /// An optional text setting, trimmed; set to nothing is the same as unset (`None`).
+    pub fn optional(&mut self, key: &str) -> Option<String> {
+        self.parse::<String>(key).filter(|v| !v.is_empty())
+    }
+
     /// An optional setting whose default depends on the profile: `dev_default` in dev,
     /// and required (no default) in staging and prod.
     pub fn parse_dev_default<T: FromStr>(&mut self, key: &str, what: &str, dev_default: impl FnOnce() -> T) -> Option<T>

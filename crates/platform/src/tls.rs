@@ -29,9 +29,7 @@ impl fmt::Debug for ServerTls {
 impl ServerTls {
     /// `TLS_CERT` and `TLS_KEY` (PEM), both or neither; `None` serves plain HTTP.
     pub fn from_source(s: &mut Source) -> Option<ServerTls> {
-        let cert: Option<String> = s.parse_or("TLS_CERT", String::new()).into();
-        let key: Option<String> = s.parse_or("TLS_KEY", String::new()).into();
-        match (cert.filter(|c| !c.is_empty()), key.filter(|k| !k.is_empty())) {
+        match (s.optional("TLS_CERT"), s.optional("TLS_KEY")) {
             (None, None) => None,
             (Some(cert), Some(key)) => match ServerTls::from_pem(cert.as_bytes(), key.as_bytes()) {
                 Ok(tls) => Some(tls),

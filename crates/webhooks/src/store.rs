@@ -48,8 +48,7 @@ impl DeploymentKeySettings {
         let current = s.parse_dev_default("WEBHOOK_SECRETS_KEY", "key that seals webhook signing secrets", || {
             Secret::new("dev-webhook-secrets-key")
         });
-        let previous = s.parse_or("WEBHOOK_SECRETS_KEY_PREVIOUS", String::new());
-        let previous = Some(previous.trim()).filter(|p| !p.is_empty()).map(Secret::new);
+        let previous = s.optional("WEBHOOK_SECRETS_KEY_PREVIOUS").map(Secret::new);
         current.map(|current| DeploymentKeySettings { current, previous })
     }
 
