@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::tls::ServerTls;
 
@@ -130,7 +131,7 @@ enum Accepting {
     /// else's; the accept loop ends when the listener is dropped.
     Tls {
         handshaken: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-        accept_loop: tokio::task::AbortHandle,
+        _accept_loop: AbortOnDropHandle<()>,
     },
 }
 
@@ -146,8 +147,8 @@ impl Listener {
             None => Accepting::Plain(tcp),
             Some(tls) => {
                 let (sender, handshaken) = mpsc::channel(64);
-                let accept_loop = tokio::spawn(accept_tls(tcp, tls.acceptor(), sender)).abort_handle();
-                Accepting::Tls { handshaken, accept_loop }
+                let accept_loop = AbortOnDropHandle::new(tokio::spawn(accept_tls(tcp, tls.acceptor(), sender)));
+                Accepting::Tls { handshaken, _accept_loop: accept_loop }
             }
         };
         Ok(Listener { local, accepting })
@@ -159,14 +160,6 @@ impl Listener {
 
     pub fn is_tls(&self) -> bool {
         matches!(self.accepting, Accepting::Tls { .. })
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Accepting::Tls { accept_loop, .. } = &self.accepting {
-            accept_loop.abort();
-        }
     }
 }
 
