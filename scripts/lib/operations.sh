@@ -85,8 +85,13 @@ write_secret() { printf '%s' "$2" >"$secrets/$1" && chmod 644 "$secrets/$1"; }
 # with_login URL_SECRET ROLE PASSWORD: that connection string, logging in as ROLE.
 with_login() { local url; url=$(<"$secrets/$1"); printf 'postgres://%s:%s@%s' "$2" "$3" "${url#*@}"; }
 
+# A one-shot job on the running stack. --no-deps: Compose v2 and later first bring every
+# dependency up to date, so a job run under a new FLOWFORGE_TAG recreated the database
+# beneath the serving replicas.
+job() { compose run --rm --no-deps -T "$@"; }
+
 # flowforge in the one-shot roles container: the database superuser over its socket only.
-roles_job() { compose run --rm -T roles "$@"; }
+roles_job() { job roles "$@"; }
 
 # Rolling updates during a rotation keep the images the stack runs now, whatever
 # FLOWFORGE_TAG says in this shell.
@@ -127,7 +132,7 @@ rotate_webhook_key() {
     fi
     write_secret webhook_secrets_key_previous "$(cat "$secrets/webhook_secrets_key")"
     write_secret webhook_secrets_key "$(openssl rand -hex 32)"
-    compose run --rm -T migrate reseal-webhook-secrets
+    job migrate reseal-webhook-secrets
     rolling_update api
     rolling_update worker
     log "webhooks: secrets sealed with the new key; retire-webhook-key drops the previous one"
@@ -135,23 +140,31 @@ rotate_webhook_key() {
 
 # Refused while any secret is still sealed with a key other than the current one.
 retire_webhook_key() {
-    compose run --rm -T migrate reseal-webhook-secrets
+    job migrate reseal-webhook-secrets
     write_secret webhook_secrets_key_previous ""
     rolling_update api
     rolling_update worker
     log "webhooks: the previous deployment key is gone"
 }
 
+# Everything `docker compose build` and `docker compose up` need that Compose can't make:
+# the engine and Compose itself, the base images the Dockerfiles start FROM, and secrets.
+prepare() {
+    ensure_engine
+    base_images
+    deploy/compose/init-secrets.sh "$secrets" >/dev/null
+}
+
 up_and_wait() {
     local started=$SECONDS
-    ensure_engine
+    prepare
     build
     [ "${1:-}" = dev ] && dev_build
-    deploy/compose/init-secrets.sh "$secrets" >/dev/null
     log "starting the stack"
-    compose up -d --no-build --remove-orphans
+    # Created first, so the internal networks are closed to the host before anything runs.
+    compose create --no-build --remove-orphans >/dev/null
     isolate_internal_networks
-    wait_healthy 180
+    compose up -d --no-build --wait --wait-timeout 180
     log "all services healthy in $((SECONDS - started)) s"
 }
 
@@ -188,7 +201,7 @@ update_services() {
     # A new version may read secrets the previous one did not have.
     deploy/compose/init-secrets.sh "$secrets" >/dev/null
     log "migrating to ${FLOWFORGE_TAG:-dev}"
-    compose run --rm -T migrate >/dev/null
+    job migrate >/dev/null
     for service in api worker web; do
         rolling_update "$service"
     done
@@ -202,7 +215,7 @@ restore_database() {
     log "stopping the database and every client of it"
     compose stop api worker backup postgres-exporter >/dev/null
     compose stop postgres >/dev/null
-    compose run --rm -T restore restore "$@"
+    job restore restore "$@"
     log "starting the database: it replays WAL to the target, then opens for writes"
     compose up -d --no-deps postgres >/dev/null
     # Then a checkpoint, and the login roles: a restore to a moment before a password

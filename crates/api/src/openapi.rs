@@ -175,7 +175,12 @@ fn declare_kinds(document: &mut Value, kinds: &Catalogue) {
     let mut create = vec![json!({
         "properties": {"kind": {"type": "null"}, "payload": fitting(DEFAULT_KIND, !takes_empty(DEFAULT_KIND))}
     })];
-    let mut update = vec![json!({"properties": {"kind": {"type": "null"}}})];
+    // A change that keeps the kind: the payload is checked against the task's own kind
+    // (409 if it does not fit), so the document can only say what any payload must be.
+    let mut update = vec![json!({"properties": {
+        "kind": {"type": "null"},
+        "payload": {"anyOf": [{"type": "null"}, {"$ref": "#/components/schemas/StorableJson"}]}
+    }})];
     for kind in kinds.names() {
         let required: Vec<&str> = if takes_empty(kind) { vec!["kind"] } else { vec!["kind", "payload"] };
         create.push(json!({

@@ -148,6 +148,27 @@ fn check_flowforge(words: &[String]) -> Vec<String> {
     problems
 }
 
+/// Problems with a `docker compose` command line (the words after `compose`): its
+/// subcommand and flags must be in that subcommand's help (scripts/test.sh installs
+/// Compose first). compose.yaml names its project, so bare commands reach the stack.
+fn check_compose(words: &[String]) -> Vec<String> {
+    let Some(sub) = words.iter().find(|w| !w.starts_with('-')) else { return Vec::new() };
+    let out = Command::new("docker").args(["compose", sub, "--help"]).output();
+    let Ok(out) = out.as_ref().map(|o| String::from_utf8_lossy(&o.stdout).into_owned()) else {
+        return vec!["no `docker compose` to check against: install it (scripts/stack.sh prepare)".into()];
+    };
+    if !out.contains(&format!("docker compose {sub}")) {
+        return vec![format!("`docker compose {sub}`: no such subcommand")];
+    }
+    words
+        .iter()
+        .filter(|w| w.starts_with("--"))
+        .map(|f| f.split('=').next().unwrap_or_default())
+        .filter(|f| !out.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')).any(|w| w == *f))
+        .map(|f| format!("`docker compose {sub}` has no flag {f}"))
+        .collect()
+}
+
 /// The subcommands `scripts/stack.sh` dispatches on, and the text its flags must be in.
 fn stack_script() -> (BTreeSet<String>, String) {
     let root = repo();
@@ -175,12 +196,8 @@ fn check_command(words: &[String], stack: &(BTreeSet<String>, String)) -> Vec<St
     let args = &words[1..];
     match program {
         "flowforge" => check_flowforge(args),
-        "docker-compose" => {
-            vec!["bare `docker-compose` targets another project: use `scripts/stack.sh compose`".into()]
-        }
-        "docker" if args.first().map(String::as_str) == Some("compose") => {
-            vec!["bare `docker compose` targets another project: use `scripts/stack.sh compose`".into()]
-        }
+        "docker-compose" => vec!["`docker-compose` is Compose 1, which the stack does not support".into()],
+        "docker" if args.first().map(String::as_str) == Some("compose") => check_compose(&args[1..]),
         "scripts/stack.sh" => {
             let (subcommands, text) = stack;
             let Some(sub) = args.first() else { return vec!["`scripts/stack.sh` without a subcommand".into()] };
@@ -308,4 +325,41 @@ fn every_variable_the_code_reads_is_documented() {
     let missing: Vec<&String> =
         read_by_code.iter().filter(|n| !documented(n) && !n.strip_suffix("_FILE").is_some_and(&documented)).collect();
     assert!(missing.is_empty(), "read by the code, not in docs/configuration.md: {missing:?}");
+}
+
+/// docs/backup.md's S3 repository, as Compose resolves it: the database (WAL archiving),
+/// the backup service and the restore job all get the settings, the key and a network
+/// out, because each writes pgBackRest's configuration for itself.
+#[test]
+fn the_s3_backup_settings_reach_every_container_that_runs_pgbackrest() {
+    let root = repo();
+    let out = Command::new("docker")
+        .current_dir(&root)
+        .args(["compose", "-f", "compose.yaml", "-f", "deploy/compose/backup-s3.yaml", "--profile", "restore"])
+        .args(["config", "--format", "json"])
+        .envs([
+            ("FLOWFORGE_BACKUP_S3_BUCKET", "flowforge-backups"),
+            ("FLOWFORGE_BACKUP_S3_ENDPOINT", "s3.example.net"),
+            ("FLOWFORGE_BACKUP_S3_REGION", "eu-west-1"),
+        ])
+        .output()
+        .expect("docker compose (scripts/stack.sh prepare installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let config: serde_json::Value = serde_json::from_slice(&out.stdout).expect("compose config as JSON");
+    for service in ["postgres", "backup", "restore"] {
+        let s = &config["services"][service];
+        assert_eq!(s["environment"]["FLOWFORGE_BACKUP_REPO_TYPE"], "s3", "{service}");
+        for key in ["FLOWFORGE_BACKUP_S3_BUCKET", "FLOWFORGE_BACKUP_S3_ENDPOINT", "FLOWFORGE_BACKUP_S3_REGION"] {
+            assert!(s["environment"][key].as_str().is_some_and(|v| !v.is_empty()), "{service} lacks {key}");
+        }
+        let secrets: Vec<&str> =
+            s["secrets"].as_array().into_iter().flatten().filter_map(|x| x["source"].as_str()).collect();
+        for secret in ["backup_s3_key", "backup_s3_key_secret", "backup_cipher_pass"] {
+            assert!(secrets.contains(&secret), "{service} lacks the secret {secret}: {secrets:?}");
+        }
+        assert!(s["networks"].get("backup-storage").is_some(), "{service} has no way out to the storage");
+        assert!(s["network_mode"].is_null(), "{service} is cut off from the network");
+    }
+    let page = read(&root.join("docs/backup.md"));
+    assert!(page.contains("deploy/compose/backup-s3.yaml"), "docs/backup.md names the S3 override");
 }
