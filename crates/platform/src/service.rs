@@ -18,11 +18,12 @@ pub fn settings_or_exit<S>(settings: Result<S, ConfigError>) -> Result<S, ExitCo
     })
 }
 
-/// Installs telemetry, then runs `app` to completion on a multi-threaded runtime.
+/// Tunes the allocator, installs telemetry, then runs `app` to completion on a multi-threaded runtime.
 pub fn run<F>(service: &'static str, telemetry: &TelemetrySettings, app: F) -> ExitCode
 where
     F: Future<Output = anyhow::Result<()>>,
 {
+    crate::allocator::release_freed_memory_at_once();
     telemetry::init(service, telemetry);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
