@@ -22,12 +22,9 @@ if [ ! -x "$chromium" ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 command -v node >/dev/null || { echo "node (20 or newer) is needed" >&2; exit 1; }
-# npm ci records what it installed in node_modules/.package-lock.json: reinstall when the
-# lockfile is newer than that.
-if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-    log "installing the test packages (npm ci)"
-    npm ci --no-audit --no-fund --loglevel=error
-fi
+# shellcheck source=scripts/lib/npm.sh
+source ../../scripts/lib/npm.sh
+npm_install .
 
 if [ $# -eq 0 ]; then set -- *.test.mjs; fi
 tap=$(mktemp)
