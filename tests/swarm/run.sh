@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# The Swarm stack under load (scripts/swarm.sh, three nodes on this machine). Each test
+# runs `flowforge load` through the manager node's proxy while it changes the cluster,
+# then counts what happened to every acknowledged task in the database:
+#   1. rolling update to new images (a new digest for api, worker and web);
+#   2. a broken image (its health check fails): Swarm rolls back by itself;
+#   3. a node drained, then made active again;
+#   4. a node that runs api and worker replicas killed (`docker kill` of the node).
+# Prints one line per check and the figures; exits non-zero when a check fails.
+# FLOWFORGE_SWARM_KEEP=1 leaves the swarm up afterwards; FLOWFORGE_SWARM_REUSE=1 tests
+# the swarm that is up already, as it is.
+set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 1
+swarm=scripts/swarm.sh
+work=$(realpath -m "${FLOWFORGE_SWARM_WORK:-.run/swarm/work}")
+secrets=$(realpath -m "${FLOWFORGE_SWARM_SECRETS:-.run/swarm/secrets}")
+url=https://localhost:${FLOWFORGE_SWARM_HTTPS_PORT:-9443}
+registry=127.0.0.1:${FLOWFORGE_SWARM_REGISTRY_PORT:-5000}
+passed=0
+failed=0
+command -v jq >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null; }
+
+check() {
+    if [ "$2" = true ]; then
+        echo "ok   $1"
+        passed=$((passed + 1))
+    else
+        echo "FAIL $1"
+        failed=$((failed + 1))
+    fi
+}
+on_manager() { $swarm docker "$@"; }
+
+# load NAME SECONDS: `flowforge load` in the background at 15 creations a second (under
+# the per-user limit), from the CLI image on this machine's network, as this user (its
+# files land in $work). `wait` waits for it.
+load() {
+    docker run --rm --network host --user "$(id -u):$(id -g)" -v "$work:/load" flowforge-cli:dev load \
+        --url "$url" --token-file /load/token --ca-file /load/ca.pem --duration "$2s" --rate 15 \
+        --ids-out "/load/$1.ids" >"$work/$1.json" 2>"$work/$1.log" &
+}
+
+# verdict NAME: waits for the load, then what became of its tasks (JSON), counted by
+# `flowforge drill verdict` on the stack's database.
+verdict() {
+    $swarm job drill verdict --ids "/work/$1.ids" --summary "/work/$1.json" --json "${@:2}" 2>/dev/null | tail -1
+}
+
+# figures NAME VERDICT: what the load saw and what became of its tasks.
+figures() {
+    echo "     $1: $(jq -r '"requests \(.sent), failed \(.failed), told to retry \(.told_to_retry), acknowledged \(.acknowledged), lost \(.lost), completed twice \(.completed_twice)"' <<<"$2")"
+}
+
+# report NAME VERDICT: the figures of one test, and its load and task checks.
+report() {
+    local v=$2
+    figures "$1" "$v"
+    check "$1: no request failed" "$(jq '.failed == 0' <<<"$v")"
+    check "$1: every acknowledged task completed, none twice" \
+        "$(jq '.acknowledged > 0 and .lost == 0 and .completed_twice == 0' <<<"$v")"
+}
+
+# update_state SERVICE: Swarm's account of the service's last update.
+update_state() { on_manager service inspect "flowforge_$1" -f '{{if .UpdateStatus}}{{.UpdateStatus.State}}{{end}}'; }
+
+# wait_updates STATE SECONDS SERVICE...: until each service's update is in STATE.
+wait_updates() {
+    local state=$1 deadline=$((SECONDS + $2)) service
+    shift 2
+    for service in "$@"; do
+        until [ "$(update_state "$service")" = "$state" ]; do
+            [ $SECONDS -lt "$deadline" ] || return 1
+            sleep 1
+        done
+    done
+}
+
+# derive TAG [DOCKERFILE LINE]: api, worker and web images with a new digest (a label,
+# or the given line), pushed as TAG.
+derive() {
+    local tag=$1 extra=${2:-} image
+    for image in api worker web; do
+        printf 'FROM flowforge-%s:dev\nLABEL org.flowforge.test-rollout="%s"\n%s\n' "$image" "$tag" "$extra" |
+            docker build -q -t "$registry/flowforge-$image:$tag" - >/dev/null 2>&1
+        docker push -q "$registry/flowforge-$image:$tag" >/dev/null
+    done
+}
+
+# whole: every replicated service has as many running tasks on live nodes as it wants
+# (Swarm's own count goes on including a dead node's tasks for a while).
+whole() {
+    local ready service want running
+    ready=$(on_manager node ls --format '{{.Hostname}} {{.Status}}' | awk '$2 == "Ready" { print $1 }')
+    for service in api worker web redis postgres; do
+        want=$(on_manager service inspect "flowforge_$service" -f '{{.Spec.Mode.Replicated.Replicas}}')
+        running=$(on_manager service ps "flowforge_$service" -f desired-state=running --format '{{.Node}} {{.CurrentState}}' |
+            awk -v ready="$ready" 'BEGIN { split(ready, r, "\n"); for (i in r) ok[r[i]] = 1 } $2 == "Running" && ok[$1] { n++ } END { print n + 0 }')
+        [ "$running" -ge "$want" ] || return 1
+    done
+}
+
+run_tests() {
+    cp "$secrets/ca.pem" "$work/ca.pem"
+    $swarm token >"$work/token" 2>/dev/null
+    chmod 644 "$work/ca.pem" "$work/token"
+    $swarm job drill counter install >/dev/null 2>&1
+    local v started node
+
+    # 1. Rolling update to new images.
+    load update 60
+    sleep 5
+    started=$SECONDS
+    derive "rollout-$$"
+    $swarm roll "rollout-$$" 2>/dev/null
+    wait_updates completed 240 api worker web
+    check "rolling update: api, worker and web updated (in $((SECONDS - started)) s)" \
+        "$([ "$(update_state api)$(update_state worker)$(update_state web)" = completedcompletedcompleted ] && echo true)"
+    wait
+    report "rolling update" "$(verdict update)"
+
+    # 2. A broken image: its health check never passes, so Swarm rolls back by itself.
+    load broken 60
+    sleep 5
+    started=$SECONDS
+    derive "broken-$$" 'HEALTHCHECK --interval=2s --timeout=2s --start-period=2s --retries=2 CMD ["/usr/local/bin/api", "no-such-command"]'
+    on_manager service update --detach --image "registry:5000/flowforge-api:broken-$$" flowforge_api >/dev/null
+    wait_updates rollback_completed 240 api
+    check "broken image: Swarm rolled the api back by itself (in $((SECONDS - started)) s)" \
+        "$([ "$(update_state api)" = rollback_completed ] && echo true)"
+    check "broken image: the api runs the previous image again" \
+        "$(on_manager service inspect flowforge_api -f '{{.Spec.TaskTemplate.ContainerSpec.Image}}' | grep -q "rollout-$$" && echo true)"
+    wait
+    report "broken image" "$(verdict broken)"
+
+    # 3. A node drained, then active again.
+    node=$(on_manager service ps flowforge_api -f desired-state=running --format '{{.Node}}' | grep -v node1 | head -1)
+    load drain 90
+    sleep 5
+    started=$SECONDS
+    on_manager node update --availability drain "$node" >/dev/null
+    local moved=false
+    while [ $((SECONDS - started)) -lt 120 ]; do
+        if ! on_manager node ps "$node" -f desired-state=running -q | grep -q . && whole; then
+            moved=true
+            break
+        fi
+        sleep 1
+    done
+    check "drain: $node's tasks moved to the other nodes in $((SECONDS - started)) s" "$moved"
+    sleep 10
+    on_manager node update --availability active "$node" >/dev/null
+    # Swarm doesn't move tasks back by itself: a forced update (one task at a time, as any
+    # update) spreads api and worker over the three nodes again.
+    on_manager service update --force --quiet flowforge_api >/dev/null
+    on_manager service update --force --quiet flowforge_worker >/dev/null
+    wait
+    report "drain and reactivate" "$(verdict drain)"
+
+    # 4. A node that runs api and worker replicas killed.
+    node=$(comm -12 <(on_manager service ps flowforge_api -f desired-state=running --format '{{.Node}}' | sort -u) \
+        <(on_manager service ps flowforge_worker -f desired-state=running --format '{{.Node}}' | sort -u) | grep -v node1 | head -1)
+    load kill 60
+    sleep 5
+    started=$SECONDS
+    local recovered=false
+    if [ -n "$node" ]; then
+        docker kill "ffswarm-$node" >/dev/null
+        # Swarm notices a silent node once its heartbeats stop, then reschedules its
+        # tasks; the node must be seen down first, or its tasks still count as running.
+        while [ $((SECONDS - started)) -lt 180 ]; do
+            if [ "$(on_manager node inspect "$node" -f '{{.Status.State}}')" = down ] && whole; then
+                recovered=true
+                break
+            fi
+            sleep 1
+        done
+    fi
+    check "node loss: ${node:-no node} (api and worker) killed; the services whole again after $((SECONDS - started)) s" \
+        "$recovered"
+    wait
+    # Requests in flight to the dead node's replicas may fail: not counted against it.
+    v=$(verdict kill)
+    figures "node loss" "$v"
+    check "node loss: every task acknowledged completed exactly once" \
+        "$(jq '.acknowledged > 0 and .lost == 0 and .completed_twice == 0' <<<"$v")"
+    [ -n "$node" ] && docker start "ffswarm-$node" >/dev/null
+}
+
+# The loads of successive tests fall within one rate-limit minute of the same user.
+export FLOWFORGE_RATE_LIMIT_PER_MINUTE=${FLOWFORGE_RATE_LIMIT_PER_MINUTE:-100000}
+started=$SECONDS
+if [ "${FLOWFORGE_SWARM_REUSE:-0}" = 1 ] || $swarm up; then
+    echo "     swarm up in $((SECONDS - started)) s"
+    run_tests
+else
+    check "the swarm comes up" false
+fi
+[ "${FLOWFORGE_SWARM_KEEP:-0}" = 1 ] || $swarm down
+echo "swarm: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
