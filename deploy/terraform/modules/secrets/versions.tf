@@ -1,0 +1,7 @@
+terraform {
+  required_version = ">= 1.10"
+  required_providers {
+    aws    = { source = "hashicorp/aws", version = "~> 6.0" }
+    random = { source = "hashicorp/random", version = "~> 3.7" }
+  }
+}
