@@ -71,12 +71,16 @@ pub(crate) fn status_after(outcome: &Outcome, attempt: i32, max_attempts: i32) -
 /// without an owner are one more group, owner 0.
 ///
 /// 1. `owners`: every group with pending tasks, one index probe each (a loose scan);
-/// 2. `shares`: with `r` tasks running per group and `m` groups, each may take up to
-///    `(limit + Σr) / m − r`, so groups with fewer running go first and the batch evens
-///    them out (water-filling);
-/// 3. `fair`: each group's share from its own due tasks, highest priority then oldest,
+/// 2. `load`: the tasks each group has running, `r`, counted once per group (in a
+///    subquery the planner would copy the count into each of its three uses), only when
+///    there are several groups (one group's share is the whole batch whatever it runs),
+///    and only up to one more than an even share of the batch: every running task counted
+///    is a heap visit, and a group already that busy gets little of this batch anyway;
+/// 3. `shares`: with `m` groups, each may take up to `(limit + Σr) / m − r`, so groups
+///    with fewer running go first and the batch evens them out (water-filling);
+/// 4. `fair`: each group's share from its own due tasks, highest priority then oldest,
 ///    the groups with the fewest running first;
-/// 4. `extra`: when the shares left slots free (a group had fewer tasks due than its
+/// 5. `extra`: when the shares left slots free (a group had fewer tasks due than its
 ///    share), more from the groups that have them, so that no slot idles while anything
 ///    is due. With one group its share was the whole batch, so there is nothing more.
 ///
@@ -91,12 +95,19 @@ pub(crate) const PICK_DUE: &str = "
                 WHERE t.status = 'pending' AND COALESCE(t.owner_id, 0) > o.owner
                 ORDER BY COALESCE(t.owner_id, 0) LIMIT 1)
         FROM owners o WHERE o.owner IS NOT NULL
+    ), groups AS (
+        SELECT count(*) AS m FROM owners WHERE owner IS NOT NULL
+    ), load AS MATERIALIZED (
+        SELECT o.owner,
+               CASE WHEN g.m > 1 THEN (SELECT count(*) FROM (
+                        SELECT FROM tasks r
+                        WHERE r.status = 'running' AND COALESCE(r.owner_id, 0) = o.owner
+                        LIMIT $1 / g.m + 1) busy)
+                    ELSE 0 END AS running
+        FROM owners o CROSS JOIN groups g WHERE o.owner IS NOT NULL
     ), shares AS MATERIALIZED (
         SELECT owner, running, ((($1 + sum(running) OVER ()) / count(*) OVER ()) - running)::int8 AS share
-        FROM (SELECT o.owner,
-                     (SELECT count(*) FROM tasks r
-                      WHERE r.status = 'running' AND COALESCE(r.owner_id, 0) = o.owner) AS running
-              FROM owners o WHERE o.owner IS NOT NULL) load
+        FROM load
     ), fair AS (
         SELECT t.* FROM (SELECT * FROM shares WHERE share > 0 ORDER BY running) s
         CROSS JOIN LATERAL (
@@ -134,13 +145,11 @@ impl Queue {
     pub(crate) async fn open_claim(&self, limit: usize) -> sqlx::Result<Option<Claim>> {
         // The close's notifications are sent after its commit (`notify_changed`).
         let mut tx = self.pool().begin_with(BEGIN_NOTIFY_AFTER_COMMIT).await?;
-        // In id order, not owner by owner: the handlers start together anyway, and the
-        // outcomes are then written in the order the rows lie in the table.
-        let rows: Vec<LockedRow> = sqlx::query_as(&format!(
+        let mut rows: Vec<LockedRow> = sqlx::query_as(&format!(
             "{PICK_DUE}
              SELECT (SELECT pg_current_xact_id()::text::int8), id, kind, payload, attempts + 1, max_attempts,
                     timeout_secs, owner_id, request_id, trace_id, GREATEST(run_at, created_at)
-             FROM picked ORDER BY id"
+             FROM picked"
         ))
         .bind(limit as i64)
         .fetch_all(&mut *tx)
@@ -149,6 +158,10 @@ impl Queue {
             tx.rollback().await?;
             return Ok(None);
         };
+        // In id order, not owner by owner: the handlers start together anyway, and the
+        // outcomes are then written in the order the rows lie in the table. Sorted here,
+        // not by the database, which every worker shares.
+        rows.sort_unstable_by_key(|r| r.1);
         let tasks = rows
             .into_iter()
             .map(|(_, id, kind, payload, attempt, max_attempts, timeout_secs, owner_id, request_id, trace_id, due)| {
