@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/services.sh
 source scripts/lib/services.sh
 
-step() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
 log() { printf '==> %s\n' "$*" >&2; }
 # shellcheck source=scripts/lib/engine.sh
 source scripts/lib/engine.sh
@@ -113,4 +113,5 @@ awk '
     FILENAME ~ /cargo-test/ && /^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
     /^(system|browser|swarm): [0-9]+ passed/ { p += $2; f += $4 }
     END { printf "tests: %d passed, %d failed\n", p, f }' /dev/null "$work"/*.log
+step "done"
 exit "$status"
