@@ -63,7 +63,9 @@ fn run_schemathesis(stack: &Stack, token: &str, selection: &[&str]) -> anyhow::R
     let config = Path::new("tests/stack/schemathesis.toml");
     let out = std::process::Command::new("schemathesis")
         .args(["--config-file", &config.display().to_string(), "run", &format!("{}/openapi.json", stack.base)])
-        .args(["--checks", "all", "--max-examples", EXAMPLES, "--seed", "1"])
+        // Every check is on by default. Naming them here (`--checks all`) would also turn
+        // back on the ones the config turns off for a single operation.
+        .args(["--max-examples", EXAMPLES, "--seed", "1"])
         .args(["--tls-verify", &ca.display().to_string()])
         .args(["--header", &format!("Authorization: Bearer {token}")])
         .args(selection)
