@@ -106,8 +106,8 @@ pub(crate) const PICK_DUE: &str = "
                     ELSE 0 END AS running
         FROM owners o CROSS JOIN groups g WHERE o.owner IS NOT NULL
     ), shares AS MATERIALIZED (
-        SELECT owner, running, ((($1 + sum(running) OVER ()) / count(*) OVER ()) - running)::int8 AS share
-        FROM load
+        SELECT owner, running, ((($1 + sum(running) OVER ()) / g.m) - running)::int8 AS share
+        FROM load CROSS JOIN groups g
     ), fair AS (
         SELECT t.* FROM (SELECT * FROM shares WHERE share > 0 ORDER BY running) s
         CROSS JOIN LATERAL (
@@ -120,7 +120,7 @@ pub(crate) const PICK_DUE: &str = "
             FOR UPDATE SKIP LOCKED) t
         LIMIT $1
     ), extra AS (
-        SELECT t.* FROM (SELECT * FROM shares WHERE (SELECT count(*) FROM shares) > 1 ORDER BY running) s
+        SELECT t.* FROM (SELECT * FROM shares WHERE (SELECT m FROM groups) > 1 ORDER BY running) s
         CROSS JOIN LATERAL (
             SELECT id, kind, payload, attempts, max_attempts, timeout_secs, owner_id, request_id, trace_id,
                    created_at, run_at
