@@ -53,6 +53,9 @@ struct Tally {
     failed: u64,
     /// What went wrong, each kind once.
     failures: BTreeSet<String>,
+    /// When the first and the last failed request were sent (seconds into the run): to
+    /// line a burst up with what the test was doing then.
+    failed_between: Option<(f64, f64)>,
     latencies_ms: Vec<f64>,
     /// When the last 201 came (seconds since the Unix epoch): what a restore must bring back
     /// for nothing acknowledged to be lost.
@@ -86,6 +89,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         let key = format!("load-{run}-{n}");
         requests.push(tokio::spawn(async move {
             let sent = Instant::now();
+            let at = started.elapsed().as_secs_f64();
             let answer = client.post(url).bearer_auth(token).header("Idempotency-Key", key).json(&body).send().await;
             let ms = sent.elapsed().as_secs_f64() * 1000.0;
             let mut t = tally.lock().await;
@@ -97,10 +101,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
                             t.created.push(id);
                             t.last_acknowledged_at = Some(epoch_seconds());
                         }
-                        None => {
-                            t.failed += 1;
-                            t.failures.insert("201 without a task id".into());
-                        }
+                        None => t.fail("201 without a task id".into(), at),
                     }
                 }
                 Ok(r)
@@ -111,14 +112,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
                 {
                     t.told_to_retry += 1
                 }
-                Ok(r) => {
-                    t.failed += 1;
-                    t.failures.insert(r.status().to_string());
-                }
-                Err(e) => {
-                    t.failed += 1;
-                    t.failures.insert(if e.is_timeout() { "timeout".into() } else { e.to_string() });
-                }
+                Ok(r) => t.fail(r.status().to_string(), at),
+                // The whole chain: reqwest's own line names the URL, not the cause.
+                Err(e) if e.is_timeout() => t.fail("timeout".into(), at),
+                Err(e) => t.fail(format!("{:#}", anyhow::Error::new(e)), at),
             }
         }));
     }
@@ -140,12 +137,21 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             "told_to_retry": t.told_to_retry,
             "failed": t.failed,
             "failure_kinds": t.failures,
+            "failed_between_s": t.failed_between.map(|(first, last)| [first, last]),
             "latency_ms": { "p50": pct(0.5), "p99": pct(0.99), "max": t.latencies_ms.last() },
             "seconds": started.elapsed().as_secs_f64(),
             "last_acknowledged_at": t.last_acknowledged_at,
         })
     );
     Ok(())
+}
+
+impl Tally {
+    fn fail(&mut self, kind: String, at: f64) {
+        self.failed += 1;
+        self.failures.insert(kind);
+        self.failed_between = Some(self.failed_between.map_or((at, at), |(first, last)| (first.min(at), last.max(at))));
+    }
 }
 
 /// Now, in seconds since the Unix epoch (what PostgreSQL's `extract(epoch …)` gives).

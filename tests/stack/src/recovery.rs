@@ -212,15 +212,18 @@ fn rotation(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
 
 fn rolling_update(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
     let previous = stack.tag.as_str();
+    let load_started = Instant::now();
     let load = stack.load("update", 150, 15, "sleep", r#"{"duration_ms": 200}"#);
     sleep(5.0);
     let started = Instant::now();
+    println!("     update starts {} s into the load", since(load_started));
     stack.step_with_env("update", &[("FLOWFORGE_TAG", "v2")], ["update"]);
     checks.check(
         format!("rolling update: api, worker and web all run the v2 images ({} s)", since(started)),
         on_tag(stack, "v2"),
     );
     let started = Instant::now();
+    println!("     rollback starts {} s into the load", since(load_started));
     stack.step_with_env("rollback", &[("FLOWFORGE_TAG", previous)], ["update"]);
     checks
         .check(format!("rollback: all back on the {previous} images ({} s)", since(started)), on_tag(stack, previous));
@@ -231,8 +234,8 @@ fn rolling_update(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
 /// What the client saw and what became of its tasks (`flowforge drill verdict`, which
 /// waits for them, bounded): no request failed (a 503 counts) and no task was lost.
 fn no_failures_no_losses(stack: &Stack, checks: &mut Checks, run: anyhow::Result<LoadRun>, what: &str) {
-    let verdict = run.and_then(|run| stack.verdict(&run, false));
-    let verdict = match verdict {
+    let verdict = run.and_then(|run| Ok((stack.verdict(&run, false)?, run.summary["failed_between_s"].clone())));
+    let (verdict, failed_between) = match verdict {
         Ok(v) => v,
         Err(e) => {
             println!("     {what}: no verdict: {e:#}");
@@ -255,10 +258,31 @@ fn no_failures_no_losses(stack: &Stack, checks: &mut Checks, run: anyhow::Result
         show(lost)
     );
     if failures != Some(0) {
-        println!("     failures: {}", verdict["failure_kinds"]);
+        println!("     failures, sent between {failed_between} s into the load: {}", verdict["failure_kinds"]);
+        proxy_state(stack);
     }
     checks.check(format!("{what}: 0 of {} requests failed", show(sent)), failures == Some(0));
     checks.check(format!("{what}: 0 of {} tasks lost", show(acknowledged)), lost == Some(0));
+}
+
+/// When clients failed: whether the proxy restarted, and what it logged last (every
+/// answer but a successful read).
+fn proxy_state(stack: &Stack) {
+    for c in stack.all_containers(Some("proxy")) {
+        let state = run(
+            "docker",
+            ["inspect", "-f", "{{.State.Status}} since {{.State.StartedAt}}, restarts {{.RestartCount}}, OOM killed {{.State.OOMKilled}}", &c],
+        );
+        println!("     proxy {}: {}", &c[..12.min(c.len())], state.unwrap_or_default().trim());
+        let logs = Command::new("docker").args(["logs", "--tail", "15", &c]).output();
+        for line in logs
+            .iter()
+            .flat_map(|o| [&o.stdout, &o.stderr])
+            .flat_map(|b| String::from_utf8_lossy(b).lines().map(str::to_owned).collect::<Vec<_>>())
+        {
+            println!("       {line}");
+        }
+    }
 }
 
 /// The newest good backup is less than an hour old, as Prometheus has it.
