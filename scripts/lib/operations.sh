@@ -41,36 +41,58 @@ wait_healthy() {
     return 1
 }
 
-# Replaces SERVICE's containers with ones on the image FLOWFORGE_TAG names, one at a
-# time: start a new container, wait until it is healthy, then stop an old one (SIGTERM:
-# the api reports not-ready and drains; a worker finishes or releases its tasks). The
-# service never runs fewer healthy replicas than it had.
+# rolling_update SERVICE [--keep-current]: replaces SERVICE's containers with ones on the
+# image the Compose files name (its tag is FLOWFORGE_TAG), one at a time: start a new
+# container, wait until it is healthy, then retire an old one. With --keep-current, those
+# already on that image stay (a rotation replaces them all: they read secrets at start).
+# The service never runs fewer healthy replicas than it had.
 rolling_update() {
-    local service=$1 old known c new fresh state deadline
+    local service=$1 old c new wanted=""
+    [ "${2:-}" = --keep-current ] && wanted=$(docker image inspect -f '{{.Id}}' "$(service_image "$service")")
     mapfile -t old < <(compose ps -q "$service")
-    known=" ${old[*]} "
     for c in "${old[@]}"; do
-        compose up -d --no-deps --no-recreate --scale "$service=$((${#old[@]} + 1))" "$service" >/dev/null
-        new=""
-        for fresh in $(compose ps -q "$service"); do
-            [[ $known == *" $fresh "* ]] || new=$fresh
-        done
-        [ -n "$new" ] || { echo "no new $service container started" >&2; return 1; }
-        known+="$new "
-        deadline=$((SECONDS + 120))
-        until [ "$(docker inspect -f '{{.State.Health.Status}}' "$new")" = healthy ]; do
-            state=$(docker inspect -f '{{.State.Status}}' "$new")
-            if [ $SECONDS -ge $deadline ] || [ "$state" = exited ]; then
-                echo "the new $service container $new did not become healthy ($state); the old ones still serve" >&2
-                docker rm -f "$new" >/dev/null
-                return 1
-            fi
-            sleep 1
-        done
-        docker stop -t 30 "$c" >/dev/null
-        docker rm "$c" >/dev/null
+        [ "$(docker inspect -f '{{.Image}}' "$c")" = "$wanted" ] && continue
+        new=$(start_replica "$service") || return 1
+        retire "$c"
         log "$service: $(docker inspect -f '{{.Name}}' "$new" | tr -d /) replaced ${c:0:12}"
     done
+}
+
+# The image the Compose files name for SERVICE.
+service_image() {
+    compose config --format json | python3 -c 'import json, sys; print(json.load(sys.stdin)["services"][sys.argv[1]]["image"])' "$1"
+}
+
+# start_replica SERVICE: one more container of SERVICE, on the image the Compose files
+# name now; prints its id once it is healthy. One that does not become healthy is removed
+# (the others still serve) and the call fails.
+start_replica() {
+    local service=$1 before count new="" fresh state deadline
+    before=" $(compose ps -q "$service" | tr '\n' ' ') "
+    count=$(compose ps -q "$service" | wc -l)
+    compose up -d --no-deps --no-recreate --scale "$service=$((count + 1))" "$service" >/dev/null
+    for fresh in $(compose ps -q "$service"); do
+        [[ $before == *" $fresh "* ]] || new=$fresh
+    done
+    [ -n "$new" ] || { echo "no new $service container started" >&2; return 1; }
+    deadline=$((SECONDS + 120))
+    until [ "$(docker inspect -f '{{.State.Health.Status}}' "$new")" = healthy ]; do
+        state=$(docker inspect -f '{{.State.Status}} {{.State.Health.Status}}' "$new")
+        if [ $SECONDS -ge $deadline ] || [[ $state == exited* || $state == *unhealthy ]]; then
+            echo "the new $service container $new did not become healthy ($state); the old ones still serve" >&2
+            docker rm -f "$new" >/dev/null
+            return 1
+        fi
+        sleep 1
+    done
+    echo "$new"
+}
+
+# retire CONTAINER: SIGTERM, then gone (the api reports not-ready and drains; a worker
+# finishes or releases its tasks).
+retire() {
+    docker stop -t 30 "$1" >/dev/null
+    docker rm "$1" >/dev/null
 }
 
 # psql as the database superuser, over the server's socket (peer authentication: no
