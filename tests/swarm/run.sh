@@ -16,48 +16,15 @@ work=$(realpath -m "${FLOWFORGE_SWARM_WORK:-.run/swarm/work}")
 secrets=$(realpath -m "${FLOWFORGE_SWARM_SECRETS:-.run/swarm/secrets}")
 url=https://localhost:${FLOWFORGE_SWARM_HTTPS_PORT:-9443}
 registry=127.0.0.1:${FLOWFORGE_SWARM_REGISTRY_PORT:-5000}
-passed=0
-failed=0
-command -v jq >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq jq >/dev/null; }
+# shellcheck source=tests/lib/checks.sh
+source tests/lib/checks.sh
 
-check() {
-    if [ "$2" = true ]; then
-        echo "ok   $1"
-        passed=$((passed + 1))
-    else
-        echo "FAIL $1"
-        failed=$((failed + 1))
-    fi
-}
 on_manager() { $swarm docker "$@"; }
-
-# load NAME SECONDS: `flowforge load` in the background at 15 creations a second (under
-# the per-user limit), from the CLI image on this machine's network, as this user (its
-# files land in $work). `wait` waits for it.
-load() {
-    docker run --rm --network host --user "$(id -u):$(id -g)" -v "$work:/load" flowforge-cli:dev load \
-        --url "$url" --token-file /load/token --ca-file /load/ca.pem --duration "$2s" --rate 15 \
-        --ids-out "/load/$1.ids" >"$work/$1.json" 2>"$work/$1.log" &
-}
 
 # verdict NAME: waits for the load, then what became of its tasks (JSON), counted by
 # `flowforge drill verdict` on the stack's database.
 verdict() {
     $swarm job drill verdict --ids "/work/$1.ids" --summary "/work/$1.json" --json "${@:2}" 2>/dev/null | tail -1
-}
-
-# figures NAME VERDICT: what the load saw and what became of its tasks.
-figures() {
-    echo "     $1: $(jq -r '"requests \(.sent), failed \(.failed), told to retry \(.told_to_retry), acknowledged \(.acknowledged), lost \(.lost), completed twice \(.completed_twice)"' <<<"$2")"
-}
-
-# report NAME VERDICT: the figures of one test, and its load and task checks.
-report() {
-    local v=$2
-    figures "$1" "$v"
-    check "$1: no request failed" "$(jq '.failed == 0' <<<"$v")"
-    check "$1: every acknowledged task completed, none twice" \
-        "$(jq '.acknowledged > 0 and .lost == 0 and .completed_twice == 0' <<<"$v")"
 }
 
 # update_state SERVICE: Swarm's account of the service's last update.

@@ -27,6 +27,7 @@ pub struct LoadArgs {
     /// Task creations per second.
     #[arg(long, default_value_t = 50)]
     pub rate: u32,
+    /// How long to send for; SIGTERM or SIGINT ends the run sooner, with the summary.
     #[arg(long, default_value = "30s")]
     pub duration: HumanDuration,
     /// Kind of the tasks created.
@@ -80,8 +81,12 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let mut n: u64 = 0;
     // Keys unique to this run: a replay of another run's key would be a 409.
     let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    let mut stop = stop_signal()?;
     while started.elapsed() < args.duration.0 {
-        ticker.tick().await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = &mut stop => break,
+        }
         n += 1;
         let (client, tally, token) = (client.clone(), tally.clone(), token.clone());
         let url = format!("{}/tasks", args.url.trim_end_matches('/'));
@@ -144,6 +149,18 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+/// Resolves at the first SIGTERM (`docker stop`) or SIGINT (Ctrl-C).
+fn stop_signal() -> anyhow::Result<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (mut term, mut int) = (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?);
+    Ok(Box::pin(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }))
 }
 
 impl Tally {
