@@ -102,8 +102,6 @@ start_registry() {
                 -extfile registry.ext -out registry.pem 2>/dev/null
             rm -f registry.csr registry.ext
             openssl rand -hex 24 >password
-            command -v htpasswd >/dev/null ||
-                { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq apache2-utils >/dev/null; }
             htpasswd -niB release <password >users.htpasswd
             # Read by the registry's own user in its container.
             chown 10004 registry.key users.htpasswd
@@ -209,7 +207,7 @@ content() {
 # deploy_to ENV SHA [--canary]: ENV runs release SHA. A first deployment starts the whole
 # stack; after that: migrations; with --canary, one api and one worker of the release,
 # watched; the infrastructure whose content changed; then the rolling services, one
-# container at a time.
+# container of each at a time.
 deploy_to() {
     local env=$1 sha=$2 canary=${3:-} started=$SECONDS service c
     use_env "$env" "$sha"
@@ -234,9 +232,16 @@ deploy_to() {
             log "$env: $service's image changed: recreating it (a short interruption of $service)"
             compose up -d --no-deps --no-build --wait "$service" >/dev/null || return 1
         done
+        # The three services side by side: each keeps its own replica count up.
+        local pids=() pid failed=0
         for service in "${rolling[@]}"; do
-            rolling_update "$service" --keep-current || return 1
+            rolling_update "$service" --keep-current &
+            pids+=($!)
         done
+        for pid in "${pids[@]}"; do
+            wait "$pid" || failed=1
+        done
+        [ "$failed" -eq 0 ] || return 1
     fi
     log "$env: release ${sha:0:12} deployed in $((SECONDS - started)) s"
 }
@@ -349,7 +354,18 @@ take_down_envs() {
     fi
 }
 
+# What the steps call besides Docker: Debian's packages, where missing.
+need_tools() {
+    local missing=()
+    command -v jq >/dev/null || missing+=(jq)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v htpasswd >/dev/null || missing+=(apache2-utils)
+    [ ${#missing[@]} -eq 0 ] && return
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
 mkdir -p "$home" && chmod 700 "$home"
+need_tools
 command=${1:-}
 shift || true
 case "$command" in

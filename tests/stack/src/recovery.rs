@@ -8,25 +8,21 @@
 //!   a new password), then the webhook deployment key (new key, every user's secret
 //!   resealed, previous kept, then retired). No request may fail, no task be lost. Then a
 //!   restore to a moment T before the rotation: the old passwords come back with the data,
-//!   and the restore must re-apply the new ones;
-//! - a zero-downtime rolling update and rollback: under steady client load, api, worker and
-//!   web move to a new image (tag v2) one container at a time, then back to the previous
-//!   one the same way. No request may fail, no task be lost.
+//!   and the restore must re-apply the new ones.
+//!
+//! Rolling updates and rollbacks under load are the release test's (tests/release/run.sh),
+//! through the same rolling_update of scripts/lib/operations.sh.
 
 use std::process::Command;
 use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::harness::{inspect, run, since, sleep, wait_for, Checks, LoadRun, Stack};
+use crate::harness::{run, since, sleep, wait_for, Checks, LoadRun, Stack};
 use crate::Scenario;
 
-pub const SCENARIOS: &[(&str, Scenario)] = &[
-    ("recovery::restore_drill", restore_drill),
-    ("recovery::rpo", rpo),
-    ("recovery::rotation", rotation),
-    ("recovery::rolling_update", rolling_update),
-];
+pub const SCENARIOS: &[(&str, Scenario)] =
+    &[("recovery::restore_drill", restore_drill), ("recovery::rpo", rpo), ("recovery::rotation", rotation)];
 
 /// The moment to restore to, as `restore --to` takes it.
 const NOW_UTC: &str = r#"SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"#;
@@ -210,27 +206,6 @@ fn rotation(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rolling_update(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
-    let previous = stack.tag.as_str();
-    let load_started = Instant::now();
-    let load = stack.load("update", 150, 15, "sleep", r#"{"duration_ms": 200}"#);
-    sleep(5.0);
-    let started = Instant::now();
-    println!("     update starts {} s into the load", since(load_started));
-    stack.step_with_env("update", &[("FLOWFORGE_TAG", "v2")], ["update"]);
-    checks.check(
-        format!("rolling update: api, worker and web all run the v2 images ({} s)", since(started)),
-        on_tag(stack, "v2"),
-    );
-    let started = Instant::now();
-    println!("     rollback starts {} s into the load", since(load_started));
-    stack.step_with_env("rollback", &[("FLOWFORGE_TAG", previous)], ["update"]);
-    checks
-        .check(format!("rollback: all back on the {previous} images ({} s)", since(started)), on_tag(stack, previous));
-    no_failures_no_losses(stack, checks, load.join(), "update and rollback under load");
-    Ok(())
-}
-
 /// What the client saw and what became of its tasks (`flowforge drill verdict`, which
 /// waits for them, bounded): no request failed (a 503 counts) and no task was lost.
 fn no_failures_no_losses(stack: &Stack, checks: &mut Checks, run: anyhow::Result<LoadRun>, what: &str) {
@@ -348,22 +323,4 @@ fn signing_keys(stack: &Stack) -> Vec<String> {
 /// The first `FATAL: ...` in what psql said, for the check's line.
 fn fatal_line(said: &str) -> &str {
     said.lines().find_map(|l| l.find("FATAL: ").map(|at| &l[at..])).unwrap_or_default()
-}
-
-/// Every api, worker and web container runs an image tagged TAG (and each of them runs).
-fn on_tag(stack: &Stack, tag: &str) -> bool {
-    let suffix = format!(":{tag}");
-    let mut seen = [false; 3];
-    for c in stack.containers(None) {
-        let Ok(what) = inspect(&c, r#"{{index .Config.Labels "com.docker.compose.service"}} {{.Config.Image}}"#) else {
-            continue;
-        };
-        let Some((service, image)) = what.split_once(' ') else { continue };
-        let Some(n) = ["api", "worker", "web"].iter().position(|s| *s == service) else { continue };
-        if !image.ends_with(&suffix) {
-            return false;
-        }
-        seen[n] = true;
-    }
-    seen.iter().all(|s| *s)
 }
