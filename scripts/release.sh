@@ -91,6 +91,8 @@ start_registry() {
     mkdir -p "$dir" && chmod 700 "$dir"
     if [ ! -s "$dir/registry.pem" ]; then
         log "the registry's CA, certificate and password (in $dir)"
+        # A registry started with other files would refuse the new password.
+        docker rm -f "$registry_container" >/dev/null 2>&1 || true
         (
             umask 077
             cd "$dir"

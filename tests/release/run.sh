@@ -52,7 +52,9 @@ commit_next() {
         git rev-parse HEAD)
 }
 
-step_time() { echo "     $1 in $((SECONDS - $2)) s"; }
+# step_time WHAT STARTED: how long a step took (and, once production is under load, when
+# it started in the load's time, to line failures up with steps).
+step_time() { echo "     $1 in $((SECONDS - $2)) s${load_started:+, from $(($2 - load_started)) s into the load}"; }
 
 run_tests() {
     local first next broken started v
@@ -101,6 +103,7 @@ run_tests() {
     cli_image=$(grep '^flowforge-cli ' "$record/digests" | cut -d' ' -f2)
     # Until stopped after the last step; the duration only bounds it.
     load production 1800
+    local load_started=$SECONDS
     sleep 5
 
     started=$SECONDS
@@ -135,6 +138,13 @@ run_tests() {
     wait
     v=$(verdict production)
     report "production under load through promotion, canary and rollback" "$v"
+    if ! jq -e '.failed == 0' <<<"$v" >/dev/null; then
+        echo "     failed requests were sent between $(jq -c '.failed_between_s' "$work/production.json") s into the load"
+        for c in $($release compose production ps -aq proxy); do
+            docker inspect -f '     proxy: {{.State.Status}} since {{.State.StartedAt}}, restarts {{.RestartCount}}, OOM killed {{.State.OOMKilled}}' "$c"
+            docker logs --tail 15 "$c" 2>&1 | sed 's/^/       /'
+        done
+    fi
 }
 
 mkdir -p "$work"
