@@ -67,12 +67,11 @@ service_image() {
 # name now; prints its id once it is healthy. One that does not become healthy is removed
 # (the others still serve) and the call fails.
 start_replica() {
-    local service=$1 before count new="" fresh state deadline
-    before=" $(compose ps -q "$service" | tr '\n' ' ') "
-    count=$(compose ps -q "$service" | wc -l)
-    compose up -d --no-deps --no-recreate --scale "$service=$((count + 1))" "$service" >/dev/null
+    local service=$1 before new="" fresh state deadline
+    mapfile -t before < <(compose ps -q "$service")
+    compose up -d --no-deps --no-recreate --scale "$service=$((${#before[@]} + 1))" "$service" >/dev/null
     for fresh in $(compose ps -q "$service"); do
-        [[ $before == *" $fresh "* ]] || new=$fresh
+        [[ " ${before[*]} " == *" $fresh "* ]] || new=$fresh
     done
     [ -n "$new" ] || { echo "no new $service container started" >&2; return 1; }
     deadline=$((SECONDS + 120))
