@@ -66,7 +66,10 @@ struct Tally {
 pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
     let token = std::fs::read_to_string(&args.token_file).context("reading --token-file")?.trim().to_owned();
     let payload: Value = serde_json::from_str(&args.payload).context("--payload is not JSON")?;
-    let mut client = reqwest::Client::builder().timeout(args.timeout.0);
+    // Idle connections are dropped before the proxy's keep-alive (10 s, HAProxy's
+    // `timeout http-request`) closes them: reusing one the proxy is closing at that moment
+    // fails the request ("connection closed before message completed").
+    let mut client = reqwest::Client::builder().timeout(args.timeout.0).pool_idle_timeout(Duration::from_secs(5));
     if let Some(ca) = &args.ca_file {
         let pem = std::fs::read(ca).context("reading --ca-file")?;
         client = client.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
