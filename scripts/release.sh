@@ -33,6 +33,8 @@ source scripts/lib/engine.sh
 source scripts/lib/operations.sh
 # shellcheck source=scripts/lib/sbom.sh
 source scripts/lib/sbom.sh
+# shellcheck source=scripts/lib/tls.sh
+source scripts/lib/tls.sh
 
 home=$(realpath -m "${FLOWFORGE_RELEASE_HOME:-.run/release}")
 registry_port=${FLOWFORGE_RELEASE_REGISTRY_PORT:-5443}
@@ -83,6 +85,11 @@ url_of() { echo "https://localhost:$FLOWFORGE_HTTPS_PORT"; }
 current() { cat "$home/$1/current" 2>/dev/null || true; }
 previous() { cat "$home/$1/previous" 2>/dev/null || true; }
 
+# asks_for_login CA: the registry answers anonymous requests with 401, over TLS from CA.
+asks_for_login() {
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$1" "https://$registry/v2/")" = 401 ]
+}
+
 # The registry: TLS with a certificate from a CA of its own (which this machine's Docker
 # trusts for that address only), and one user whose password is a file here.
 start_registry() {
@@ -96,13 +103,8 @@ start_registry() {
         (
             umask 077
             cd "$dir"
-            openssl req -x509 -newkey rsa:3072 -nodes -days 3650 -subj "/CN=FlowForge release registry CA" \
-                -keyout ca.key -out ca.pem 2>/dev/null
-            openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout registry.key -out registry.csr 2>/dev/null
-            printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >registry.ext
-            openssl x509 -req -in registry.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 825 \
-                -extfile registry.ext -out registry.pem 2>/dev/null
-            rm -f registry.csr registry.ext
+            make_ca "FlowForge release registry CA"
+            sign_cert registry localhost "DNS:localhost,IP:127.0.0.1"
             openssl rand -hex 24 >password
             htpasswd -niB release <password >users.htpasswd
             # Read by the registry's own user in its container.
@@ -112,23 +114,14 @@ start_registry() {
     fi
     mkdir -p "/etc/docker/certs.d/$registry"
     cp "$dir/ca.pem" "/etc/docker/certs.d/$registry/ca.crt"
-    if ! docker container inspect "$registry_container" >/dev/null 2>&1; then
-        docker build -q --build-arg "REVISION=$(git rev-parse HEAD)" -t flowforge-registry:dev deploy/images/registry >/dev/null
-        docker run -d --name "$registry_container" --restart unless-stopped \
-            --read-only --cap-drop ALL --security-opt no-new-privileges \
-            -p "127.0.0.1:$registry_port:5000" -v "$registry_container:/var/lib/registry" \
-            -v "$dir/registry.pem:/certs/registry.pem:ro" -v "$dir/registry.key:/certs/registry.key:ro" \
-            -v "$dir/users.htpasswd:/auth/htpasswd:ro" \
-            -e REGISTRY_HTTP_TLS_CERTIFICATE=/certs/registry.pem -e REGISTRY_HTTP_TLS_KEY=/certs/registry.key \
-            -e REGISTRY_AUTH=htpasswd -e REGISTRY_AUTH_HTPASSWD_REALM=flowforge \
-            -e REGISTRY_AUTH_HTPASSWD_PATH=/auth/htpasswd flowforge-registry:dev >/dev/null
-    fi
-    local deadline=$((SECONDS + 30))
+    run_registry "$registry_container" "$registry_port" \
+        -v "$dir/registry.pem:/certs/registry.pem:ro" -v "$dir/registry.key:/certs/registry.key:ro" \
+        -v "$dir/users.htpasswd:/auth/htpasswd:ro" \
+        -e REGISTRY_HTTP_TLS_CERTIFICATE=/certs/registry.pem -e REGISTRY_HTTP_TLS_KEY=/certs/registry.key \
+        -e REGISTRY_AUTH=htpasswd -e REGISTRY_AUTH_HTPASSWD_REALM=flowforge \
+        -e REGISTRY_AUTH_HTPASSWD_PATH=/auth/htpasswd
     # 401 without credentials: up, and asking for them.
-    until [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$dir/ca.pem" "https://$registry/v2/")" = 401 ]; do
-        [ $SECONDS -lt $deadline ] || { echo "the registry did not start" >&2; exit 1; }
-        sleep 1
-    done
+    wait_until 30 "the registry" asks_for_login "$dir/ca.pem" || exit 1
     mkdir -p "$home/docker" && chmod 700 "$home/docker"
     registry_docker login -u release --password-stdin "$registry" <"$dir/password" >/dev/null
 }
@@ -211,7 +204,7 @@ content() {
 # watched; the infrastructure whose content changed; then the rolling services, one
 # container of each at a time.
 deploy_to() {
-    local env=$1 sha=$2 canary=${3:-} started=$SECONDS service c
+    local env=$1 sha=$2 canary=${3:-} started=$SECONDS service c reference
     use_env "$env" "$sha"
     pull_release "$sha"
     deploy/compose/init-secrets.sh "$secrets" >/dev/null
@@ -227,10 +220,12 @@ deploy_to() {
         if [ "$canary" = --canary ]; then
             canary "$env" || return 1
         fi
+        local -A image=()
+        while read -r service reference; do image[$service]=$reference; done < <(service_images)
         for service in $(compose ps --services --status running); do
             [[ " ${rolling[*]} " == *" $service "* ]] && continue
             c=$(compose ps -q "$service" | head -n 1)
-            [ "$(content "$(docker inspect -f '{{.Image}}' "$c")")" = "$(content "$(service_image "$service")")" ] && continue
+            [ "$(content "$(docker inspect -f '{{.Image}}' "$c")")" = "$(content "${image[$service]}")" ] && continue
             log "$env: $service's image changed: recreating it (a short interruption of $service)"
             compose up -d --no-deps --no-build --wait "$service" >/dev/null || return 1
         done

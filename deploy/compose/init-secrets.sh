@@ -4,6 +4,8 @@
 # Redis, the api and web replicas (every hop inside the stack is TLS) and the proxy. Existing files are kept, so a real certificate dropped in as
 # secrets/proxy_tls.pem (certificate chain + key) replaces the self-signed one.
 set -euo pipefail
+# shellcheck source=scripts/lib/tls.sh
+source "$(dirname "$0")/../../scripts/lib/tls.sh"
 dir=${1:-secrets}
 mkdir -p "$dir"
 chmod 700 "$dir"
@@ -19,26 +21,14 @@ done
 # Set only while a webhook key rotation is under way (scripts/stack.sh rotate webhook-key).
 [ -e webhook_secrets_key_previous ] || : >webhook_secrets_key_previous
 
-if [ ! -s ca.pem ]; then
-    openssl req -x509 -newkey rsa:3072 -nodes -days 3650 -subj "/CN=FlowForge local CA" \
-        -keyout ca.key -out ca.pem 2>/dev/null
-fi
-# sign NAME CN SAN: a certificate NAME.pem / NAME.key signed by the local CA.
-sign() {
-    [ -s "$1.pem" ] && return
-    openssl req -newkey rsa:2048 -nodes -subj "/CN=$2" -keyout "$1.key" -out "$1.csr" 2>/dev/null
-    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\n' "$3" >"$1.ext"
-    openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 825 -extfile "$1.ext" \
-        -out "$1.pem" 2>/dev/null
-    rm -f "$1.csr" "$1.ext"
-}
-sign postgres_tls postgres "DNS:postgres"
+make_ca "FlowForge local CA"
+sign_cert postgres_tls postgres "DNS:postgres"
 # Each replica answers under its service name (the proxy and Prometheus check it); the
 # loopback names are for the container's own health check.
-sign api_tls api "DNS:api"
-sign web_tls web "DNS:web"
-sign redis_tls redis "DNS:redis,DNS:localhost,IP:127.0.0.1"
-sign proxy_tls_parts localhost "DNS:localhost,IP:127.0.0.1"
+sign_cert api_tls api "DNS:api"
+sign_cert web_tls web "DNS:web"
+sign_cert redis_tls redis "DNS:redis,DNS:localhost,IP:127.0.0.1"
+sign_cert proxy_tls_parts localhost "DNS:localhost,IP:127.0.0.1"
 [ -s proxy_tls.pem ] || cat proxy_tls_parts.pem proxy_tls_parts.key >proxy_tls.pem
 
 # Connection strings for the services (the password is part of the URL, so the whole
