@@ -40,11 +40,9 @@ commit_tag() {
 on_manager() { docker exec "$manager" docker "$@"; }
 
 build_images() {
-    log "building the images (scripts/stack.sh build), the registry and the node image"
+    log "building the images (scripts/stack.sh build) and the node image"
     scripts/stack.sh build
-    local labels=(--build-arg "REVISION=$(git rev-parse HEAD)")
-    docker build -q "${labels[@]}" -t flowforge-registry:dev deploy/images/registry >/dev/null
-    docker build -q "${labels[@]}" -t flowforge-swarm-node:dev deploy/swarm/node >/dev/null
+    docker build -q --build-arg "REVISION=$(git rev-parse HEAD)" -t flowforge-swarm-node:dev deploy/swarm/node >/dev/null
 }
 
 # push TAG: every stack image into the registry, under the commit's tag.
@@ -61,25 +59,10 @@ push_images() {
 start_registry() {
     docker network inspect "$network" >/dev/null 2>&1 ||
         docker network create --subnet "$subnet.0/24" "$network" >/dev/null
-    if ! docker container inspect "$prefix-registry" >/dev/null 2>&1; then
-        # Published on loopback only: the host pushes there (Docker trusts plain HTTP to a
-        # loopback registry); the nodes pull from `registry` on their own network.
-        docker run -d --name "$prefix-registry" --network "$network" --network-alias registry \
-            --read-only --cap-drop ALL --security-opt no-new-privileges \
-            -p "127.0.0.1:$registry_port:5000" -v "$prefix-registry:/var/lib/registry" \
-            flowforge-registry:dev >/dev/null
-    fi
+    # The host pushes to it on loopback (Docker trusts plain HTTP there); the nodes pull
+    # from `registry` on their own network.
+    run_registry "$prefix-registry" "$registry_port" --network "$network" --network-alias registry
     wait_until 30 "the registry" curl -fsS -o /dev/null "http://127.0.0.1:$registry_port/v2/"
-}
-
-# wait_until SECONDS WHAT COMMAND...: retries COMMAND every second.
-wait_until() {
-    local deadline=$((SECONDS + $1)) what=$2
-    shift 2
-    until "$@" >/dev/null 2>&1; do
-        [ $SECONDS -lt "$deadline" ] || { log "timed out waiting for $what"; return 1; }
-        sleep 1
-    done
 }
 
 # The loosened settings a Docker daemon needs to run inside a container. For these test

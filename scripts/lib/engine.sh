@@ -1,4 +1,4 @@
-# The Docker engine, Compose and the stack's images (sourced by scripts/stack.sh).
+# The Docker engine, Compose, the stack's images and a local registry (sourced by the scripts).
 # shellcheck shell=bash
 
 # A Docker engine, installed from Debian's packages and started here if none answers, and
@@ -100,4 +100,27 @@ build() {
     rm -f "$output"
     log "built in $((SECONDS - started)) s"
     docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep -E "^flowforge-[a-z-]+:${FLOWFORGE_TAG:-dev}" | sort >&2
+}
+
+# wait_until SECONDS WHAT COMMAND...: retries COMMAND every second until it succeeds; after
+# SECONDS, says what it waited for and fails.
+wait_until() {
+    local deadline=$((SECONDS + $1)) what=$2
+    shift 2
+    until "$@" >/dev/null 2>&1; do
+        [ $SECONDS -lt "$deadline" ] || { log "timed out waiting for $what"; return 1; }
+        sleep 1
+    done
+}
+
+# run_registry NAME PORT [DOCKER RUN OPTIONS...]: a local image registry (Debian's
+# docker-registry, deploy/images/registry) as container NAME, published on loopback PORT,
+# its storage the volume NAME. One that exists is left as it is.
+run_registry() {
+    local name=$1 port=$2
+    shift 2
+    docker container inspect "$name" >/dev/null 2>&1 && return
+    docker build -q --build-arg "REVISION=$(git rev-parse HEAD)" -t flowforge-registry:dev deploy/images/registry >/dev/null
+    docker run -d --name "$name" --restart unless-stopped --read-only --cap-drop ALL --security-opt no-new-privileges \
+        -p "127.0.0.1:$port:5000" -v "$name:/var/lib/registry" "$@" flowforge-registry:dev >/dev/null
 }
