@@ -59,8 +59,12 @@ rolling_update() {
 }
 
 # The image the Compose files name for SERVICE.
-service_image() {
-    compose config --format json | python3 -c 'import json, sys; print(json.load(sys.stdin)["services"][sys.argv[1]]["image"])' "$1"
+service_image() { service_images | awk -v service="$1" '$1 == service { print $2 }'; }
+
+# service_images: "SERVICE IMAGE" for every service, from one rendering of the Compose files.
+service_images() {
+    compose config --format json |
+        python3 -c $'import json, sys\nfor name, service in json.load(sys.stdin)["services"].items(): print(name, service["image"])'
 }
 
 # start_replica SERVICE: one more container of SERVICE, on the image the Compose files
