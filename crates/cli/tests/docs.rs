@@ -412,7 +412,7 @@ fn every_variable_the_code_reads_is_documented() {
                 && !(after.is_ascii_uppercase() || after.is_ascii_digit() || after == '_')
         })
     };
-    // `X_FILE` is documented with `X` (any setting may come from a file, said once).
+    // `X_FILE` is documented with `X` (the settings that may come from a file, said once).
     let missing: Vec<&String> =
         read_by_code.iter().filter(|n| !documented(n) && !n.strip_suffix("_FILE").is_some_and(&documented)).collect();
     assert!(missing.is_empty(), "read by the code, not in docs/configuration.md: {missing:?}");
