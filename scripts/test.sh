@@ -73,11 +73,11 @@ unit() {
     # The llvm engine needs no llvm-tools (this toolchain has none); coveralls, which would
     # compile libgit2 and OpenSSL, is left out.
     command -v cargo-tarpaulin >/dev/null || cargo install -q --locked --no-default-features cargo-tarpaulin@0.37.5
-    # With --target, the instrumentation (RUSTFLAGS) stays off build scripts and proc macros,
-    # which are then shared with the plain build, and the instrumented objects get a
-    # directory of their own. The system test's harness is not unit-tested code.
+    # Instrumented objects in a directory of their own, not over the plain build's. The
+    # system test's harness is not unit-tested code. Doctests don't run here (tarpaulin
+    # runs them on nightly only): the crates' docs carry none.
     cargo tarpaulin --workspace --exclude flowforge-stack-test --exclude-files 'tests/*' --locked --no-fail-fast \
-        --engine llvm --skip-clean --target x86_64-unknown-linux-gnu --color never \
+        --engine llvm --skip-clean --target-dir target/coverage --color never \
         --out Json --out Lcov --output-dir artifacts/coverage \
         --fail-under "$coverage_floor" -- --test-threads 4 2>&1 | tee "$work/cargo-test.log" || status=$?
     [ ! -f artifacts/coverage/tarpaulin-report.json ] || coverage_by_crate artifacts/coverage/tarpaulin-report.json

@@ -1,14 +1,7 @@
 //! FlowForge's worker service: the built-in task handlers on the queue engine, a side
-//! HTTP server for metrics and probes, and graceful shutdown.
-//!
-//! ```no_run
-//! # async fn run() -> anyhow::Result<()> {
-//! use flowforge_worker::{WorkerApp, WorkerSettings};
-//! let settings = WorkerSettings::from_env()?;
-//! let app = WorkerApp::build(settings).await?;
-//! app.run_until_stopped(flowforge_platform::shutdown::token_on_signal()).await
-//! # }
-//! ```
+//! HTTP server for metrics and probes, and graceful shutdown. `src/main.rs` is the whole
+//! of running it: `WorkerSettings::from_env`, `WorkerApp::build`, then
+//! `run_until_stopped` with a token cancelled on SIGTERM.
 
 pub mod config;
 pub mod handlers;
