@@ -8,6 +8,8 @@
 #   scripts/swarm.sh token    create an admin API token (printed once)
 #   scripts/swarm.sh job ARGS...     a one-off `flowforge ARGS` as the schema owner, on the data
 #                             network (the manager's /work is $work on this machine)
+#   scripts/swarm.sh search ID       every stored log line with this request or trace id, from
+#                             every node's log store
 #   scripts/swarm.sh down     remove the nodes, the registry and their volumes
 #   scripts/swarm.sh docker ARGS...  the docker CLI on the manager node
 # The stack is deploy/swarm/stack.yaml; docs/swarm.md says what differs from Compose.
@@ -28,7 +30,8 @@ https_port=${FLOWFORGE_SWARM_HTTPS_PORT:-9443}
 secrets=$(realpath -m "${FLOWFORGE_SWARM_SECRETS:-.run/swarm/secrets}")
 work=$(realpath -m "${FLOWFORGE_SWARM_WORK:-.run/swarm/work}")
 # The services the stack runs, from the images compose.yaml builds.
-images=(postgres redis cli api worker web proxy)
+images=(postgres redis cli api worker web proxy log-collector prometheus alertmanager postgres-exporter
+    redis-exporter node-exporter backup)
 
 # The commit the images are built from; a checkout with changes gets a suffix of its own.
 commit_tag() {
@@ -124,6 +127,7 @@ deploy() {
     fi
     log "deploying the stack at :$1"
     docker exec -e REGISTRY=registry:5000 -e FLOWFORGE_TAG="$1" -e FLOWFORGE_SECRETS=/secrets \
+        -e FLOWFORGE_HTTPS_PORT="$https_port" \
         -e FLOWFORGE_RATE_LIMIT_PER_MINUTE -e FLOWFORGE_PROXY_MAX_CONNECTIONS_PER_SOURCE \
         "$manager" docker stack deploy --prune "${files[@]}" flowforge >/dev/null
 }
@@ -194,6 +198,21 @@ job() {
         -e FLOWFORGE_DATABASE_URL="$(cat /secrets/database_url_owner)" "$0" "$@"' "$tag" "$@"
 }
 
+# search ID: every stored log line with this request or trace id, from every node's log
+# store, each prefixed with its node. A node that is down is said so, and skipped.
+search() {
+    local node collector
+    for node in "${nodes[@]}"; do
+        collector=$(docker exec "$node" docker ps -q -f label=com.docker.swarm.service.name=flowforge_log-collector 2>/dev/null || true)
+        if [ -z "$collector" ]; then
+            log "${node#"$prefix"-}: no log store reachable"
+            continue
+        fi
+        docker exec "$node" docker exec "$collector" sh -c 'grep -hF -- "$1" /var/log/flowforge/*.jsonl' search "$1" |
+            sed "s/^/${node#"$prefix"-} /" || true
+    done
+}
+
 down() {
     docker rm -f "${nodes[@]}" "$prefix-registry" >/dev/null 2>&1 || true
     docker volume rm "${nodes[@]}" "$prefix-registry" >/dev/null 2>&1 || true
@@ -208,6 +227,7 @@ roll) roll "${2:?usage: scripts/swarm.sh roll TAG}" ;;
 status) on_manager node ls && on_manager service ls ;;
 token) job token create --user admin --role admin ;;
 job) shift && job "$@" ;;
+search) [ -n "${2:-}" ] || { echo "usage: scripts/swarm.sh search REQUEST_OR_TRACE_ID" >&2; exit 2; }; search "$2" ;;
 down) down ;;
 docker) shift && on_manager "$@" ;;
 *) sed -n '2,/^[^#]/{/^#/p}' "$0" >&2; exit 2 ;;

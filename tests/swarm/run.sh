@@ -6,6 +6,9 @@
 #   2. a broken image (its health check fails): Swarm rolls back by itself;
 #   3. a node drained, then made active again;
 #   4. a node that runs api and worker replicas killed (`docker kill` of the node).
+# Before them, what operators watch, on every node: every Prometheus target up, the first
+# backup in Prometheus, and one request's trace in the nodes' log stores; during test 1,
+# an exporter stopped on purpose: its alert reaches the receiver, then its resolution.
 # Prints one line per check and the figures; exits non-zero when a check fails.
 # FLOWFORGE_SWARM_KEEP=1 leaves the swarm up afterwards; FLOWFORGE_SWARM_REUSE=1 tests
 # the swarm that is up already, as it is.
@@ -66,12 +69,79 @@ whole() {
     done
 }
 
+# eventually SECONDS COMMAND...: COMMAND succeeds within SECONDS (tried every 2 s).
+eventually() {
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        [ $SECONDS -lt "$deadline" ] || return 1
+        sleep 2
+    done
+}
+
+# promql QUERY: the query's first value, from Prometheus through the manager's proxy, as
+# the operator.
+promql() {
+    curl -fsS --cacert "$work/ca.pem" -u "operator:$(cat "$secrets/operator_password")" \
+        --data-urlencode "query=$1" "$url/prometheus/api/v1/query" | jq -r '.data.result[0].value[1] // empty'
+}
+
+# all_targets_up: every target Prometheus scrapes answers (at least 15: 2 api, 2 worker,
+# a proxy and a node exporter per node, PostgreSQL, Redis, backup, Prometheus, Alertmanager).
+all_targets_up() {
+    targets=$(promql 'count(up == 1)')/$(promql 'count(up)')
+    [ "${targets%/*}" = "${targets#*/}" ] && [ "${targets#*/}" -ge 15 ] 2>/dev/null
+}
+
+has_backup() { [ -n "$(promql 'max(backup_last_success_timestamp_seconds)')" ]; }
+
+# notified STATUS ALERT JOB: the alert receiver recorded that notification (asked from
+# the manager's proxy, which is on the monitoring network).
+notified() {
+    local proxy
+    proxy=$(on_manager ps -q -f label=com.docker.swarm.service.name=flowforge_proxy | head -1)
+    on_manager exec "$proxy" curl -fsS --max-time 5 http://alert-receiver:9095/alerts |
+        jq -e --arg s "$1" --arg a "$2" --arg j "$3" \
+            'any(.[].alerts[]; .status == $s and .labels.alertname == $a and .labels.job == $j)' >/dev/null
+}
+
+# traced REQUEST_ID: the trace of that request, found in the log stores from the proxy and
+# from the worker that ran its task (wherever each runs); sets trace and trace_nodes.
+traced() {
+    local lines
+    trace=$($swarm search "$1" 2>/dev/null | grep -o 'trace_id=[0-9a-f]\{32\}' | head -1 | cut -d= -f2)
+    [ -n "$trace" ] || return 1
+    lines=$($swarm search "$trace" 2>/dev/null)
+    grep -q '"service":"flowforge_proxy\.' <<<"$lines" &&
+        grep '"service":"flowforge_worker\.' <<<"$lines" | grep -q 'attempt finished' || return 1
+    trace_nodes=$(cut -d' ' -f1 <<<"$lines" | sort -u | paste -sd' ')
+}
+
+observability() {
+    local started=$SECONDS request=swarm-trace-$$-$RANDOM ok
+    ok=false && eventually 120 all_targets_up && ok=true
+    check "monitoring: Prometheus scrapes every target on every node: $targets up" "$ok"
+    ok=false && eventually 180 has_backup && ok=true
+    check "backup: a full backup beside PostgreSQL, its time in Prometheus (after $((SECONDS - started)) s)" "$ok"
+    curl -fsS -o /dev/null --cacert "$work/ca.pem" -H "Authorization: Bearer $(cat "$work/token")" \
+        -H "X-Request-Id: $request" -H 'Content-Type: application/json' \
+        -d '{"title": "traced", "kind": "fail", "payload": {"fail_attempts": 1}}' "$url/tasks"
+    ok=false && eventually 60 traced "$request" && ok=true
+    check "logs: one request's trace in the nodes' log stores, from the proxy and the worker (found on: ${trace_nodes:-none})" "$ok"
+    echo "     trace ${trace:-none}, request $request"
+}
+
 run_tests() {
     cp "$secrets/ca.pem" "$work/ca.pem"
     $swarm token >"$work/token" 2>/dev/null
     chmod 644 "$work/ca.pem" "$work/token"
     $swarm job drill counter install >/dev/null 2>&1
-    local v started node
+    local v started node trace="" trace_nodes="" targets=""
+    observability
+
+    # Beside test 1: an exporter stopped on purpose, so its target goes down.
+    on_manager service scale --detach flowforge_redis-exporter=0 >/dev/null
+    local alerted=$SECONDS
 
     # 1. Rolling update to new images.
     load update 60
@@ -84,6 +154,9 @@ run_tests() {
         "$([ "$(update_state api)$(update_state worker)$(update_state web)" = completedcompletedcompleted ] && echo true)"
     wait
     report "rolling update" "$(verdict update)"
+    v=false && eventually 90 notified firing TargetDown redis && v=true
+    check "alert: redis-exporter stopped: TargetDown reached the receiver through Alertmanager (by $((SECONDS - alerted)) s)" "$v"
+    on_manager service scale --detach flowforge_redis-exporter=1 >/dev/null
 
     # 2. A broken image: its health check never passes, so Swarm rolls back by itself.
     load broken 60
@@ -98,6 +171,8 @@ run_tests() {
         "$(on_manager service inspect flowforge_api -f '{{.Spec.TaskTemplate.ContainerSpec.Image}}' | grep -q "rollout-$$" && echo true)"
     wait
     report "broken image" "$(verdict broken)"
+    v=false && eventually 90 notified resolved TargetDown redis && v=true
+    check "alert: redis-exporter back: the resolution reached the receiver" "$v"
 
     # 3. A node drained, then active again.
     node=$(on_manager service ps flowforge_api -f desired-state=running --format '{{.Node}}' | grep -v node1 | head -1)
