@@ -109,7 +109,7 @@ wait_until() {
     local deadline=$((SECONDS + $1)) what=$2
     shift 2
     until "$@" >/dev/null 2>&1; do
-        [ $SECONDS -lt "$deadline" ] || { log "timed out waiting for $what"; return 1; }
+        [ $SECONDS -lt "$deadline" ] || { echo "==> timed out waiting for $what" >&2; return 1; }
         sleep 1
     done
 }

@@ -21,6 +21,8 @@ url=https://localhost:${FLOWFORGE_SWARM_HTTPS_PORT:-9443}
 registry=127.0.0.1:${FLOWFORGE_SWARM_REGISTRY_PORT:-5000}
 # shellcheck source=tests/lib/checks.sh
 source tests/lib/checks.sh
+# shellcheck source=scripts/lib/engine.sh
+source scripts/lib/engine.sh
 
 on_manager() { $swarm docker "$@"; }
 
@@ -69,16 +71,6 @@ whole() {
     done
 }
 
-# eventually SECONDS COMMAND...: COMMAND succeeds within SECONDS (tried every 2 s).
-eventually() {
-    local deadline=$((SECONDS + $1))
-    shift
-    until "$@"; do
-        [ $SECONDS -lt "$deadline" ] || return 1
-        sleep 2
-    done
-}
-
 # promql QUERY: the query's first value, from Prometheus through the manager's proxy, as
 # the operator.
 promql() {
@@ -119,14 +111,14 @@ traced() {
 
 observability() {
     local started=$SECONDS request=swarm-trace-$$-$RANDOM ok
-    ok=false && eventually 120 all_targets_up && ok=true
+    ok=false && wait_until 120 "every target up" all_targets_up && ok=true
     check "monitoring: Prometheus scrapes every target on every node: $targets up" "$ok"
-    ok=false && eventually 180 has_backup && ok=true
+    ok=false && wait_until 180 "a backup in Prometheus" has_backup && ok=true
     check "backup: a full backup beside PostgreSQL, its time in Prometheus (after $((SECONDS - started)) s)" "$ok"
     curl -fsS -o /dev/null --cacert "$work/ca.pem" -H "Authorization: Bearer $(cat "$work/token")" \
         -H "X-Request-Id: $request" -H 'Content-Type: application/json' \
         -d '{"title": "traced", "kind": "fail", "payload": {"fail_attempts": 1}}' "$url/tasks"
-    ok=false && eventually 60 traced "$request" && ok=true
+    ok=false && wait_until 60 "the trace" traced "$request" && ok=true
     check "logs: one request's trace in the nodes' log stores, from the proxy and the worker (found on: ${trace_nodes:-none})" "$ok"
     echo "     trace ${trace:-none}, request $request"
 }
@@ -154,7 +146,7 @@ run_tests() {
         "$([ "$(update_state api)$(update_state worker)$(update_state web)" = completedcompletedcompleted ] && echo true)"
     wait
     report "rolling update" "$(verdict update)"
-    v=false && eventually 90 notified firing TargetDown redis && v=true
+    v=false && wait_until 90 "the alert" notified firing TargetDown redis && v=true
     check "alert: redis-exporter stopped: TargetDown reached the receiver through Alertmanager (by $((SECONDS - alerted)) s)" "$v"
     on_manager service scale --detach flowforge_redis-exporter=1 >/dev/null
 
@@ -171,7 +163,7 @@ run_tests() {
         "$(on_manager service inspect flowforge_api -f '{{.Spec.TaskTemplate.ContainerSpec.Image}}' | grep -q "rollout-$$" && echo true)"
     wait
     report "broken image" "$(verdict broken)"
-    v=false && eventually 90 notified resolved TargetDown redis && v=true
+    v=false && wait_until 90 "the resolution" notified resolved TargetDown redis && v=true
     check "alert: redis-exporter back: the resolution reached the receiver" "$v"
 
     # 3. A node drained, then active again.
