@@ -82,7 +82,10 @@ fn main() -> ExitCode {
                         // The harness has printed "test NAME ... " without a newline.
                         println!();
                         let mut checks = Checks::default();
+                        let started = Instant::now();
                         let outcome = scenario(&stack, &mut checks);
+                        // Where the stage's minutes go, scenario by scenario.
+                        println!("     took {} s", harness::since(started));
                         checks.finish(outcome)
                     })
                 })
