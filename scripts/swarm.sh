@@ -93,6 +93,7 @@ start_nodes() {
     for node in "${nodes[@]}"; do
         wait_until 60 "dockerd in $node" docker exec "$node" docker version
     done
+    log "the nodes' engines store images with $(docker exec "${nodes[0]}" docker info -f '{{.Driver}}')"
 }
 
 form_swarm() {
@@ -146,6 +147,21 @@ converged() {
         curl -fsS -o /dev/null --cacert "$secrets/ca.pem" "https://localhost:$https_port/ready"
 }
 
+# What a stack that did not converge was doing: each short service's tasks with their
+# errors, and the room each node had left.
+convergence_report() {
+    local line name node
+    on_manager service ls --format '{{.Name}} {{.Replicas}}' >&2
+    while read -r name line; do
+        [ "$(printf '%s' "$line" | awk -F/ '{ print ($1 == $2) }')" = 1 ] && continue
+        on_manager service ps --no-trunc --format '  {{.Name}} on {{.Node}}: {{.DesiredState}}, {{.CurrentState}} {{.Error}}' "$name" | head -8 >&2
+    done < <(on_manager service ls --format '{{.Name}} {{.Replicas}}' | sed 's/ (.*//')
+    for node in "${nodes[@]}"; do
+        echo "  $node: $(docker exec "$node" df -h --output=avail,pcent /var/lib/docker | tail -1)" >&2
+    done
+    curl -sS -o /dev/null -w '  /ready: %{http_code}\n' --cacert "$secrets/ca.pem" "https://localhost:$https_port/ready" >&2 || true
+}
+
 up() {
     ensure_engine
     command -v curl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null; }
@@ -161,7 +177,7 @@ up() {
     start_nodes
     form_swarm
     deploy "$tag"
-    wait_until 600 "the stack to converge" converged
+    wait_until 600 "the stack to converge" converged || { convergence_report; return 1; }
     log "FlowForge on three Swarm nodes at :$tag, ready after $((SECONDS - started)) s: https://localhost:$https_port"
 }
 
