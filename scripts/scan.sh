@@ -10,6 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
+# shellcheck source=scripts/lib/cargo-tool.sh
+source scripts/lib/cargo-tool.sh
 # shellcheck source=scripts/lib/sbom.sh
 source scripts/lib/sbom.sh
 
@@ -18,9 +20,12 @@ advisories=
 for dir in "${FLOWFORGE_ADVISORY_DB:-}" ../shared/advisory-db /work/shared/advisory-db; do
     [ -n "$dir" ] && [ -d "$dir/crates" ] && { advisories=$dir; break; }
 done
-command -v cargo-deny >/dev/null || cargo install -q --locked cargo-deny@0.20.2
-command -v checkov >/dev/null && command -v trufflehog3 >/dev/null ||
-    pip install -q --disable-pip-version-check checkov==3.3.30 trufflehog3==3.0.10 2>&1 | grep -v "Running pip as the 'root' user" || true
+# pip downloads while cargo compiles.
+if ! command -v checkov >/dev/null || ! command -v trufflehog3 >/dev/null; then
+    { pip install -q --disable-pip-version-check checkov==3.3.30 trufflehog3==3.0.10 2>&1 | grep -v "Running pip as the 'root' user" || true; } &
+fi
+cargo_tool cargo-deny cargo-deny@0.20.2
+wait
 
 db=$(mktemp -d)
 trap 'rm -rf "$db"' EXIT

@@ -25,6 +25,8 @@ log() { printf '==> %s\n' "$*" >&2; }
 source scripts/lib/engine.sh
 # shellcheck source=scripts/lib/npm.sh
 source scripts/lib/npm.sh
+# shellcheck source=scripts/lib/cargo-tool.sh
+source scripts/lib/cargo-tool.sh
 
 pip_tools() {
     pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "Running pip as the 'root' user" || true
@@ -71,10 +73,8 @@ unit() {
     start_services "$work/services"
     step "workspace tests, measuring line coverage (the stage fails under $coverage_floor %)"
     # The llvm engine needs no llvm-tools (this toolchain has none); coveralls, which would
-    # compile libgit2 and OpenSSL, is left out; and its release profile's fat LTO over one
-    # codegen unit is traded for a quicker install of a tool that runs for seconds.
-    command -v cargo-tarpaulin >/dev/null || CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-        cargo install -q --locked --no-default-features cargo-tarpaulin@0.37.5
+    # compile libgit2 and OpenSSL, is left out.
+    cargo_tool cargo-tarpaulin cargo-tarpaulin@0.37.5 --no-default-features
     # Instrumented objects in a directory of their own, not over the plain build's. The
     # system test's harness is not unit-tested code. Doctests don't run here (tarpaulin
     # runs them on nightly only): the crates' docs carry none.

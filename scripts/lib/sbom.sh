@@ -2,9 +2,9 @@
 # shellcheck shell=bash
 
 # binary_sboms DIR: one SBOM per binary the workspace builds (NAME_bin.cdx.json) into DIR,
-# with cargo-cyclonedx, installed pinned where missing.
+# with cargo-cyclonedx, installed pinned where missing (cargo_tool, scripts/lib/cargo-tool.sh).
 binary_sboms() {
-    command -v cargo-cyclonedx >/dev/null || cargo install -q --locked cargo-cyclonedx@0.5.9
+    cargo_tool cargo-cyclonedx cargo-cyclonedx@0.5.9
     cargo cyclonedx --format json --spec-version 1.5 --describe binaries >/dev/null
     mkdir -p "$1"
     find crates tests -maxdepth 3 -name '*.cdx.json' -exec mv {} "$1"/ \;
