@@ -151,6 +151,9 @@ fn is_outage(code: &str) -> bool {
         || code.starts_with("57P") // admin/crash shutdown, cannot connect now
         || code == "53300" // too many connections
         || code == "57014" // statement timeout: overloaded, retry later
+        // read-only transaction: a write reached a member that stopped being the leader
+        // (a failover or switchover in progress); the new leader takes it once routed there
+        || code == "25006"
 }
 
 impl From<sqlx::Error> for ApiError {

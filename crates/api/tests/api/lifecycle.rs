@@ -89,3 +89,31 @@ async fn a_request_past_its_time_is_stopped_and_changes_nothing() {
     assert_eq!(now["data"]["version"], task["version"], "nothing was written");
     assert!(app.metric("http_requests_total{method=\"PATCH\",route=\"/tasks/{id}\",status=\"503\"}").await >= 1.0);
 }
+
+/// A write that reaches a read-only server (a leader demoted by a switchover, before its
+/// connections are cut) is answered 503 with Retry-After: the client retries and lands on
+/// the new leader. It is not an internal error.
+#[tokio::test]
+async fn a_write_refused_as_read_only_is_answered_503_to_retry() {
+    let app = TestApp::spawn().await;
+    let name = &app.db.name;
+    sqlx::query(&format!("ALTER DATABASE \"{name}\" SET default_transaction_read_only = on"))
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    // Sessions keep the setting they started with: end them, so each new one is read-only.
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+    // The first answers may meet the ended sessions; the later ones meet read-only ones.
+    for attempt in 0..5 {
+        let r = app.post("/tasks", &app.admin, &serde_json::json!({"title": "refused"})).await;
+        assert!(r.headers().contains_key("retry-after"), "attempt {attempt}: no Retry-After");
+        crate::helpers::assert_error(r, 503, "unavailable").await;
+    }
+    assert_eq!(app.task_count().await, 0, "nothing was written");
+}
