@@ -58,6 +58,9 @@ struct Tally {
     /// line a burst up with what the test was doing then.
     failed_between: Option<(f64, f64)>,
     latencies_ms: Vec<f64>,
+    /// When each 201 came (seconds into the run): the longest wait between two is how long
+    /// writes stopped working (a database failover, say).
+    acknowledged_s: Vec<f64>,
     /// When the last 201 came (seconds since the Unix epoch): what a restore must bring back
     /// for nothing acknowledged to be lost.
     last_acknowledged_at: Option<f64>,
@@ -107,6 +110,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
                     match r.json::<Value>().await.ok().and_then(|v| v["data"]["id"].as_i64()) {
                         Some(id) => {
                             t.created.push(id);
+                            t.acknowledged_s.push(started.elapsed().as_secs_f64());
                             t.last_acknowledged_at = Some(epoch_seconds());
                         }
                         None => t.fail("201 without a task id".into(), at),
@@ -136,6 +140,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         std::fs::write(path, text).context("writing --ids-out")?;
     }
     t.latencies_ms.sort_by(f64::total_cmp);
+    let gap = longest_gap(&mut t.acknowledged_s);
     let pct = |p: f64| t.latencies_ms.get(((t.latencies_ms.len() as f64 - 1.0) * p).round() as usize).copied();
     println!(
         "{}",
@@ -148,10 +153,17 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             "failed_between_s": t.failed_between.map(|(first, last)| [first, last]),
             "latency_ms": { "p50": pct(0.5), "p99": pct(0.99), "max": t.latencies_ms.last() },
             "seconds": started.elapsed().as_secs_f64(),
+            "longest_write_gap": gap.map(|(from, seconds)| json!({ "from_s": from, "seconds": seconds })),
             "last_acknowledged_at": t.last_acknowledged_at,
         })
     );
     Ok(())
+}
+
+/// The longest time between two consecutive moments, and when it began.
+fn longest_gap(moments: &mut [f64]) -> Option<(f64, f64)> {
+    moments.sort_by(f64::total_cmp);
+    moments.windows(2).map(|w| (w[0], w[1] - w[0])).max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 /// Resolves at the first SIGTERM (`docker stop`) or SIGINT (Ctrl-C).
@@ -177,4 +189,13 @@ impl Tally {
 /// Now, in seconds since the Unix epoch (what PostgreSQL's `extract(epoch …)` gives).
 fn epoch_seconds() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_longest_gap_is_found_whatever_the_order() {
+        assert_eq!(super::longest_gap(&mut [3.0, 0.0, 1.0, 7.5, 8.0]), Some((3.0, 4.5)));
+        assert_eq!(super::longest_gap(&mut [1.0]), None);
+    }
 }
