@@ -12,6 +12,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/services.sh
 source scripts/lib/services.sh
+# shellcheck source=scripts/lib/tools.sh
+source scripts/lib/tools.sh
 
 out=${1:-artifacts/bench/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
@@ -36,7 +38,6 @@ flowforge=target/release/flowforge
     --out "$results" | tee "$out/owners.txt"
 "$flowforge" bench latency --repeat 5 --out "$results" | tee "$out/latency.txt"
 
-python3 -c 'import matplotlib' 2>/dev/null ||
-    pip install -q --disable-pip-version-check matplotlib==3.9.2 2>&1 | grep -v "Running pip as the 'root' user" || true
+python3 -c 'import matplotlib' 2>/dev/null || pip_tools matplotlib==3.9.2
 python3 scripts/bench/chart.py "$results" "$out/chart.png"
 echo "results in $out"

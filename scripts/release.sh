@@ -31,8 +31,8 @@ log() { printf '==> %s\n' "$*" >&2; }
 source scripts/lib/engine.sh
 # shellcheck source=scripts/lib/operations.sh
 source scripts/lib/operations.sh
-# shellcheck source=scripts/lib/cargo-tool.sh
-source scripts/lib/cargo-tool.sh
+# shellcheck source=scripts/lib/tools.sh
+source scripts/lib/tools.sh
 # shellcheck source=scripts/lib/sbom.sh
 source scripts/lib/sbom.sh
 # shellcheck source=scripts/lib/tls.sh

@@ -10,8 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
-# shellcheck source=scripts/lib/cargo-tool.sh
-source scripts/lib/cargo-tool.sh
+# shellcheck source=scripts/lib/tools.sh
+source scripts/lib/tools.sh
 # shellcheck source=scripts/lib/sbom.sh
 source scripts/lib/sbom.sh
 
@@ -22,7 +22,7 @@ for dir in "${FLOWFORGE_ADVISORY_DB:-}" ../shared/advisory-db /work/shared/advis
 done
 # pip downloads while cargo compiles.
 if ! command -v checkov >/dev/null || ! command -v trufflehog3 >/dev/null; then
-    { pip install -q --disable-pip-version-check checkov==3.3.30 trufflehog3==3.0.10 2>&1 | grep -v "Running pip as the 'root' user" || true; } &
+    pip_tools checkov==3.3.30 trufflehog3==3.0.10 &
 fi
 cargo_tool cargo-deny cargo-deny@0.20.2
 wait

@@ -133,29 +133,29 @@ deploy() {
         "$manager" docker stack deploy --prune "${files[@]}" flowforge >/dev/null
 }
 
+# short_services: the services running fewer tasks than they want (the migration, a
+# one-off job, aside).
+short_services() {
+    on_manager service ls --format '{{.Name}} {{.Replicas}}' | sed 's/ (.*//' |
+        awk '$1 != "flowforge_migrate" { split($2, r, "/"); if (r[1] != r[2]) print $1 }'
+}
+
 # Every replicated service at its replica count, the global proxy on every node, the
 # migration done, and the entry point ready.
 converged() {
-    local line
-    while read -r line; do
-        case "$line" in
-        flowforge_migrate\ *) ;;
-        *) [ "$(printf '%s' "${line#* }" | awk -F/ '{ print ($1 == $2) }')" = 1 ] || return 1 ;;
-        esac
-    done < <(on_manager service ls --format '{{.Name}} {{.Replicas}}' | sed 's/ (.*//')
-    on_manager service ps flowforge_migrate --format '{{.CurrentState}}' | grep -q '^Complete' &&
+    [ -z "$(short_services)" ] &&
+        on_manager service ps flowforge_migrate --format '{{.CurrentState}}' | grep -q '^Complete' &&
         curl -fsS -o /dev/null --cacert "$secrets/ca.pem" "https://localhost:$https_port/ready"
 }
 
-# What a stack that did not converge was doing: each short service's tasks with their
-# errors, and the room each node had left.
+# What a stack that did not converge was doing: each short service's tasks (and the
+# migration's) with their errors, and the room each node had left.
 convergence_report() {
-    local line name node
+    local name node
     on_manager service ls --format '{{.Name}} {{.Replicas}}' >&2
-    while read -r name line; do
-        [ "$(printf '%s' "$line" | awk -F/ '{ print ($1 == $2) }')" = 1 ] && continue
+    for name in $(short_services) flowforge_migrate; do
         on_manager service ps --no-trunc --format '  {{.Name}} on {{.Node}}: {{.DesiredState}}, {{.CurrentState}} {{.Error}}' "$name" | head -8 >&2
-    done < <(on_manager service ls --format '{{.Name}} {{.Replicas}}' | sed 's/ (.*//')
+    done
     for node in "${nodes[@]}"; do
         echo "  $node: $(docker exec "$node" df -h --output=avail,pcent /var/lib/docker | tail -1)" >&2
     done

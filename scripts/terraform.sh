@@ -27,6 +27,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*" >&2; }
+# shellcheck source=scripts/lib/tools.sh
+source scripts/lib/tools.sh
 
 tools=${FLOWFORGE_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/flowforge}/terraform-tools
 environments=(staging prod)
@@ -42,7 +44,7 @@ ensure_tools() {
     fi
     if ! command -v checkov >/dev/null; then
         log "installing checkov"
-        pip install -q --disable-pip-version-check checkov==3.3.30 2>&1 | grep -v "Running pip as the 'root' user" || true
+        pip_tools checkov==3.3.30
     fi
 }
 

@@ -25,12 +25,8 @@ log() { printf '==> %s\n' "$*" >&2; }
 source scripts/lib/engine.sh
 # shellcheck source=scripts/lib/npm.sh
 source scripts/lib/npm.sh
-# shellcheck source=scripts/lib/cargo-tool.sh
-source scripts/lib/cargo-tool.sh
-
-pip_tools() {
-    pip install -q --disable-pip-version-check "$@" 2>&1 | grep -v "Running pip as the 'root' user" || true
-}
+# shellcheck source=scripts/lib/tools.sh
+source scripts/lib/tools.sh
 
 lint() {
     step "format and lints"

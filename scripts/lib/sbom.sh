@@ -2,7 +2,7 @@
 # shellcheck shell=bash
 
 # binary_sboms DIR: one SBOM per binary the workspace builds (NAME_bin.cdx.json) into DIR,
-# with cargo-cyclonedx, installed pinned where missing (cargo_tool, scripts/lib/cargo-tool.sh).
+# with cargo-cyclonedx, installed pinned where missing (cargo_tool, scripts/lib/tools.sh).
 binary_sboms() {
     cargo_tool cargo-cyclonedx cargo-cyclonedx@0.5.9
     cargo cyclonedx --format json --spec-version 1.5 --describe binaries >/dev/null
