@@ -84,6 +84,10 @@ pub(crate) fn status_after(outcome: &Outcome, attempt: i32, max_attempts: i32) -
 ///    share), more from the groups that have them, so that no slot idles while anything
 ///    is due. With one group its share was the whole batch, so there is nothing more.
 ///
+/// Groups that count as equally busy are taken in random order: the counts are capped, so
+/// busy groups often tie, and the order of the scan would hand every odd slot to the
+/// lowest owner id.
+///
 /// Priority orders tasks within a group's share, not across groups. With one group (one
 /// owner, or none) its share is the whole batch: the claim as it would be without
 /// fairness, plus one probe per part.
@@ -109,7 +113,7 @@ pub(crate) const PICK_DUE: &str = "
         SELECT owner, running, ((($1 + sum(running) OVER ()) / g.m) - running)::int8 AS share
         FROM load CROSS JOIN groups g
     ), fair AS (
-        SELECT t.* FROM (SELECT * FROM shares WHERE share > 0 ORDER BY running) s
+        SELECT t.* FROM (SELECT * FROM shares WHERE share > 0 ORDER BY running, random()) s
         CROSS JOIN LATERAL (
             SELECT id, kind, payload, attempts, max_attempts, timeout_secs, owner_id, request_id, trace_id,
                    created_at, run_at
@@ -120,7 +124,7 @@ pub(crate) const PICK_DUE: &str = "
             FOR UPDATE SKIP LOCKED) t
         LIMIT $1
     ), extra AS (
-        SELECT t.* FROM (SELECT * FROM shares WHERE (SELECT m FROM groups) > 1 ORDER BY running) s
+        SELECT t.* FROM (SELECT * FROM shares WHERE (SELECT m FROM groups) > 1 ORDER BY running, random()) s
         CROSS JOIN LATERAL (
             SELECT id, kind, payload, attempts, max_attempts, timeout_secs, owner_id, request_id, trace_id,
                    created_at, run_at

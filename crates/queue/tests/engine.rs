@@ -356,18 +356,21 @@ async fn owners_with_backlogs_share_the_slots_and_none_idle() {
     queue.enqueue(&tasks("slow", 3, json!({ "ms": 300 }))).await.unwrap();
     let starts = StartTimes::default();
     let w = spawn(&queue, Registry::new().register("slow", starts.clone()), fast("w"));
-    eventually(Duration::from_secs(10), "64 tasks started", || async {
-        (starts.0.lock().unwrap().len() >= 64).then_some(())
+    eventually(Duration::from_secs(10), "96 tasks started", || async {
+        (starts.0.lock().unwrap().len() >= 96).then_some(())
     })
     .await;
     w.shutdown().await;
-    let first: Vec<Option<i64>> = starts.0.lock().unwrap().iter().take(64).map(|s| s.1).collect();
-    let of = |owner: i64| first.iter().filter(|o| **o == Some(owner)).count();
-    // Four rounds of 16 slots, split evenly between the two owners.
-    assert!((28..=36).contains(&of(1)), "owner 1 got {} of the first 64 starts: {first:?}", of(1));
-    assert!((28..=36).contains(&of(2)), "owner 2 got {} of the first 64 starts: {first:?}", of(2));
+    // Every claim counted whole: within one, tasks start in id order (owner 1's first), so
+    // a cut at the 96th start would favour owner 1.
+    let all: Vec<Option<i64>> = starts.0.lock().unwrap().iter().map(|s| s.1).collect();
+    let of = |owner: i64| all.iter().filter(|o| **o == Some(owner)).count();
+    // Six rounds of 16 slots, split evenly between the two owners but for the first (the
+    // three without an owner leave three slots to one of them) and odd slots later: the
+    // water-filling keeps them within half a round of each other.
+    assert!(of(1).abs_diff(of(2)) <= 8, "owner 1 got {}, owner 2 {} of {} starts: {all:?}", of(1), of(2), all.len());
     let (_, distinct) = completion_counts(&db.pool).await;
-    assert!(distinct >= 48, "only {distinct} completed: slots idled");
+    assert!(distinct >= 80, "only {distinct} completed: slots idled");
 }
 
 #[tokio::test]
