@@ -15,11 +15,22 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 
+/// The worker binary with none of this process's environment but where a coverage run
+/// (cargo-tarpaulin) wants its profile written: without that, the profile would land in
+/// the crate's directory, and from there in the images' build context.
+fn worker_binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
+    command.env_clear().kill_on_drop(true);
+    if let Some(profile) = std::env::var_os("LLVM_PROFILE_FILE") {
+        command.env("LLVM_PROFILE_FILE", profile);
+    }
+    command
+}
+
 /// What every worker in these tests runs with: short leases so a crash is noticed in
 /// seconds, JSON logs to find the bound metrics address in.
 fn worker_command(db: &TestDb, id: &str, extra: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
-    command.env_clear().kill_on_drop(true);
+    let mut command = worker_binary();
     let base = [
         ("PROFILE", "dev"),
         ("LOG_FORMAT", "json"),
@@ -235,8 +246,7 @@ async fn sigterm_drains_finishes_short_tasks_and_releases_long_ones() {
 
 #[tokio::test]
 async fn bad_configuration_exits_2_naming_every_bad_key() {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_worker"));
-    command.env_clear().kill_on_drop(true);
+    let mut command = worker_binary();
     command.envs([
         ("FLOWFORGE_PROFILE", "prod"),
         ("FLOWFORGE_WORKER_CONCURRENCY", "zero"),
