@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use flowforge_platform::config::HumanDuration;
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
 
 /// The two login roles the app alternates between.
 const APP_ROLES: [&str; 2] = ["flowforge_app", "flowforge_app_alt"];
@@ -93,12 +93,14 @@ pub async fn sync(db: &PgPool, args: &SyncArgs) -> anyhow::Result<Synced> {
     if owner.role != OWNER_ROLE {
         bail!("the migrations connect as {:?}: expected {OWNER_ROLE}", owner.role);
     }
-    let mut conn = db.acquire().await?;
-    // The statements hold passwords: this session never logs them, even failed ones.
+    // The statements hold passwords: neither this client (sqlx logs statements, slow ones
+    // at warn, with their text) nor the server's session logs them, even failed ones.
+    let options = db.connect_options().as_ref().clone().disable_statement_logging();
+    let mut conn = PgConnection::connect_with(&options).await?;
     sqlx::raw_sql(
         "SET log_statement = 'none'; SET log_min_error_statement = 'panic'; SET password_encryption = 'scram-sha-256'",
     )
-    .execute(&mut *conn)
+    .execute(&mut conn)
     .await?;
     if !role_exists(&mut conn, &app.role).await? {
         execute_formatted(&mut conn, "CREATE ROLE %I IN ROLE flowforge_app", &[&app.role]).await?;
@@ -113,7 +115,7 @@ pub async fn sync(db: &PgPool, args: &SyncArgs) -> anyhow::Result<Synced> {
         let ended: i64 =
             sqlx::query_scalar("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1")
                 .bind(other)
-                .fetch_one(&mut *conn)
+                .fetch_one(&mut conn)
                 .await?;
         synced.locked_out = Some((other.to_owned(), ended));
     }

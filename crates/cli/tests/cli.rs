@@ -351,8 +351,13 @@ async fn roles_sync_moves_the_login_between_the_app_roles() {
     // The first half of a rotation: flowforge_app_alt is new, flowforge_app keeps its login.
     sqlx::raw_sql("ALTER ROLE flowforge_app LOGIN").execute(&db.pool).await.unwrap();
     std::fs::write(&app_file, "postgres://flowforge_app_alt:a1@db/flowforge?sslmode=verify-full").unwrap();
-    let out = flowforge(&["roles", "sync", "--keep-other-app-role"], &env);
+    // Logging everything, sqlx's statement log included: no password is in it.
+    let verbose = [&env[..], &[("FLOWFORGE_LOG", "debug")]].concat();
+    let out = flowforge(&["roles", "sync", "--keep-other-app-role"], &verbose);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    let logged = text(&out.stdout) + &text(&out.stderr);
+    assert!(logged.contains("ALTER ROLE") || logged.contains("DEBUG"), "debug logging on: {logged}");
+    assert!(!logged.contains("PASSWORD '"), "a password logged: {logged}");
     let (can_login, verifier) = login("flowforge_app_alt").await.expect("created on first use");
     assert!(can_login && verifier.as_deref().is_some_and(|v| v.starts_with("SCRAM-SHA-256$")));
     assert!(login("flowforge_app").await.unwrap().0, "kept while the services move");
