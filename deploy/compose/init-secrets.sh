@@ -14,7 +14,7 @@ umask 077
 
 random() { [ -s "$1" ] || openssl rand -hex 32 >"$1"; }
 for name in postgres_superuser_password postgres_owner_password \
-    postgres_monitor_password redis_password redis_exporter_password webhook_secrets_key operator_password \
+    postgres_monitor_password postgres_replication_password redis_password redis_exporter_password webhook_secrets_key operator_password \
     backup_cipher_pass; do
     random "$name"
 done

@@ -1,0 +1,93 @@
+#!/bin/sh
+# One member of a PostgreSQL cluster run by Patroni (flowforge-postgres cluster): Patroni
+# starts PostgreSQL here, holds the leader lock in etcd, promotes a replica when the
+# leader is gone and rewinds an old leader (pg_rewind) into a replica when it returns.
+# Its configuration is written to this container's tmpfs (passwords in it, mode 0600):
+#   FLOWFORGE_MEMBER        this member's name, also its host name on the network
+#   FLOWFORGE_ETCD_HOSTS    etcd's members, host:port,... (default etcd1:2379,etcd2:2379,etcd3:2379)
+#   FLOWFORGE_SYNC_STRICT   true (default): with no synchronous standby left, writes wait
+#                           rather than be acknowledged on one server alone; false: the
+#                           leader goes on alone (available, not durable)
+#   FLOWFORGE_LEADER_TTL    seconds a leader's lock lives without renewal (default 8): the
+#                           longest a dead leader keeps its place
+# Replication and rewinds connect over TLS with the replication password secret.
+set -eu
+
+secret() {
+    file="/run/secrets/$1"
+    [ -r "$file" ] || { echo "flowforge-patroni: missing secret $file" >&2; exit 2; }
+    cat "$file"
+}
+
+member=${FLOWFORGE_MEMBER:?set FLOWFORGE_MEMBER to the name of this member}
+superuser_pw=$(secret postgres_superuser_password)
+replication_pw=$(secret postgres_replication_password)
+flowforge-postgres-roles --check
+strict=${FLOWFORGE_SYNC_STRICT:-true}
+case "$strict" in true | false) ;; *) echo "flowforge-patroni: FLOWFORGE_SYNC_STRICT must be true or false" >&2; exit 2 ;; esac
+ttl=${FLOWFORGE_LEADER_TTL:-8}
+
+umask 077
+cat >/tmp/patroni.yml <<YAML
+scope: flowforge
+name: $member
+log: {level: WARNING}
+restapi:
+  listen: 0.0.0.0:8008
+  connect_address: $member:8008
+etcd3:
+  hosts: ${FLOWFORGE_ETCD_HOSTS:-etcd1:2379,etcd2:2379,etcd3:2379}
+bootstrap:
+  dcs:
+    # Patroni checks the cluster every second; a lost etcd answer is retried for 3 s.
+    ttl: $ttl
+    loop_wait: 1
+    retry_timeout: 3
+    maximum_lag_on_failover: 1048576
+    synchronous_mode: true
+    synchronous_mode_strict: $strict
+    postgresql:
+      use_pg_rewind: true
+      use_slots: true
+      parameters:
+        wal_log_hints: "on"
+        wal_retrieve_retry_interval: 1s
+        synchronous_commit: "on"
+        archive_mode: "off"
+  initdb: [{encoding: UTF8}, {locale: C.UTF-8}, data-checksums, {auth-local: peer}, {auth-host: scram-sha-256}]
+  post_bootstrap: /usr/local/bin/flowforge-postgres-roles
+postgresql:
+  listen: 0.0.0.0:5432
+  connect_address: $member:5432
+  data_dir: ${PGDATA:-/var/lib/postgresql/data}
+  bin_dir: /usr/lib/postgresql/15/bin
+  pgpass: /tmp/pgpass
+  # A new replica copies the leader at once, not after a spread checkpoint (minutes).
+  basebackup: [{checkpoint: fast}]
+  # An old leader that pg_rewind can't bring back is copied afresh: it rejoins either way.
+  remove_data_directory_on_rewind_failure: true
+  remove_data_directory_on_diverged_timelines: true
+  use_unix_socket: true
+  authentication:
+    superuser: {username: postgres, password: "$superuser_pw", sslmode: require}
+    replication: {username: flowforge_replicator, password: "$replication_pw", sslmode: require}
+  parameters:
+    unix_socket_directories: /run/postgresql
+    ssl: "on"
+    ssl_cert_file: /tmp/server.crt
+    ssl_key_file: /tmp/server.key
+    ssl_min_protocol_version: TLSv1.2
+    password_encryption: scram-sha-256
+    jit: "off"
+    log_destination: stderr
+    log_line_prefix: "%m [%p] %q%u@%d "
+    log_connections: "on"
+    log_disconnections: "on"
+  # Local socket: only the server's own user. Network: TLS and SCRAM only.
+  pg_hba:
+    - local all postgres peer
+    - hostssl replication flowforge_replicator 0.0.0.0/0 scram-sha-256
+    - hostssl all all 0.0.0.0/0 scram-sha-256
+    - host all all 0.0.0.0/0 reject
+YAML
+exec patroni /tmp/patroni.yml

@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# The PostgreSQL cluster (deploy/compose/ha.yaml: three Patroni members, etcd, HAProxy in
+# front) under load from `flowforge load`, a Compose project of its own on this machine:
+#   1. the leader's container killed (SIGKILL): a replica is promoted;
+#   2. the old leader started again: it rejoins as a replica by itself (pg_rewind);
+#   3. a planned switchover (patronictl);
+#   4. a replica killed: writes go on;
+#   5. both standbys killed: a creation is refused (503) rather than acknowledged on one
+#      server (FLOWFORGE_SYNC_STRICT's default).
+# Each reports requests, failed, told to retry (503 + Retry-After), acknowledged, lost,
+# completed twice, and the longest time without an acknowledged write.
+# FLOWFORGE_HA_KEEP=1 leaves the stack up afterwards.
+set -uo pipefail
+cd "$(dirname "$0")/../.." || exit 1
+export COMPOSE_PROJECT_NAME=flowforge-ha COMPOSE_FILE=compose.yaml:deploy/compose/ha.yaml
+FLOWFORGE_SECRETS=$(realpath -m "${FLOWFORGE_HA_SECRETS:-.run/ha/secrets}")
+export FLOWFORGE_SECRETS FLOWFORGE_HTTPS_PORT=${FLOWFORGE_HA_HTTPS_PORT:-8743} \
+    FLOWFORGE_HTTP_PORT=${FLOWFORGE_HA_HTTP_PORT:-8380} FLOWFORGE_LOG_PORT=${FLOWFORGE_HA_LOG_PORT:-5814}
+# The loads of successive tests fall within one rate-limit minute of the same user.
+export FLOWFORGE_RATE_LIMIT_PER_MINUTE=${FLOWFORGE_RATE_LIMIT_PER_MINUTE:-100000}
+work=$(realpath -m "${FLOWFORGE_HA_WORK:-.run/ha/work}")
+cli_image=flowforge-cli:${FLOWFORGE_TAG:-dev}
+url=https://localhost:$FLOWFORGE_HTTPS_PORT
+stack=scripts/stack.sh
+mkdir -p "$work"
+# shellcheck source=tests/lib/checks.sh
+source tests/lib/checks.sh
+# shellcheck source=scripts/lib/engine.sh
+source scripts/lib/engine.sh
+
+# cluster: Patroni's view of the members (JSON), asked of the first member that answers.
+cluster() {
+    local member
+    for member in pg1 pg2 pg3; do
+        $stack compose exec -T "$member" patronictl -c /tmp/patroni.yml list -f json 2>/dev/null && return
+    done
+    return 1
+}
+
+# role ROLE: the members in that role (Leader, Sync Standby, Replica), one per line.
+role() { cluster | jq -r --arg r "$1" '.[] | select(.Role == $r) | .Member'; }
+
+leader() { role Leader | head -1; }
+
+# healthy: a leader and two standbys, all on the leader's timeline.
+healthy() {
+    cluster | jq -e 'length == 3 and (map(select(.Role == "Leader")) | length == 1)
+        and all(.[]; .State == "running" or .State == "streaming")
+        and (map(.TL) | unique | length == 1)' >/dev/null
+}
+
+verdict() {
+    $stack compose run --rm --no-deps -T -v "$work:/load:ro" migrate drill verdict --ids "/load/$1.ids" \
+        --summary "/load/$1.json" --json 2>/dev/null | tail -1
+}
+
+# outage NAME: the longest time the load went without an acknowledged write, in seconds.
+outage() { jq -r '.longest_write_gap.seconds // "none" | if type == "number" then (. * 10 | round / 10) else . end' "$work/$1.json"; }
+
+# under_load NAME WHAT COMMAND...: COMMAND 5 s into a 60 s load, then the load's figures.
+under_load() {
+    local name=$1 what=$2
+    shift 2
+    load "$name" 60
+    sleep 5
+    "$@"
+    wait
+    v=$(verdict "$name")
+    figures "$what" "$v"
+    echo "     $what: longest time without an acknowledged write: $(outage "$name") s"
+}
+
+kill_leader() {
+    old_leader=$(leader)
+    docker kill -s KILL "$(compose_container "$old_leader")" >/dev/null
+    wait_until 60 "a new leader" new_leader
+}
+new_leader() { local l; l=$(leader) && [ -n "$l" ] && [ "$l" != "$old_leader" ]; }
+compose_container() { $stack compose ps -q "$1"; }
+
+run_tests() {
+    local v old_leader replica started ok
+    $stack token >"$work/token" 2>/dev/null
+    cp "$FLOWFORGE_SECRETS/ca.pem" "$work/ca.pem"
+    chmod 644 "$work/ca.pem" "$work/token"
+    $stack compose run --rm --no-deps -T migrate drill counter install >/dev/null 2>&1
+    cluster | jq -r '.[] | "     \(.Member): \(.Role), \(.State), timeline \(.TL)"'
+
+    # 1. The leader killed.
+    under_load leader-kill "leader killed" kill_leader
+    check "leader killed: $old_leader killed, $(leader) promoted" "$([ -n "$(leader)" ] && [ "$(leader)" != "$old_leader" ] && echo true)"
+    check "leader killed: writes worked again within 15 s" "$(jq '.longest_write_gap.seconds < 15' "$work/leader-kill.json")"
+    check "leader killed: every acknowledged task completed, none twice" \
+        "$(jq '.acknowledged > 0 and .lost == 0 and .completed_twice == 0' <<<"$v")"
+
+    # 2. The old leader back: Patroni rewinds it into a replica.
+    started=$SECONDS
+    docker start "$(compose_container "$old_leader")" >/dev/null
+    ok=false && wait_until 120 "the old leader to rejoin" healthy && ok=true
+    check "old leader back: $old_leader rejoined as a replica by itself in $((SECONDS - started)) s" "$ok"
+    cluster | jq -r '.[] | "     \(.Member): \(.Role), \(.State), timeline \(.TL)"'
+
+    # 3. A planned switchover.
+    old_leader=$(leader)
+    replica=$(role "Sync Standby" | head -1)
+    under_load switchover "switchover" \
+        $stack compose exec -T "$old_leader" patronictl -c /tmp/patroni.yml switchover --leader "$old_leader" --candidate "$replica" --force
+    check "switchover: $replica leads" "$([ "$(leader)" = "$replica" ] && echo true)"
+    check "switchover: no request failed beyond 503s with Retry-After" "$(jq '.failed == 0' <<<"$v")"
+    check "switchover: writes stopped for under 5 s" "$(jq '.longest_write_gap.seconds < 5' "$work/switchover.json")"
+    check "switchover: every acknowledged task completed, none twice" \
+        "$(jq '.acknowledged > 0 and .lost == 0 and .completed_twice == 0' <<<"$v")"
+    wait_until 120 "the cluster whole again" healthy
+
+    # 4. A replica killed.
+    replica=$(role "Sync Standby" | head -1)
+    under_load replica-kill "replica killed" docker kill -s KILL "$(compose_container "$replica")"
+    report "replica killed" "$v"
+    docker start "$(compose_container "$replica")" >/dev/null
+    ok=false && wait_until 120 "the replica back" healthy && ok=true
+    check "replica killed: $replica back as a replica" "$ok"
+
+    # 5. Both standbys gone: with FLOWFORGE_SYNC_STRICT (the default) a commit waits for a
+    # standby rather than be acknowledged on one server, so a creation is answered 503.
+    local standbys status
+    standbys=$(cluster | jq -r '.[] | select(.Role != "Leader") | .Member')
+    for replica in $standbys; do docker kill -s KILL "$(compose_container "$replica")" >/dev/null; done
+    sleep 5
+    status=$(curl -s -o /dev/null -w '%{http_code}' --max-time 60 --cacert "$work/ca.pem" \
+        -H "Authorization: Bearer $(cat "$work/token")" -H 'Content-Type: application/json' \
+        -d '{"title": "on one server only", "kind": "noop"}' "$url/tasks")
+    check "standbys both gone: a creation is not acknowledged on the leader alone (answered $status)" \
+        "$([ "$status" = 503 ] && echo true)"
+    for replica in $standbys; do docker start "$(compose_container "$replica")" >/dev/null; done
+    ok=false && wait_until 120 "the standbys back" healthy && ok=true
+    check "standbys both back: the cluster is whole again" "$ok"
+}
+
+started=$SECONDS
+if $stack up; then
+    echo "     cluster stack up in $((SECONDS - started)) s"
+    run_tests
+else
+    check "the cluster stack comes up" false
+fi
+[ "${FLOWFORGE_HA_KEEP:-0}" = 1 ] || $stack down --purge >/dev/null
+echo "ha: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
