@@ -53,7 +53,6 @@ bootstrap:
         wal_log_hints: "on"
         wal_retrieve_retry_interval: 1s
         synchronous_commit: "on"
-        archive_mode: "off"
   initdb: [{encoding: UTF8}, {locale: C.UTF-8}, data-checksums, {auth-local: peer}, {auth-host: scram-sha-256}]
   post_bootstrap: /usr/local/bin/flowforge-postgres-roles
 postgresql:
@@ -68,6 +67,10 @@ postgresql:
   remove_data_directory_on_rewind_failure: true
   remove_data_directory_on_diverged_timelines: true
   use_unix_socket: true
+  # A replica too far behind for the leader's WAL, or a rewind that needs older WAL, reads
+  # it from the backup repository.
+  recovery_conf:
+    restore_command: pgbackrest archive-get %f "%p"
   authentication:
     superuser: {username: postgres, password: "$superuser_pw", sslmode: require}
     replication: {username: flowforge_replicator, password: "$replication_pw", sslmode: require}
@@ -83,6 +86,11 @@ postgresql:
     log_line_prefix: "%m [%p] %q%u@%d "
     log_connections: "on"
     log_disconnections: "on"
+    # Whichever member leads archives its WAL into the backup repository (pgBackRest,
+    # configured by flowforge-pgbackrest-conf); a standby's archiver stays idle.
+    archive_mode: "on"
+    archive_command: pgbackrest archive-push %p
+    archive_timeout: ${FLOWFORGE_ARCHIVE_TIMEOUT:-10}
   # Local socket: only the server's own user. Network: TLS and SCRAM only.
   pg_hba:
     - local all postgres peer

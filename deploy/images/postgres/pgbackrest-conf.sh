@@ -8,6 +8,11 @@
 #   FLOWFORGE_BACKUP_RETENTION_DIFF differential backups kept (default 6)
 #   FLOWFORGE_BACKUP_S3_BUCKET, _ENDPOINT, _REGION, and the secrets backup_s3_key and
 #   backup_s3_key_secret, for s3
+#   FLOWFORGE_BACKUP_MEMBERS        the backup service beside a cluster: its members' names
+#                                   (pg1,pg2,pg3), each member's data directory mounted at
+#                                   /var/lib/postgresql/NAME and its socket directory at
+#                                   /run/postgresql/NAME. Backups then read a standby's
+#                                   files, sparing the leader the copy.
 # The repository is encrypted (AES-256) with the backup_cipher_pass secret.
 set -eu
 
@@ -45,6 +50,17 @@ umask 077
     echo "log-level-file=off"
     echo "lock-path=/tmp/pgbackrest"
     echo "[flowforge]"
-    echo "pg1-path=${PGDATA:-/var/lib/postgresql/data}"
-    echo "pg1-socket-path=/run/postgresql"
+    if [ -n "${FLOWFORGE_BACKUP_MEMBERS:-}" ]; then
+        # pgBackRest asks each which is the primary; one member down is skipped.
+        echo "backup-standby=y"
+        index=0
+        for member in $(echo "$FLOWFORGE_BACKUP_MEMBERS" | tr ',' ' '); do
+            index=$((index + 1))
+            echo "pg$index-path=/var/lib/postgresql/$member"
+            echo "pg$index-socket-path=/run/postgresql/$member"
+        done
+    else
+        echo "pg1-path=${PGDATA:-/var/lib/postgresql/data}"
+        echo "pg1-socket-path=/run/postgresql"
+    fi
 } >"${PGBACKREST_CONFIG:?}"
