@@ -7,6 +7,9 @@
 #   4. a replica killed: writes go on;
 #   5. both standbys killed: a creation is refused (503) rather than acknowledged on one
 #      server (FLOWFORGE_SYNC_STRICT's default).
+# Backups: the backup service's first full one, then an incremental one with the cluster
+# whole and another after the failover, each copied from a standby (pgBackRest also waits
+# for the leader of the time to archive the WAL it needs).
 # Each reports requests, failed, told to retry (503 + Retry-After), acknowledged, lost,
 # completed twice, and the longest time without an acknowledged write.
 # FLOWFORGE_HA_KEEP=1 leaves the stack up afterwards.
@@ -78,6 +81,20 @@ kill_leader() {
 new_leader() { local l; l=$(leader) && [ -n "$l" ] && [ "$l" != "$old_leader" ]; }
 compose_container() { $stack compose ps -q "$1"; }
 
+first_backup() {
+    $stack compose exec -T backup pgbackrest info --output=json 2>/dev/null | jq -e '.[0].backup | length > 0' >/dev/null
+}
+
+# backup_from_standby: true when an incremental backup succeeds and pgBackRest copied the
+# files from a standby (its log says it waited for the standby's replay).
+backup_from_standby() {
+    local log
+    log=$work/backup-$((++backups)).log
+    $stack compose exec -T backup pgbackrest --log-level-console=info backup --type=incr >"$log" 2>&1 \
+        && grep -q "replay on the standby reached" "$log" && echo true
+}
+backups=0
+
 run_tests() {
     local v old_leader replica started ok
     $stack token >"$work/token" 2>/dev/null
@@ -85,6 +102,9 @@ run_tests() {
     chmod 644 "$work/ca.pem" "$work/token"
     $stack compose run --rm --no-deps -T migrate drill counter install >/dev/null 2>&1
     cluster | jq -r '.[] | "     \(.Member): \(.Role), \(.State), timeline \(.TL)"'
+    ok=false && wait_until 180 "the backup service's first full backup" first_backup && ok=true
+    check "backup: the backup service took its first full backup of the cluster" "$ok"
+    check "backup: an incremental one, the files read from a standby" "$(backup_from_standby)"
 
     # 1. The leader killed.
     under_load leader-kill "leader killed" kill_leader
@@ -99,6 +119,7 @@ run_tests() {
     ok=false && wait_until 120 "the old leader to rejoin" healthy && ok=true
     check "old leader back: $old_leader rejoined as a replica by itself in $((SECONDS - started)) s" "$ok"
     cluster | jq -r '.[] | "     \(.Member): \(.Role), \(.State), timeline \(.TL)"'
+    check "backup after the failover: an incremental one from a standby, $(leader) archiving" "$(backup_from_standby)"
 
     # 3. A planned switchover.
     old_leader=$(leader)
