@@ -8,6 +8,7 @@
 #   scripts/stack.sh watch    (dev) restart a Rust service whenever `cargo build` changes its binary
 #   scripts/stack.sh down     stop and remove the containers (data and backup volumes kept; --purge drops them)
 #   scripts/stack.sh status   what runs, and its health
+#   scripts/stack.sh cluster  the PostgreSQL cluster's members, roles, states and lag (deploy/compose/ha.yaml)
 #   scripts/stack.sh logs [SERVICE]
 #   scripts/stack.sh search ID  every stored log line, of every service, with this request or trace id
 #   scripts/stack.sh token    create an admin API token (printed once)
@@ -54,6 +55,7 @@ build) ensure_engine && base_images && build ;;
 watch) log "watching target/debug: run cargo build after a change (Ctrl-C stops watching)" && compose watch --no-up ;;
 down) take_down "$@" ;;
 status) compose ps ;;
+cluster) cluster_status | jq -r '.[] | "\(.Member)\t\(.Role)\t\(.State)\ttimeline \(.TL)\tlag \(.["Lag in MB"] // 0) MB"' ;;
 logs) compose logs -f --tail=100 "$@" ;;
 search) [ -n "${1:-}" ] || { echo "usage: scripts/stack.sh search REQUEST_OR_TRACE_ID" >&2; exit 2; }; search_logs "$1" ;;
 token) job migrate token create --user admin --role admin ;;

@@ -100,7 +100,48 @@ retire() {
 
 # psql as the database superuser, over the server's socket (peer authentication: no
 # password anywhere), with bare values out.
-db_psql() { compose exec -T postgres psql -h /run/postgresql -U postgres -d flowforge -XAtq "$@"; }
+db_psql() { compose exec -T "$(db_server)" psql -h /run/postgresql -U postgres -d flowforge -XAtq "$@"; }
+
+# The PostgreSQL cluster's members (deploy/compose/ha.yaml), one per line; none for the
+# single server.
+cluster_members() { compose config --services | grep -E '^pg[0-9]+$' || true; }
+
+# cluster_status: Patroni's view of the members (JSON), from the first member that answers.
+cluster_status() {
+    local member
+    for member in $(cluster_members); do
+        compose exec -T "$member" patronictl -c /tmp/patroni.yml list -f json 2>/dev/null && return
+    done
+    echo "no member of the cluster answers" >&2
+    return 1
+}
+
+# The container that takes the database's writes: the cluster's leader, or the server.
+db_server() {
+    if [ -z "$(cluster_members)" ]; then
+        echo postgres
+    else
+        cluster_status | jq -r '.[] | select(.Role == "Leader") | .Member' | grep .
+    fi
+}
+
+# cluster_whole: a leader and every other member streaming from it, on its timeline.
+cluster_whole() {
+    cluster_status | jq -e --argjson n "$(cluster_members | wc -l)" 'length == $n
+        and (map(select(.Role == "Leader")) | length == 1)
+        and all(.[]; .State == "running" or .State == "streaming")
+        and (map(.TL) | unique | length == 1)' >/dev/null
+}
+
+# wait_for SECONDS WHAT COMMAND...: until COMMAND succeeds; false after SECONDS.
+wait_for() {
+    local deadline=$((SECONDS + $1)) what=$2
+    shift 2
+    until "$@"; do
+        [ $SECONDS -lt $deadline ] || { echo "$what: not after ${deadline}s" >&2; return 1; }
+        sleep 1
+    done
+}
 
 # Rewrites a secret file in place (same inode: bind mounts of it stay valid), readable by
 # the containers' non-root users like every file init-secrets.sh writes. Builtins only:
@@ -237,6 +278,7 @@ update_services() {
 # stopped; the database replays WAL to the target when it starts.
 restore_database() {
     local started=$SECONDS
+    [ -z "$(cluster_members)" ] || { restore_cluster "$@"; return; }
     log "stopping the database and every client of it"
     compose stop api worker backup postgres-exporter >/dev/null
     compose stop postgres >/dev/null
@@ -253,6 +295,71 @@ restore_database() {
     wait_healthy 180
     log "restored and serving in $((SECONDS - started)) s"
 }
+
+# restore_cluster [--to TIME]: a new cluster from the backup repository. With every client
+# stopped, the members are removed with their data and etcd forgets the old cluster; they
+# start again with FLOWFORGE_BOOTSTRAP=restore: the first to take the lead restores the
+# newest backup and replays WAL to the target, the others copy it. Then each member is
+# recreated with the usual settings, one at a time, so that none keeps the restore's.
+restore_cluster() {
+    local started=$SECONDS members member volume leader
+    case "${1:-}" in
+    "") ;;
+    --to)
+        export FLOWFORGE_RESTORE_TO=${2:?usage: scripts/stack.sh restore [--to TIME]}
+        [ "$(date -d "$FLOWFORGE_RESTORE_TO" +%s)" -le "$(date +%s)" ] ||
+            { echo "--to $FLOWFORGE_RESTORE_TO is in the future" >&2; return 2; }
+        ;;
+    *) echo "usage: scripts/stack.sh restore [--to TIME]" >&2; return 2 ;;
+    esac
+    members=$(cluster_members)
+    log "stopping the cluster and every client of it"
+    compose stop api worker backup postgres-exporter >/dev/null
+    # shellcheck disable=SC2086 # one member per word
+    compose rm -f -s $members >/dev/null
+    log "removing the old cluster: its state in etcd, every member's data"
+    compose exec -T etcd1 etcdctl del --prefix /service/flowforge/ >/dev/null
+    for member in $members; do
+        volume=$(docker volume ls -q --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" \
+            --filter "label=com.docker.compose.volume=pgdata${member#pg}")
+        [ -z "$volume" ] || docker volume rm "$volume" >/dev/null
+    done
+    log "starting the members: one restores the newest backup and replays WAL, the others copy it"
+    # shellcheck disable=SC2086
+    FLOWFORGE_BOOTSTRAP=restore compose up -d --no-deps $members >/dev/null
+    wait_for 600 "a leader with the restored data" db_server >/dev/null
+    leader=$(db_server)
+    # A checkpoint, and the login roles: a restore to a moment before a password rotation
+    # brings the old passwords back. As the superuser, over the leader's socket.
+    job -e "FLOWFORGE_DATABASE_URL=postgres:///flowforge?host=/run/postgresql/$leader&user=postgres" roles finish-restore
+    wait_for 300 "the other members copying the leader" cluster_whole
+    unset FLOWFORGE_RESTORE_TO
+    roll_members
+    compose restart redis >/dev/null
+    compose up -d --no-deps backup api worker postgres-exporter >/dev/null
+    wait_healthy 180
+    log "restored and serving in $((SECONDS - started)) s"
+}
+
+# roll_members: each member recreated from the current configuration, one at a time: the
+# replicas, then the leader once a switchover has handed its role to a synchronous standby.
+roll_members() {
+    local member leader standby
+    leader=$(db_server)
+    for member in $(cluster_members); do
+        [ "$member" != "$leader" ] || continue
+        log "recreating $member"
+        compose up -d --no-deps --force-recreate "$member" >/dev/null
+        wait_for 300 "$member back as a replica" cluster_whole
+    done
+    standby=$(cluster_status | jq -r '[.[] | select(.Role == "Sync Standby") | .Member][0] // empty')
+    log "switching over from $leader to $standby, then recreating $leader"
+    compose exec -T "$leader" patronictl -c /tmp/patroni.yml switchover --leader "$leader" --candidate "$standby" --force >/dev/null
+    wait_for 60 "$standby leading" leads "$standby"
+    compose up -d --no-deps --force-recreate "$leader" >/dev/null
+    wait_for 300 "$leader back as a replica" cluster_whole
+}
+leads() { [ "$(db_server)" = "$1" ]; }
 
 # Every stored log line with this id: day files in date order, so in time order. ($1
 # expands in the container's shell, not here.)

@@ -7,6 +7,7 @@
 #   4. a replica killed: writes go on;
 #   5. both standbys killed: a creation is refused (503) rather than acknowledged on one
 #      server (FLOWFORGE_SYNC_STRICT's default).
+#   6. the cluster restored from its backups: every task acknowledged before is there.
 # Backups: the backup service's first full one, then an incremental one with the cluster
 # whole and another after the failover, each copied from a standby (pgBackRest also waits
 # for the leader of the time to archive the WAL it needs).
@@ -30,27 +31,13 @@ mkdir -p "$work"
 source tests/lib/checks.sh
 # shellcheck source=scripts/lib/engine.sh
 source scripts/lib/engine.sh
+# shellcheck source=scripts/lib/operations.sh
+source scripts/lib/operations.sh
 
-# cluster: Patroni's view of the members (JSON), asked of the first member that answers.
-cluster() {
-    local member
-    for member in pg1 pg2 pg3; do
-        $stack compose exec -T "$member" patronictl -c /tmp/patroni.yml list -f json 2>/dev/null && return
-    done
-    return 1
-}
-
+# cluster_status, cluster_whole, db_server (the leader): scripts/lib/operations.sh.
 # role ROLE: the members in that role (Leader, Sync Standby, Replica), one per line.
-role() { cluster | jq -r --arg r "$1" '.[] | select(.Role == $r) | .Member'; }
-
-leader() { role Leader | head -1; }
-
-# healthy: a leader and two standbys, all on the leader's timeline.
-healthy() {
-    cluster | jq -e 'length == 3 and (map(select(.Role == "Leader")) | length == 1)
-        and all(.[]; .State == "running" or .State == "streaming")
-        and (map(.TL) | unique | length == 1)' >/dev/null
-}
+role() { cluster_status | jq -r --arg r "$1" '.[] | select(.Role == $r) | .Member'; }
+leader() { db_server 2>/dev/null; }
 
 verdict() {
     $stack compose run --rm --no-deps -T -v "$work:/load:ro" migrate drill verdict --ids "/load/$1.ids" \
@@ -101,7 +88,7 @@ run_tests() {
     cp "$FLOWFORGE_SECRETS/ca.pem" "$work/ca.pem"
     chmod 644 "$work/ca.pem" "$work/token"
     $stack compose run --rm --no-deps -T migrate drill counter install >/dev/null 2>&1
-    cluster | jq -r '.[] | "     \(.Member): \(.Role), \(.State), timeline \(.TL)"'
+    cluster_status | jq -r '.[] | "     \(.Member): \(.Role), \(.State), timeline \(.TL)"'
     ok=false && wait_until 180 "the backup service's first full backup" first_backup && ok=true
     check "backup: the backup service took its first full backup of the cluster" "$ok"
     check "backup: an incremental one, the files read from a standby" "$(backup_from_standby)"
@@ -116,9 +103,9 @@ run_tests() {
     # 2. The old leader back: Patroni rewinds it into a replica.
     started=$SECONDS
     docker start "$(compose_container "$old_leader")" >/dev/null
-    ok=false && wait_until 120 "the old leader to rejoin" healthy && ok=true
+    ok=false && wait_until 120 "the old leader to rejoin" cluster_whole && ok=true
     check "old leader back: $old_leader rejoined as a replica by itself in $((SECONDS - started)) s" "$ok"
-    cluster | jq -r '.[] | "     \(.Member): \(.Role), \(.State), timeline \(.TL)"'
+    cluster_status | jq -r '.[] | "     \(.Member): \(.Role), \(.State), timeline \(.TL)"'
     check "backup after the failover: an incremental one from a standby, $(leader) archiving" "$(backup_from_standby)"
 
     # 3. A planned switchover.
@@ -131,20 +118,20 @@ run_tests() {
     check "switchover: writes stopped for under 5 s" "$(jq '.longest_write_gap.seconds < 5' "$work/switchover.json")"
     check "switchover: every acknowledged task completed, none twice" \
         "$(jq '.acknowledged > 0 and .lost == 0 and .completed_twice == 0' <<<"$v")"
-    wait_until 120 "the cluster whole again" healthy
+    wait_until 120 "the cluster whole again" cluster_whole
 
     # 4. A replica killed.
     replica=$(role "Sync Standby" | head -1)
     under_load replica-kill "replica killed" docker kill -s KILL "$(compose_container "$replica")"
     report "replica killed" "$v"
     docker start "$(compose_container "$replica")" >/dev/null
-    ok=false && wait_until 120 "the replica back" healthy && ok=true
+    ok=false && wait_until 120 "the replica back" cluster_whole && ok=true
     check "replica killed: $replica back as a replica" "$ok"
 
     # 5. Both standbys gone: with FLOWFORGE_SYNC_STRICT (the default) a commit waits for a
     # standby rather than be acknowledged on one server, so a creation is answered 503.
     local standbys status
-    standbys=$(cluster | jq -r '.[] | select(.Role != "Leader") | .Member')
+    standbys=$(cluster_status | jq -r '.[] | select(.Role != "Leader") | .Member')
     for replica in $standbys; do docker kill -s KILL "$(compose_container "$replica")" >/dev/null; done
     sleep 5
     status=$(curl -s -o /dev/null -w '%{http_code}' --max-time 60 --cacert "$work/ca.pem" \
@@ -153,9 +140,26 @@ run_tests() {
     check "standbys both gone: a creation is not acknowledged on the leader alone (answered $status)" \
         "$([ "$status" = 503 ] && echo true)"
     for replica in $standbys; do docker start "$(compose_container "$replica")" >/dev/null; done
-    ok=false && wait_until 120 "the standbys back" healthy && ok=true
+    ok=false && wait_until 120 "the standbys back" cluster_whole && ok=true
     check "standbys both back: the cluster is whole again" "$ok"
+
+    # 6. A new cluster from the backups, to the end of the archive.
+    load restore 30
+    wait
+    sleep 5 # the last tasks completed
+    local segment
+    segment=$($stack psql -c "SELECT pg_walfile_name(pg_switch_wal())")
+    ok=false && wait_until 60 "WAL through $segment archived" archived "$segment" && ok=true
+    check "restore: the load's WAL archived (through $segment)" "$ok"
+    started=$SECONDS
+    ok=false && $stack restore >"$work/restore.log" 2>&1 && ok=true
+    check "restore: a new cluster from the backups, serving after $((SECONDS - started)) s" "$ok"
+    v=$(verdict restore)
+    check "restore: every task acknowledged before it is there, completed" \
+        "$(jq '.acknowledged > 0 and .lost == 0 and .completed_twice == 0' <<<"$v")"
+    cluster_status | jq -r '.[] | "     \(.Member): \(.Role), \(.State), timeline \(.TL)"'
 }
+archived() { [ "$($stack psql -c "SELECT last_archived_wal >= '$1' FROM pg_stat_archiver")" = t ]; }
 
 started=$SECONDS
 if $stack up; then

@@ -10,6 +10,11 @@
 #                           leader goes on alone (available, not durable)
 #   FLOWFORGE_LEADER_TTL    seconds a leader's lock lives without renewal (default 8): the
 #                           longest a dead leader keeps its place
+#   FLOWFORGE_BOOTSTRAP     how a new cluster (none in etcd, this member's data directory
+#                           empty) begins: initdb (default), or restore: from the backup
+#                           repository, replaying WAL up to FLOWFORGE_RESTORE_TO (a time,
+#                           RFC 3339) or to the end of the archive. The other members then
+#                           copy the restored one.
 # Replication and rewinds connect over TLS with the replication password secret.
 set -eu
 
@@ -26,6 +31,20 @@ flowforge-postgres-roles --check
 strict=${FLOWFORGE_SYNC_STRICT:-true}
 case "$strict" in true | false) ;; *) echo "flowforge-patroni: FLOWFORGE_SYNC_STRICT must be true or false" >&2; exit 2 ;; esac
 ttl=${FLOWFORGE_LEADER_TTL:-8}
+case "${FLOWFORGE_BOOTSTRAP:-initdb}" in
+initdb)
+    method=initdb
+    post_bootstrap=/usr/local/bin/flowforge-postgres-roles
+    ;;
+restore)
+    method=restore
+    # The restored data has its roles; scripts/stack.sh restore sets their passwords.
+    post_bootstrap=true
+    ;;
+*) echo "flowforge-patroni: FLOWFORGE_BOOTSTRAP must be initdb or restore" >&2; exit 2 ;;
+esac
+target=
+[ -z "${FLOWFORGE_RESTORE_TO:-}" ] || target="recovery_target_time: '$FLOWFORGE_RESTORE_TO'"
 
 umask 077
 cat >/tmp/patroni.yml <<YAML
@@ -53,8 +72,17 @@ bootstrap:
         wal_log_hints: "on"
         wal_retrieve_retry_interval: 1s
         synchronous_commit: "on"
+  method: $method
   initdb: [{encoding: UTF8}, {locale: C.UTF-8}, data-checksums, {auth-local: peer}, {auth-host: scram-sha-256}]
-  post_bootstrap: /usr/local/bin/flowforge-postgres-roles
+  # The backup's files, then WAL from the archive; PostgreSQL opens for writes at the end.
+  restore:
+    command: /usr/local/bin/flowforge-patroni-restore
+    recovery_conf:
+      restore_command: pgbackrest archive-get %f "%p"
+      recovery_target_action: promote
+      recovery_target_timeline: latest
+      $target
+  post_bootstrap: $post_bootstrap
 postgresql:
   listen: 0.0.0.0:5432
   connect_address: $member:5432
