@@ -66,7 +66,7 @@ kill_leader() {
     wait_until 60 "a new leader" new_leader
 }
 new_leader() { local l; l=$(leader) && [ -n "$l" ] && [ "$l" != "$old_leader" ]; }
-compose_container() { $stack compose ps -q "$1"; }
+compose_container() { $stack compose ps -a -q "$1"; }
 
 first_backup() {
     $stack compose exec -T backup pgbackrest info --output=json 2>/dev/null | jq -e '.[0].backup | length > 0' >/dev/null
