@@ -39,7 +39,7 @@ initdb)
 restore)
     method=restore
     # The restored data has its roles; scripts/stack.sh restore sets their passwords.
-    post_bootstrap=true
+    post_bootstrap=/bin/true
     ;;
 *) echo "flowforge-patroni: FLOWFORGE_BOOTSTRAP must be initdb or restore" >&2; exit 2 ;;
 esac
@@ -67,10 +67,16 @@ bootstrap:
     synchronous_mode_strict: $strict
     postgresql:
       use_pg_rewind: true
-      use_slots: true
+      # No replication slots: after a promotion the new leader creates its members' slots
+      # only in its next cycle, and a standby can't stream (nor writes be acknowledged)
+      # until then. A standby that falls behind the leader's kept WAL (wal_keep_size)
+      # reads the rest from the backup repository's archive instead.
+      use_slots: false
       parameters:
         wal_log_hints: "on"
-        wal_retrieve_retry_interval: 1s
+        wal_keep_size: 256MB
+        # How soon a standby tries again to stream from a leader (a new one included).
+        wal_retrieve_retry_interval: 200ms
         synchronous_commit: "on"
   method: $method
   initdb: [{encoding: UTF8}, {locale: C.UTF-8}, data-checksums, {auth-local: peer}, {auth-host: scram-sha-256}]
