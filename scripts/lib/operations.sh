@@ -106,11 +106,12 @@ db_psql() { compose exec -T "$(db_server)" psql -h /run/postgresql -U postgres -
 # single server.
 cluster_members() { compose config --services | grep -E '^pg[0-9]+$' || true; }
 
-# cluster_status: Patroni's view of the members (JSON), from the first member that answers.
+# cluster_status: Patroni's view of the members (JSON), from the first member that answers
+# (one cut off from etcd is given 10 s).
 cluster_status() {
     local member
     for member in $(cluster_members); do
-        compose exec -T "$member" patronictl -c /tmp/patroni.yml list -f json 2>/dev/null && return
+        timeout 10 docker compose exec -T "$member" patronictl -c /tmp/patroni.yml list -f json 2>/dev/null && return
     done
     echo "no member of the cluster answers" >&2
     return 1
@@ -314,9 +315,10 @@ restore_cluster() {
     esac
     members=$(cluster_members)
     log "stopping the cluster and every client of it"
-    compose stop api worker backup postgres-exporter >/dev/null
+    compose stop api worker postgres-exporter >/dev/null
+    # The backup service goes too: even stopped, it holds the members' data volumes.
     # shellcheck disable=SC2086 # one member per word
-    compose rm -f -s $members >/dev/null
+    compose rm -f -s backup $members >/dev/null
     log "removing the old cluster: its state in etcd, every member's data"
     compose exec -T etcd1 etcdctl del --prefix /service/flowforge/ >/dev/null
     for member in $members; do
