@@ -122,6 +122,12 @@ run_tests() {
     chmod 644 "$work/ca.pem" "$work/token"
     $stack compose run --rm --no-deps -T migrate drill counter install >/dev/null 2>&1
     cluster_status | jq -r '.[] | "     \(.Member): \(.Role), \(.State), timeline \(.TL)"'
+    ok=false && wait_until 60 "Prometheus scraping the members and etcd" all_scraped && ok=true
+    check "monitoring: Prometheus scrapes the 3 members' Patroni and the 3 etcd members" "$ok"
+    local status
+    status=$(patroni_post "$(leader)" /restart)
+    check "patroni: a restart asked from outside the members is refused (HTTP $status)" \
+        "$([ "$status" = 403 ] && echo true)"
     ok=false && wait_until 180 "the backup service's first full backup" first_backup && ok=true
     check "backup: the backup service took its first full backup of the cluster" "$ok"
     check "backup: an incremental one, the files read from a standby" "$(backup_from_standby)"
@@ -132,6 +138,8 @@ run_tests() {
     check "leader killed: $old_leader killed, $(leader) promoted" "$([ -n "$(leader)" ] && [ "$(leader)" != "$old_leader" ] && echo true)"
     check "leader killed: writes worked again within 15 s" "$(jq '.longest_write_gap.seconds < 15' "$work/leader-kill.json")"
     check "old leader back: $old_leader rejoined as a replica by itself in $rejoin_seconds s" "$rejoined"
+    ok=false && wait_until 60 "the leader-change alert" firing PostgresLeaderChanged && ok=true
+    check "monitoring: the leader change is alerted (PostgresLeaderChanged)" "$ok"
     cluster_status | jq -r '.[] | "     \(.Member): \(.Role), \(.State), timeline \(.TL)"'
     check "backup after the failover: an incremental one from a standby, $(leader) archiving" "$(backup_from_standby)"
 
@@ -176,7 +184,7 @@ run_tests() {
 
     # 7. Both standbys gone: with FLOWFORGE_SYNC_STRICT (the default) a commit waits for a
     # standby rather than be acknowledged on one server, so a creation is answered 503.
-    local standbys status
+    local standbys
     standbys=$(cluster_status | jq -r '.[] | select(.Role != "Leader") | .Member')
     for replica in $standbys; do docker kill -s KILL "$(compose_container "$replica")" >/dev/null; done
     sleep 5
@@ -205,6 +213,26 @@ run_tests() {
         "$(jq '.acknowledged > 0 and .lost == 0 and .completed_twice == 0' <<<"$v")"
     cluster_status | jq -r '.[] | "     \(.Member): \(.Role), \(.State), timeline \(.TL)"'
 }
+# prom_count QUERY: how many series Prometheus answers QUERY with (through the proxy).
+prom_count() {
+    curl -s --cacert "$work/ca.pem" -u "operator:$(cat "$FLOWFORGE_SECRETS/operator_password")" \
+        --data-urlencode "query=$1" "$url/prometheus/api/v1/query" | jq -r '.data.result | length'
+}
+firing() { [ "$(prom_count "ALERTS{alertname=\"$1\",alertstate=\"firing\"}")" -gt 0 ]; }
+all_scraped() { [ "$(prom_count 'up{job=~"patroni|etcd"} == 1')" = 6 ]; }
+
+# patroni_post MEMBER PATH: the HTTP status of a POST to a member's Patroni API from a
+# container on the data network that is not a member (as the api or a worker would).
+patroni_post() {
+    docker run --rm --network "${COMPOSE_PROJECT_NAME}_data" --entrypoint python3 "flowforge-postgres:${FLOWFORGE_TAG:-dev}" -c "
+import urllib.request, urllib.error
+request = urllib.request.Request('http://$1:8008$2', data=b'{}', method='POST')
+try:
+    print(urllib.request.urlopen(request, timeout=5).status)
+except urllib.error.HTTPError as e:
+    print(e.code)" 2>/dev/null
+}
+
 etcd_whole() { $stack compose exec -T etcd2 etcdctl endpoint health --cluster >/dev/null 2>&1; }
 archived() { [ "$($stack psql -c "SELECT last_archived_wal >= '$1' FROM pg_stat_archiver")" = t ]; }
 

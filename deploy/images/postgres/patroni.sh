@@ -54,6 +54,9 @@ log: {level: WARNING}
 restapi:
   listen: 0.0.0.0:8008
   connect_address: $member:8008
+  # Reads (role, health, metrics) from anyone on the network; changes (switchover,
+  # restart, reinitialise) only from the members themselves, where patronictl runs.
+  allowlist_include_members: true
 etcd3:
   hosts: ${FLOWFORGE_ETCD_HOSTS:-etcd1:2379,etcd2:2379,etcd3:2379}
 bootstrap:
