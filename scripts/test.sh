@@ -11,9 +11,11 @@
 #           and started if missing); FILTER runs only the scenarios whose names contain it
 #   release the release path on this machine: registry, staging, production, canary and
 #           rollbacks, under load (tests/release/run.sh)
+#   ha      PostgreSQL as a three-member Patroni cluster under load: failover, switchover,
+#           a cut-off leader, a lost etcd member, backups and a restore (tests/ha/run.sh)
 #   swarm   the same images on a three-node Docker Swarm (tests/swarm/run.sh)
 # scripts/test.sh STAGE [ARGS] runs one stage: the GitHub workflows run them as separate jobs.
-# FLOWFORGE_SKIP_STACK=1 skips the stack, release and swarm stages, for a quick local loop; CI never sets it.
+# FLOWFORGE_SKIP_STACK=1 skips the stack, ha, release and swarm stages, for a quick local loop; CI never sets it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib/services.sh
@@ -109,6 +111,13 @@ release() {
     tests/release/run.sh 2>&1 | tee -a "$work/system-test.log" || status=$?
 }
 
+ha() {
+    # After the system test's stack is down: the same images, with the database a cluster.
+    step "ha: the PostgreSQL cluster under load: failover, switchover, partition, restore"
+    ensure_engine
+    tests/ha/run.sh 2>&1 | tee -a "$work/system-test.log" || status=$?
+}
+
 swarm() {
     # After the Compose stack is down: the same images on three Swarm nodes.
     step "swarm: three nodes on this machine, four tests under load"
@@ -137,13 +146,14 @@ all)
     unit; took unit
     if [ "${FLOWFORGE_SKIP_STACK:-0}" != 1 ]; then
         stack; took stack
+        ha; took ha
         release; took release
         swarm; took swarm
     fi
     ;;
-lint | scan | unit | release | swarm) "$1" ;;
+lint | scan | unit | ha | release | swarm) "$1" ;;
 stack) shift && stack "$@" ;;
-*) echo "usage: $0 [lint | scan | unit | stack [FILTER] | release | swarm]" >&2; exit 2 ;;
+*) echo "usage: $0 [lint | scan | unit | stack [FILTER] | ha | release | swarm]" >&2; exit 2 ;;
 esac
 
 # One closing line with the totals of every test binary and of the system tests' checks
@@ -151,7 +161,7 @@ esac
 shopt -s nullglob
 awk '
     FILENAME ~ /cargo-test/ && /^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
-    /^(system|browser|release|swarm): [0-9]+ passed/ { p += $2; f += $4 }
+    /^(system|browser|ha|release|swarm): [0-9]+ passed/ { p += $2; f += $4 }
     END { printf "tests: %d passed, %d failed\n", p, f }' /dev/null "$work"/*.log
 [ ${#stage_times[@]} -eq 0 ] || printf 'stage time: %s\n' "${stage_times[@]}"
 step "done"

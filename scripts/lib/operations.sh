@@ -336,11 +336,14 @@ restore_cluster() {
     job -e "FLOWFORGE_DATABASE_URL=postgres:///flowforge?host=/run/postgresql/$leader&user=postgres" roles finish-restore
     wait_for 300 "the other members copying the leader" cluster_whole
     unset FLOWFORGE_RESTORE_TO
-    roll_members
     compose restart redis >/dev/null
     compose up -d --no-deps backup api worker postgres-exporter >/dev/null
     wait_healthy 180
     log "restored and serving in $((SECONDS - started)) s"
+    # Then, while serving, the members lose the restore's settings: a rolling restart
+    # whose switchover stops writes for a few seconds (503 with Retry-After).
+    roll_members
+    log "members recreated with their usual settings after $((SECONDS - started)) s"
 }
 
 # roll_members: each member recreated from the current configuration, one at a time: the
