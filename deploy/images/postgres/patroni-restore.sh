@@ -9,5 +9,6 @@ for arg in "$@"; do
 done
 [ -n "$datadir" ] || { echo "flowforge-patroni-restore: Patroni gave no --datadir" >&2; exit 2; }
 # Recovery settings are Patroni's (recovery_conf): pgBackRest writes none of its own.
-mkdir -p -m 0700 "$datadir"
+mkdir -p "$datadir"
+chmod 0700 "$datadir"
 exec pgbackrest restore --pg1-path="$datadir" --type=none
