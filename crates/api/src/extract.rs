@@ -153,6 +153,65 @@ impl<S: Send + Sync> FromRequestParts<S> for Id {
     }
 }
 
+/// What the query-string property tests share: a query string through [`ApiQuery`] as
+/// a request would bring it, and a refusal as the client would read it.
+#[cfg(test)]
+pub(crate) mod query_tests {
+    use axum::extract::FromRequestParts;
+    use axum::http::{Request, StatusCode, Uri};
+    use axum::response::IntoResponse;
+    use serde::de::DeserializeOwned;
+
+    use super::ApiQuery;
+    use crate::error::{ApiError, ApiResult};
+
+    /// Characters a client may put in a query string as they are, `%` and the separators
+    /// included, so malformed escapes and empty or repeated pairs come up too.
+    pub const RAW_QUERY: &str = "[A-Za-z0-9._~!$&'()*+,;=:@/?%-]{0,120}";
+
+    /// Every byte but the unreserved ones as `%XX`: any text, NUL and non-ASCII included,
+    /// as one query value.
+    pub fn percent_encoded(text: &str) -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    }
+
+    /// `key=value` pairs, each part percent-encoded, joined with `&`.
+    pub fn query_string(pairs: &[(String, String)]) -> String {
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", percent_encoded(k), percent_encoded(v)))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+
+    /// The query string through the extractor; `None` when it is not a valid URI, which
+    /// never reaches a handler.
+    pub fn extract<T: DeserializeOwned>(query: &str) -> Option<ApiResult<T>> {
+        let uri = Uri::try_from(format!("/tasks?{query}")).ok()?;
+        let (mut parts, ()) = Request::builder().uri(uri).body(()).ok()?.into_parts();
+        Some(futures::executor::block_on(ApiQuery::<T>::from_request_parts(&mut parts, &())).map(|ApiQuery(v)| v))
+    }
+
+    /// The status, `error.code` and `error.message` a client receives.
+    pub type Refusal = (StatusCode, String, String);
+
+    /// The refusal a client receives for `error`.
+    pub fn refusal(error: ApiError) -> Refusal {
+        let response = error.into_response();
+        let status = response.status();
+        let body = futures::executor::block_on(axum::body::to_bytes(response.into_body(), 1 << 20)).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["success"], false);
+        let text = |field: &str| body["error"][field].as_str().unwrap_or_default().to_owned();
+        (status, text("code"), text("message"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

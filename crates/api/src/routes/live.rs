@@ -125,6 +125,17 @@ pub struct OpsParams {
     minutes: Option<u64>,
 }
 
+impl OpsParams {
+    /// How far back to look, or a 400 when out of range.
+    fn minutes(&self) -> ApiResult<u64> {
+        let minutes = self.minutes.unwrap_or(15);
+        if !(1..=360).contains(&minutes) {
+            return Err(ApiError::bad_request("invalid_minutes", "minutes must be between 1 and 360"));
+        }
+        Ok(minutes)
+    }
+}
+
 /// Queue depth, throughput, failures, API errors and latency over time, and each
 /// worker's health, from Prometheus.
 #[utoipa::path(get, path = "/ops/metrics", tag = "live", params(OpsParams),
@@ -139,10 +150,72 @@ pub async fn ops_metrics(
     if !caller.is_admin() {
         return Err(ApiError::Forbidden("the operations view is for admins"));
     }
-    let minutes = params.minutes.unwrap_or(15);
-    if !(1..=360).contains(&minutes) {
-        return Err(ApiError::bad_request("invalid_minutes", "minutes must be between 1 and 360"));
-    }
-    let metrics = state.prometheus.snapshot(minutes).await?;
+    let metrics = state.prometheus.snapshot(params.minutes()?).await?;
     Ok(Json(json!({ "success": true, "data": metrics })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::query_tests::{extract, query_string, refusal, Refusal, RAW_QUERY};
+    use axum::http::StatusCode;
+    use proptest::prelude::*;
+
+    /// The minutes the operations view would read, or the refusal a client reads.
+    fn ops_outcome(query: &str) -> Option<Result<u64, Refusal>> {
+        extract::<OpsParams>(query).map(|r| r.and_then(|p| p.minutes()).map_err(refusal))
+    }
+
+    fn check_ops_outcome(outcome: Result<u64, Refusal>) -> Result<(), TestCaseError> {
+        match outcome {
+            Ok(minutes) => prop_assert!((1..=360).contains(&minutes)),
+            Err((status, code, message)) => {
+                prop_assert_eq!(status, StatusCode::BAD_REQUEST);
+                prop_assert!(code == "invalid_query" || code == "invalid_minutes", "{}", code);
+                prop_assert!(!message.is_empty());
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn ops_query_strings_are_read_as_a_client_means_them() {
+        assert_eq!(ops_outcome("").unwrap().unwrap(), 15);
+        assert_eq!(ops_outcome("minutes=360").unwrap().unwrap(), 360);
+        for (query, code) in [
+            ("minutes=0", "invalid_minutes"),
+            ("minutes=361", "invalid_minutes"),
+            ("minutes=-1", "invalid_query"),
+            ("minutes=", "invalid_query"),
+            ("minutes=1&minutes=2", "invalid_query"),
+            ("hours=1", "invalid_query"),
+        ] {
+            let (status, got, _) = ops_outcome(query).unwrap().unwrap_err();
+            assert_eq!((status, got.as_str()), (StatusCode::BAD_REQUEST, code), "{query}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any query string on `/ops/metrics`: a range Prometheus can be asked for, or a 400.
+        #[test]
+        fn any_ops_query_string_is_parsed_or_refused(query in RAW_QUERY) {
+            if let Some(outcome) = ops_outcome(&query) {
+                check_ops_outcome(outcome)?;
+            }
+        }
+
+        /// Any value for `minutes` (or another key): taken only as a number in 1..=360.
+        #[test]
+        fn any_ops_minutes_value_is_parsed_or_refused(
+            key in prop_oneof![3 => Just("minutes".to_owned()), 1 => ".{0,8}"],
+            value in prop_oneof![".{0,20}", proptest::num::i64::ANY.prop_map(|n| n.to_string()),
+                                 (0u64..400).prop_map(|n| n.to_string())],
+        ) {
+            let outcome = ops_outcome(&query_string(&[(key.clone(), value.clone())])).unwrap();
+            if let Ok(minutes) = &outcome {
+                prop_assert!(key == "minutes" && value.parse::<u64>() == Ok(*minutes));
+            }
+            check_ops_outcome(outcome)?;
+        }
+    }
 }

@@ -307,6 +307,50 @@ impl Cursor {
 
 const MAX_PAGE: u32 = 200;
 
+impl ListParams {
+    /// The queue query these parameters ask for on `caller`'s behalf, and the page size;
+    /// or a 400 naming the first bad parameter (403 for another user's tasks). Apart from
+    /// the handler so that every query string can be checked without a database.
+    fn query_for(self, caller: &Caller) -> ApiResult<(TaskQuery, u32)> {
+        let sort = parse_sort(self.sort.as_deref().unwrap_or("-created_at"))?;
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ApiError::bad_request("invalid_limit", format!("limit must be between 1 and {MAX_PAGE}")));
+        }
+        let cursor = self.cursor.as_deref().map(|c| Cursor::decode(c, sort)).transpose()?;
+        let statuses = match self.status.as_deref() {
+            None | Some("") => None,
+            Some(list) => Some(
+                list.split(',')
+                    .map(|s| s.parse::<TaskStatus>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| ApiError::bad_request("invalid_status", e))?,
+            ),
+        };
+        let owner_id = match (caller.is_admin(), self.owner) {
+            (false, Some(owner)) if owner != caller.user_id => {
+                return Err(ApiError::Forbidden("only admins can list other users' tasks"))
+            }
+            (false, _) => Some(caller.user_id),
+            (true, owner) => owner,
+        };
+        if [&self.kind, &self.q].into_iter().flatten().any(|s| s.contains('\0')) {
+            return Err(ApiError::bad_request("invalid_query", "query parameters must not contain NUL characters"));
+        }
+        let query = TaskQuery {
+            owner_id,
+            statuses,
+            kind: self.kind,
+            title_contains: self.q,
+            order: sort,
+            after: cursor.map(|c| PageKey { id: c.id, priority: c.p.unwrap_or_default() }),
+            // One more than a page tells whether another page follows.
+            limit: limit + 1,
+        };
+        Ok((query, limit))
+    }
+}
+
 /// List tasks (yours; admins see all), filtered and keyset-paginated.
 #[utoipa::path(get, path = "/tasks", tag = "tasks", params(ListParams),
     responses((status = 200, body = TaskListEnvelope), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)),
@@ -316,41 +360,8 @@ pub async fn list_tasks(
     Extension(caller): Extension<Caller>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Response> {
-    let sort = parse_sort(params.sort.as_deref().unwrap_or("-created_at"))?;
-    let limit = params.limit.unwrap_or(50);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request("invalid_limit", format!("limit must be between 1 and {MAX_PAGE}")));
-    }
-    let cursor = params.cursor.as_deref().map(|c| Cursor::decode(c, sort)).transpose()?;
-    let statuses = match params.status.as_deref() {
-        None | Some("") => None,
-        Some(list) => Some(
-            list.split(',')
-                .map(|s| s.parse::<TaskStatus>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| ApiError::bad_request("invalid_status", e))?,
-        ),
-    };
-    let owner_id = match (caller.is_admin(), params.owner) {
-        (false, Some(owner)) if owner != caller.user_id => {
-            return Err(ApiError::Forbidden("only admins can list other users' tasks"))
-        }
-        (false, _) => Some(caller.user_id),
-        (true, owner) => owner,
-    };
-    if [&params.kind, &params.q].into_iter().flatten().any(|s| s.contains('\0')) {
-        return Err(ApiError::bad_request("invalid_query", "query parameters must not contain NUL characters"));
-    }
-    let query = TaskQuery {
-        owner_id,
-        statuses,
-        kind: params.kind,
-        title_contains: params.q,
-        order: sort,
-        after: cursor.map(|c| PageKey { id: c.id, priority: c.p.unwrap_or_default() }),
-        // One more than a page tells whether another page follows.
-        limit: limit + 1,
-    };
+    let (query, limit) = params.query_for(&caller)?;
+    let sort = query.order;
     let mut rows = state.queue.list(&query).await?;
     let more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
@@ -595,7 +606,200 @@ mod tests {
         assert!(if_match(&h).is_err());
     }
 
+    use crate::accounts::Role;
+    use crate::extract::query_tests::{extract, query_string, refusal, Refusal, RAW_QUERY};
+    use proptest::prelude::*;
+
+    const LIST_KEYS: [&str; 7] = ["status", "kind", "owner", "q", "sort", "limit", "cursor"];
+
+    fn caller(admin: bool) -> Caller {
+        Caller { user_id: 7, token_id: 1, name: "alice".into(), role: if admin { Role::Admin } else { Role::User } }
+    }
+
+    /// A value for any list parameter: near misses of valid ones as well as anything at all.
+    fn list_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            ".{0,40}",
+            proptest::num::i64::ANY.prop_map(|n| n.to_string()),
+            proptest::num::u64::ANY.prop_map(|n| n.to_string()),
+            proptest::sample::select(vec![
+                "",
+                "0",
+                "1",
+                "7",
+                "200",
+                "201",
+                "-1",
+                "4294967296",
+                "1.5",
+                " 5",
+                "pending",
+                "failed,cancelled",
+                "pending,",
+                ",",
+                "RUNNING",
+                "-created_at",
+                "created_at",
+                "-priority",
+                "priority",
+                "--priority",
+                "\0",
+                "a\0b",
+            ])
+            .prop_map(str::to_owned),
+            cursor_value(),
+        ]
+    }
+
+    /// A cursor this API could have issued, for any sort.
+    fn cursor_value() -> impl Strategy<Value = String> {
+        (proptest::num::i64::ANY, proptest::num::i16::ANY, 0usize..4).prop_map(|(id, p, which)| {
+            let (name, sort) = SORTS[which];
+            Cursor { s: name.into(), id, p: sort.by_priority().then_some(p) }.encode()
+        })
+    }
+
+    /// A value of the kind this key takes, mostly in range, or else any list value.
+    fn value_for(key: &'static str) -> BoxedStrategy<String> {
+        let typed: BoxedStrategy<String> = match key {
+            "status" => proptest::collection::vec(
+                proptest::sample::select(vec!["pending", "running", "completed", "failed", "cancelled", "done", ""]),
+                1..5,
+            )
+            .prop_map(|s| s.join(","))
+            .boxed(),
+            "sort" => proptest::sample::select(SORTS.map(|(name, _)| name).to_vec()).prop_map(str::to_owned).boxed(),
+            "limit" => (0u32..260).prop_map(|n| n.to_string()).boxed(),
+            "owner" => (-2i64..12).prop_map(|n| n.to_string()).boxed(),
+            "cursor" => cursor_value().boxed(),
+            _ => ".{0,20}".boxed(),
+        };
+        prop_oneof![3 => typed, 1 => list_value()].boxed()
+    }
+
+    /// A query parameter: one of the list's keys with a value, or another key.
+    fn list_pair() -> impl Strategy<Value = (String, String)> {
+        prop_oneof![
+            6 => proptest::sample::select(LIST_KEYS.to_vec()).prop_flat_map(|k| (Just(k.to_owned()), value_for(k))),
+            1 => (".{0,8}", list_value()),
+        ]
+    }
+
+    /// What a list request brings to the handler: the query and page size, or the refusal a
+    /// client reads.
+    type ListOutcome = Result<(TaskQuery, u32), Refusal>;
+
+    fn list_outcome(query: &str, admin: bool) -> Option<ListOutcome> {
+        let caller = caller(admin);
+        extract::<ListParams>(query).map(|r| r.and_then(|p| p.query_for(&caller)).map_err(refusal))
+    }
+
+    /// An accepted list query holds only what the API can run; a refused one is a 400
+    /// naming the problem (403 for a user asking for another owner's tasks).
+    fn check_list_outcome(outcome: ListOutcome, pairs: &[(String, String)], admin: bool) -> Result<(), TestCaseError> {
+        let given = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+        match outcome {
+            Ok((query, limit)) => {
+                prop_assert!((1..=MAX_PAGE).contains(&limit));
+                prop_assert_eq!(query.limit, limit + 1);
+                if !admin {
+                    prop_assert_eq!(query.owner_id, Some(7));
+                }
+                prop_assert!(query.statuses.as_ref().is_none_or(|s| !s.is_empty()));
+                prop_assert!([&query.kind, &query.title_contains].into_iter().flatten().all(|s| !s.contains('\0')));
+                if let Some(sort) = given("sort") {
+                    prop_assert_eq!(sort_name(query.order), sort);
+                }
+            }
+            Err((status, code, message)) => {
+                let forbidden = status == StatusCode::FORBIDDEN && !admin && given("owner").is_some();
+                prop_assert!(status == StatusCode::BAD_REQUEST || forbidden, "{status} {code}: {message}");
+                prop_assert!(code.starts_with("invalid_") || forbidden, "{code}");
+                prop_assert!(!message.is_empty());
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn list_query_strings_are_read_as_a_client_means_them() {
+        let taken = |query: &str, admin: bool| match list_outcome(query, admin) {
+            Some(Ok((q, limit))) => (q.owner_id, q.statuses, q.kind, q.title_contains, sort_name(q.order), limit),
+            other => panic!("{query:?} was not taken: {other:?}"),
+        };
+        assert_eq!(taken("", false), (Some(7), None, None, None, "-created_at", 50));
+        assert_eq!(
+            taken("status=failed,cancelled&kind=sleep&q=a%20b%25&sort=-priority&limit=200&owner=7", false),
+            (
+                Some(7),
+                Some(vec![TaskStatus::Failed, TaskStatus::Cancelled]),
+                Some("sleep".to_owned()),
+                Some("a b%".to_owned()),
+                "-priority",
+                200
+            )
+        );
+        assert_eq!(taken("owner=9&status=", true), (Some(9), None, None, None, "-created_at", 50));
+        // Bytes that are not UTF-8 are read as U+FFFD, as browsers do: a search for it.
+        assert_eq!(taken("q=%FF", false).3.as_deref(), Some("\u{FFFD}"));
+        let next = Cursor { s: "priority".into(), id: 3, p: Some(-2) }.encode();
+        assert_eq!(
+            list_outcome(&format!("sort=priority&cursor={next}"), false).unwrap().unwrap().0.after.unwrap().id,
+            3
+        );
+
+        let refused = |query: &str, admin: bool| match list_outcome(query, admin) {
+            Some(Err((status, code, _))) => (status.as_u16(), code),
+            other => panic!("{query:?} was not refused: {other:?}"),
+        };
+        for (query, code) in [
+            ("limit=0", "invalid_limit"),
+            ("limit=201", "invalid_limit"),
+            ("limit=-1", "invalid_query"),
+            ("limit=x", "invalid_query"),
+            ("owner=1.5", "invalid_query"),
+            ("status=done", "invalid_status"),
+            ("status=pending,", "invalid_status"),
+            ("sort=title", "invalid_sort"),
+            ("cursor=abc", "invalid_cursor"),
+            (&format!("cursor={next}"), "invalid_cursor"),
+            ("q=a%00b", "invalid_query"),
+            ("kind=%00", "invalid_query"),
+            ("limit=1&limit=2", "invalid_query"),
+            ("page=2", "invalid_query"),
+        ] {
+            assert_eq!(refused(query, true), (400, code.to_owned()), "{query}");
+        }
+        assert_eq!(refused("owner=8", false), (403, "forbidden".to_owned()));
+    }
+
     proptest::proptest! {
+        /// Any query string on `GET /tasks` is taken or refused with a 400 before the
+        /// database is asked anything.
+        #[test]
+        fn any_list_query_string_is_parsed_or_refused(query in RAW_QUERY, admin in proptest::bool::ANY) {
+            if let Some(outcome) = list_outcome(&query, admin) {
+                check_list_outcome(outcome, &[], admin)?;
+            }
+        }
+
+        /// Any value, percent-encoded, for any of the list's keys (repeated or unknown keys
+        /// too): taken only when every parameter is valid, otherwise a clear refusal.
+        #[test]
+        fn any_list_parameter_values_are_parsed_or_refused(
+            pairs in proptest::collection::vec(list_pair(), 0..6),
+            admin in proptest::bool::ANY,
+        ) {
+            let outcome = list_outcome(&query_string(&pairs), admin);
+            prop_assert!(outcome.is_some(), "percent-encoded pairs always make a valid URI");
+            let unique = pairs.iter().all(|(k, _)| pairs.iter().filter(|(o, _)| o == k).count() == 1);
+            let outcome = outcome.unwrap();
+            if outcome.is_ok() {
+                prop_assert!(unique && pairs.iter().all(|(k, _)| LIST_KEYS.contains(&k.as_str())));
+            }
+            check_list_outcome(outcome, if unique { &pairs } else { &[] }, admin)?;
+        }
+
         /// Any text as a cursor: decoded only if this API could have issued it for that sort.
         #[test]
         fn any_cursor_text_is_decoded_or_refused(text in ".{0,120}") {
