@@ -530,6 +530,37 @@ pub fn kill9(id: &str) -> bool {
     }
 }
 
+/// Resident memory of a container's main process, in MB.
+pub fn rss_mb(container: &str) -> anyhow::Result<f64> {
+    status_mb(container, "VmRSS")
+}
+
+/// The most resident memory a container's main process has held, in MB: since it started,
+/// or since [`reset_peak_rss`].
+pub fn peak_rss_mb(container: &str) -> anyhow::Result<f64> {
+    status_mb(container, "VmHWM")
+}
+
+/// Lowers a container's main process's peak resident memory to what it holds now (the
+/// kernel's `clear_refs` 5), so that a later [`peak_rss_mb`] covers only what came after.
+pub fn reset_peak_rss(container: &str) -> anyhow::Result<()> {
+    let pid = inspect(container, "{{.State.Pid}}")?;
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+        .with_context(|| format!("resetting the peak resident memory of {container} (pid {pid})"))
+}
+
+/// A memory figure of /proc/PID/status (kB there), in MB.
+fn status_mb(container: &str, field: &str) -> anyhow::Result<f64> {
+    let pid = inspect(container, "{{.State.Pid}}")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no {field} for {container}"))?;
+    Ok(kb / 1024.0)
+}
+
 pub fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;

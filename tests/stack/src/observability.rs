@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::harness::{inspect, run, set_mode, wait_for, Checks, Stack};
+use crate::harness::{rss_mb, run, set_mode, wait_for, Checks, Stack};
 use crate::Scenario;
 
 pub const SCENARIOS: &[(&str, Scenario)] = &[
@@ -193,18 +193,6 @@ fn alert_delivery(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
     checks.check("workers started: the resolution reached the receiver", resolved);
     println!("     resolved {} s after the workers came back", started.elapsed().as_secs());
     Ok(())
-}
-
-/// Resident memory of a container's main process, in MB.
-fn rss_mb(container: &str) -> anyhow::Result<f64> {
-    let pid = inspect(container, "{{.State.Pid}}")?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {container}"))?;
-    Ok(kb / 1024.0)
 }
 
 fn footprint(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
