@@ -1,6 +1,6 @@
 //! The data network's isolation, and one address abusing the entry point: bad
 //! credentials, forged X-Forwarded-For, guessing the operator password, bodies of tiny
-//! JSON values. The api allows 10 refused credentials per address a minute (the harness's
+//! JSON values, more connections at once than the proxy allows one address. The api allows 10 refused credentials per address a minute (the harness's
 //! override). Each client scenario runs its requests from a throwaway container of its own
 //! on the edge network, straight at the proxy, so it has a source address (and earns a
 //! penalty) of its own and no other check is refused because of it.
@@ -23,6 +23,7 @@ pub const SCENARIOS: &[(&str, Scenario)] = &[
     ("abuse::forged_forwarded_for", forged_forwarded_for),
     ("abuse::operator_guesses", operator_guesses),
     ("abuse::tiny_values", tiny_values),
+    ("abuse::connection_cap", connection_cap),
 ];
 
 /// The proxy's HTTPS entry point as the edge clients name it (resolved to its edge address).
@@ -240,6 +241,75 @@ fn tiny_values(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Connections per source: past the proxy's cap (`MAX_CONNECTIONS_PER_SOURCE`, 200 unless
+/// configured) one client's further connections are closed as they open, before any TLS
+/// work, and its requests refused; under the cap it is served, and again once it lets go.
+/// The client holds bare TCP connections (no TLS handshake) from an address of its own.
+fn connection_cap(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
+    let proxy = stack.container("proxy", 1)?;
+    let env = inspect(&proxy, "{{range .Config.Env}}{{println .}}{{end}}")?;
+    let cap: usize = env
+        .lines()
+        .find_map(|l| l.strip_prefix("MAX_CONNECTIONS_PER_SOURCE="))
+        .context("the proxy has no MAX_CONNECTIONS_PER_SOURCE")?
+        .trim()
+        .parse()?;
+    // Each held connection is a file descriptor in one bash: keep the count modest.
+    if !(2..=2000).contains(&cap) {
+        bail!("a cap of {cap} connections per source is outside what this scenario opens (2..=2000)");
+    }
+    let extra = 20;
+    // A held connection the proxy closed reads as end of file (or reset) at once; an open
+    // one times out (status over 128), as the proxy says nothing before a ClientHello.
+    let script = format!(
+        r#"held=()
+hold() {{ local fd; exec {{fd}}<>"/dev/tcp/$PROXY_IP/8443" && held+=("$fd"); }}
+request() {{ curl -sk --max-time 5 --resolve "localhost:8443:$PROXY_IP" -o /dev/null -w '%{{http_code}}' https://localhost:8443/health; }}
+hostname -i
+for _ in $(seq 1 {under}); do hold; done
+echo "held ${{#held[@]}}"
+sleep 1
+echo "under $(request)"
+sleep 1
+for _ in $(seq 1 {extra}); do hold 2>/dev/null; done
+echo "over $(request)"
+sleep 0.5
+open=0
+for fd in "${{held[@]}}"; do read -r -t 0.01 -u "$fd" _; [ $? -gt 128 ] && open=$((open + 1)); done
+echo "open $open of ${{#held[@]}}"
+for fd in "${{held[@]}}"; do exec {{fd}}>&-; done
+sleep 1
+echo "after $(request)"
+"#,
+        under = cap - 1,
+    );
+    let started = std::time::Instant::now();
+    let out = on_edge(stack, 204, &script, 90)?;
+    let field = |key: &str| -> String {
+        out.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')).unwrap_or_default().trim().to_owned()
+    };
+    let number = |text: &str| text.split_whitespace().next().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+    let (held, under, over, after) = (number(&field("held")), field("under"), field("over"), field("after"));
+    let open_line = field("open");
+    let open = number(&open_line);
+    let total = open_line.rsplit(' ').next().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+    println!(
+        "     cap {cap}: {held} held, a request beside them {under}; {extra} more: {open} of {total} still open, a \
+         request {over}; after letting go {after}; {} s",
+        started.elapsed().as_secs()
+    );
+    checks.check(
+        format!("{} connections from one address, one under the proxy's cap of {cap}: its request is served", cap - 1),
+        held == cap - 1 && under == "200",
+    );
+    checks.check(
+        format!("{extra} more: the proxy closes all past the cap ({cap} held at most) and refuses its request"),
+        total == held + extra && open <= cap && total - open >= extra - 1 && over == "000",
+    );
+    checks.check("once the client closes them, its requests are served again", after == "200");
+    Ok(())
+}
+
 /// The database's clock: audit rows from before (an address Docker hands out again) are
 /// not the scenario's.
 fn now(stack: &Stack) -> anyhow::Result<String> {
@@ -305,30 +375,13 @@ struct EdgeClient {
 }
 
 /// Runs these curl lines, one after the other, from a throwaway container at this
-/// address (last byte) of the edge network (the proxy's image has sh and curl), straight at
-/// the proxy. Each scenario has its own address: refusals are counted per address.
+/// address (last byte) of the edge network, straight at the proxy. Each scenario has its
+/// own address: refusals are counted per address.
 fn from_edge(stack: &Stack, address: u8, requests: &[String]) -> anyhow::Result<EdgeClient> {
-    let proxy_ip = proxy_edge_ip(stack)?;
     // A request without an answer is a "000" line: the rest still run.
     let script = format!("hostname -i\n{}\nexit 0\n", requests.join("\n"));
-    let out = run(
-        "docker",
-        [
-            "run",
-            "--rm",
-            "--network",
-            &format!("{}_edge", stack.project),
-            "--ip",
-            &format!("{EDGE_SUBNET}.{address}"),
-            "-e",
-            &format!("PROXY_IP={proxy_ip}"),
-            "--entrypoint",
-            "sh",
-            &format!("flowforge-proxy:{}", stack.tag),
-            "-c",
-            &script,
-        ],
-    )?;
+    // Each curl gives up after 5 s.
+    let out = on_edge(stack, address, &script, 30 + 6 * requests.len() as u64)?;
     let mut lines = out.lines();
     let first = lines.next().unwrap_or_default();
     // The proxy's edge address is IPv4, so the requests come from the client's IPv4 one.
@@ -341,6 +394,33 @@ fn from_edge(stack: &Stack, address: u8, requests: &[String]) -> anyhow::Result<
         bail!("the edge client printed {} status codes for {} requests: {out}", codes.len(), requests.len());
     }
     Ok(EdgeClient { source, codes })
+}
+
+/// Runs this bash script, for at most `seconds`, in a throwaway container at this address
+/// (last byte) of the edge network (the proxy's image has bash and curl), with the proxy's
+/// edge address in `PROXY_IP`; its output.
+fn on_edge(stack: &Stack, address: u8, script: &str, seconds: u64) -> anyhow::Result<String> {
+    let proxy_ip = proxy_edge_ip(stack)?;
+    run(
+        "docker",
+        [
+            "run",
+            "--rm",
+            "--network",
+            &format!("{}_edge", stack.project),
+            "--ip",
+            &format!("{EDGE_SUBNET}.{address}"),
+            "-e",
+            &format!("PROXY_IP={proxy_ip}"),
+            "--entrypoint",
+            "timeout",
+            &format!("flowforge-proxy:{}", stack.tag),
+            &seconds.to_string(),
+            "bash",
+            "-c",
+            script,
+        ],
+    )
 }
 
 /// "N code M code ..." of status codes, by code.
