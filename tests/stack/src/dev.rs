@@ -17,12 +17,30 @@ pub const SCENARIOS: &[(&str, Scenario)] = &[("dev::override_and_watch", overrid
 /// Takes the stack down and brings it up in dev mode: a new cluster, from the (possibly
 /// rotated) secrets. Last in a full run.
 fn override_and_watch(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
+    // Control: the stack as deployed publishes on every interface, so the check below can
+    // tell the two apart.
+    let deployed = published_ports(stack)?;
+    println!("     published before (scripts/stack.sh up): {}", deployed.join(" "));
+    if std::env::var_os("FLOWFORGE_PUBLISH_ADDR").is_none() {
+        checks.check(
+            "(control) scripts/stack.sh up publishes the proxy on every interface",
+            deployed.iter().any(|p| p == &format!("0.0.0.0:{}", stack.https_port)),
+        );
+    }
     stack.stack(["down", "--purge"])?;
     let up = stack.step("dev-up", ["dev"]);
     checks.check("dev override: the stack comes up healthy (a new cluster, from the rotated secrets)", up);
     if !up {
         return Ok(());
     }
+    let ports = published_ports(stack)?;
+    println!("     published by the dev stack: {}", ports.join(" "));
+    let proxy_ports = [stack.http_port, stack.https_port].map(|p| format!("127.0.0.1:{p}"));
+    checks.check(
+        "dev override: every published port is bound to 127.0.0.1 only (the proxy's HTTP and HTTPS included)",
+        proxy_ports.iter().all(|p| ports.contains(p))
+            && ports.iter().all(|p| p.rsplit_once(':').is_some_and(|(ip, _)| ip == "127.0.0.1")),
+    );
     let api = stack.container("api", 1)?;
     checks
         .check("dev override: the api runs the host-built binary", inspect(&api, "{{.Path}}")? == "/opt/flowforge/api");
@@ -35,6 +53,19 @@ fn override_and_watch(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> 
     let completed = wait_for(30, || stack.task_field(id, "status") == "completed");
     checks.check("dev override: a task through HTTPS is completed after the restart", completed);
     Ok(())
+}
+
+/// Every host port the project's running containers publish, as `HostIp:HostPort` (an
+/// IPv6 address as Docker writes it, `:::18443` for every interface).
+fn published_ports(stack: &Stack) -> anyhow::Result<Vec<String>> {
+    let format = "{{range $port, $bindings := .NetworkSettings.Ports}}{{range $bindings}}{{.HostIp}}:{{.HostPort}} {{end}}{{end}}";
+    let mut ports = Vec::new();
+    for container in stack.containers(None) {
+        ports.extend(inspect(&container, format)?.split_whitespace().map(str::to_owned));
+    }
+    ports.sort();
+    ports.dedup();
+    Ok(ports)
 }
 
 /// Starts `scripts/stack.sh watch`, and once it watches, changes the api's source and runs
