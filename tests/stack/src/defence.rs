@@ -1,7 +1,8 @@
 //! Defence in depth: what a stolen credential or a compromised helper container could
-//! reach beyond its job, and what someone listening on an internal network would see.
+//! reach beyond its job, what someone listening on an internal network would see, and
+//! what whoever gets hold of the backup repository would read.
 
-use crate::harness::{inspect, run, run_with_input, Checks, Stack};
+use crate::harness::{inspect, run, run_with_input, wait_for, Checks, Stack};
 use crate::Scenario;
 
 pub const SCENARIOS: &[(&str, Scenario)] = &[
@@ -9,6 +10,7 @@ pub const SCENARIOS: &[(&str, Scenario)] = &[
     ("defence::node_exporter_mounts", node_exporter_mounts),
     ("defence::redis_exporter_user", redis_exporter_user),
     ("defence::internal_tls", internal_tls),
+    ("defence::backup_repository_encrypted", backup_repository_encrypted),
 ];
 
 /// With the app's own connection string: it may add audit records, but not rewrite or
@@ -110,6 +112,39 @@ fn internal_tls(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
     checks.check(
         format!("Redis gives a plain-text client no answer ({said})"),
         !plain.contains("PONG") && !plain.contains("NOAUTH"),
+    );
+    Ok(())
+}
+
+/// The backup repository (the `backups` volume here; an S3 bucket gets the same files)
+/// holds only ciphertext: pgBackRest encrypts every file with the `backup_cipher_pass`
+/// secret, in OpenSSL's salted format (a `Salted__` header). Unencrypted, the info files
+/// would start `[backrest]` and the data files with zstd's magic number. The first full
+/// backup is taken when the backup service first starts.
+fn backup_repository_encrypted(stack: &Stack, checks: &mut Checks) -> anyhow::Result<()> {
+    let backup = stack.container("backup", 1)?;
+    let script = r#"cd /var/lib/pgbackrest || exit 1
+        find backup archive -type f \( -name '*.info' -o -name '*.zst' \) | sort | while read -r f; do
+            printf '%s %s\n' "$(head -c 8 "$f" | tr -c '[:print:]' '.')" "$f"
+        done"#;
+    let mut files = String::new();
+    // A backup with its data files, and archived WAL.
+    let found = wait_for(120, || {
+        files = run("docker", ["exec", &backup, "sh", "-c", script]).unwrap_or_default();
+        files.contains("backup.info") && files.contains("/pg_data/") && files.contains("archive.info")
+    });
+    let lines: Vec<&str> = files.lines().collect();
+    let plain: Vec<&&str> = lines.iter().filter(|l| !l.starts_with("Salted__ ")).collect();
+    let count = |part: &str| lines.iter().filter(|l| l.contains(part)).count();
+    println!(
+        "     repository: {} files ({} of a backup's data, {} of archived WAL); not encrypted: {plain:?}",
+        lines.len(),
+        count("/pg_data/"),
+        count("archive/") - count("archive.info")
+    );
+    checks.check(
+        "every file of the backup repository (info files, backed-up data, archived WAL) is encrypted",
+        found && plain.is_empty(),
     );
     Ok(())
 }
