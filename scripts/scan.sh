@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The security scanners, offline (no vulnerability database can be downloaded here):
 #   1. cargo deny: advisories (from the RustSec snapshot in ../shared/advisory-db, or
-#      FLOWFORGE_ADVISORY_DB), bans, licenses and sources (deny.toml);
+#      FLOWFORGE_ADVISORY_DB; without one, a warning, and a failure when CI=true), bans,
+#      licenses and sources (deny.toml);
 #   2. checkov over deploy/ (.checkov.yaml and inline comments give each skip's reason);
 #   3. trufflehog3's secret patterns over every commit and the working tree;
 #   4. a CycloneDX SBOM per Rust binary, kept in artifacts/sbom/.
@@ -20,6 +21,13 @@ advisories=
 for dir in "${FLOWFORGE_ADVISORY_DB:-}" ../shared/advisory-db /work/shared/advisory-db; do
     [ -n "$dir" ] && [ -d "$dir/crates" ] && { advisories=$dir; break; }
 done
+# On a developer's machine a missing snapshot only narrows the scan (with a warning); in
+# CI it would let a vulnerable dependency through unnoticed, so it fails the scan there.
+if [ -z "$advisories" ] && [ "${CI:-}" = true ]; then
+    echo "scan: no RustSec advisory snapshot (a directory with crates/) in FLOWFORGE_ADVISORY_DB," \
+        "../shared/advisory-db or /work/shared/advisory-db; CI=true, so advisories must be checked" >&2
+    exit 1
+fi
 # pip downloads while cargo compiles.
 if ! command -v checkov >/dev/null || ! command -v trufflehog3 >/dev/null; then
     pip_tools checkov==3.3.30 trufflehog3==3.0.10 &
@@ -37,6 +45,9 @@ if [ -n "$advisories" ]; then
     # git repository there.
     copy="$db/advisory-db-3157b0e258782691"
     cp -r "$advisories" "$copy"
+    # A clone (CI checks the database out) brings its own history: one commit of the files
+    # is all cargo deny needs, and a fresh one always has something to commit.
+    rm -rf "$copy/.git"
     git -C "$copy" init -q && git -C "$copy" add -A &&
         git -C "$copy" -c user.name=scan -c user.email=scan@localhost commit -qm snapshot
     sed "s|^\[advisories\]\$|[advisories]\ndb-path = \"$db\"|" deny.toml >"$db/deny.toml"
