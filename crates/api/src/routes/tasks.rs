@@ -123,7 +123,8 @@ pub async fn create_task(
     }
 }
 
-/// Create up to `FLOWFORGE_BULK_MAX_TASKS` tasks in one transaction: all or none.
+/// Create up to `FLOWFORGE_BULK_MAX_TASKS` tasks in one transaction: all or none. The body
+/// may be 8 × `FLOWFORGE_MAX_BODY_BYTES` (8 MiB by default) and hold 200,000 JSON values.
 #[utoipa::path(post, path = "/tasks/bulk", tag = "tasks", request_body = BulkCreate,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for retries of the same request")),
     responses((status = 201, body = TaskListEnvelope), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)),
