@@ -17,7 +17,8 @@ use crate::Scenario;
 
 pub const SCENARIOS: &[(&str, Scenario)] = &[("contract::schemathesis", schemathesis)];
 
-/// Examples per operation and phase: about two thousand requests.
+/// Examples per operation and phase: about 3,250 test cases over both passes, each one
+/// request or more.
 const EXAMPLES: &str = "10";
 
 /// The limits in the way, raised.
