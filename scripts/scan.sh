@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The security scanners, offline (no vulnerability database can be downloaded here):
 #   1. cargo deny: advisories (from the RustSec snapshot in ../shared/advisory-db, or
-#      FLOWFORGE_ADVISORY_DB; without one, a warning, and a failure when CI=true), bans,
+#      FLOWFORGE_ADVISORY_DB; without one, a warning, and a failure on GitHub), bans,
 #      licenses and sources (deny.toml);
 #   2. checkov over deploy/ (.checkov.yaml and inline comments give each skip's reason);
 #   3. trufflehog3's secret patterns over every commit and the working tree;
@@ -21,11 +21,13 @@ advisories=
 for dir in "${FLOWFORGE_ADVISORY_DB:-}" ../shared/advisory-db /work/shared/advisory-db; do
     [ -n "$dir" ] && [ -d "$dir/crates" ] && { advisories=$dir; break; }
 done
-# On a developer's machine a missing snapshot only narrows the scan (with a warning); in
-# CI it would let a vulnerable dependency through unnoticed, so it fails the scan there.
-if [ -z "$advisories" ] && [ "${CI:-}" = true ]; then
+# On a developer's machine a missing snapshot only narrows the scan (with a warning). On
+# GitHub, whose scan job checks the database out, a missing one would let a vulnerable
+# dependency through unnoticed, so it fails the scan there. (The project's own CI machine
+# keeps a snapshot beside the checkout.)
+if [ -z "$advisories" ] && [ "${GITHUB_ACTIONS:-}" = true ]; then
     echo "scan: no RustSec advisory snapshot (a directory with crates/) in FLOWFORGE_ADVISORY_DB," \
-        "../shared/advisory-db or /work/shared/advisory-db; CI=true, so advisories must be checked" >&2
+        "../shared/advisory-db or /work/shared/advisory-db; on GitHub advisories must be checked" >&2
     exit 1
 fi
 # pip downloads while cargo compiles.
