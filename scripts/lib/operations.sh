@@ -134,15 +134,6 @@ cluster_whole() {
         and (map(.TL) | unique | length == 1)' >/dev/null
 }
 
-# wait_for SECONDS WHAT COMMAND...: until COMMAND succeeds; false after SECONDS.
-wait_for() {
-    local deadline=$((SECONDS + $1)) what=$2
-    shift 2
-    until "$@"; do
-        [ $SECONDS -lt $deadline ] || { echo "$what: not after ${deadline}s" >&2; return 1; }
-        sleep 1
-    done
-}
 
 # Rewrites a secret file in place (same inode: bind mounts of it stay valid), readable by
 # the containers' non-root users like every file init-secrets.sh writes. Builtins only:
@@ -329,12 +320,12 @@ restore_cluster() {
     log "starting the members: one restores the newest backup and replays WAL, the others copy it"
     # shellcheck disable=SC2086
     FLOWFORGE_BOOTSTRAP=restore compose up -d --no-deps $members >/dev/null
-    wait_for 600 "a leader with the restored data" db_server >/dev/null
+    wait_until 600 "a leader with the restored data" db_server
     leader=$(db_server)
     # A checkpoint, and the login roles: a restore to a moment before a password rotation
     # brings the old passwords back. As the superuser, over the leader's socket.
     job -e "FLOWFORGE_DATABASE_URL=postgres:///flowforge?host=/run/postgresql/$leader&user=postgres" roles finish-restore
-    wait_for 300 "the other members copying the leader" cluster_whole
+    wait_until 300 "the other members copying the leader" cluster_whole
     unset FLOWFORGE_RESTORE_TO
     compose restart redis >/dev/null
     compose up -d --no-deps backup api worker postgres-exporter >/dev/null
@@ -355,14 +346,14 @@ roll_members() {
         [ "$member" != "$leader" ] || continue
         log "recreating $member"
         compose up -d --no-deps --force-recreate "$member" >/dev/null
-        wait_for 300 "$member back as a replica" cluster_whole
+        wait_until 300 "$member back as a replica" cluster_whole
     done
     standby=$(cluster_status | jq -r '[.[] | select(.Role == "Sync Standby") | .Member][0] // empty')
     log "switching over from $leader to $standby, then recreating $leader"
     compose exec -T "$leader" patronictl -c /tmp/patroni.yml switchover --leader "$leader" --candidate "$standby" --force >/dev/null
-    wait_for 60 "$standby leading" leads "$standby"
+    wait_until 60 "$standby leading" leads "$standby"
     compose up -d --no-deps --force-recreate "$leader" >/dev/null
-    wait_for 300 "$leader back as a replica" cluster_whole
+    wait_until 300 "$leader back as a replica" cluster_whole
 }
 leads() { [ "$(db_server)" = "$1" ]; }
 
