@@ -1,7 +1,7 @@
 // Editing with validation errors from the server, and the filters narrowing the board.
 import assert from 'node:assert/strict';
 import { after, afterEach, before, test } from 'node:test';
-import { WAIT, apiClient, card, later, launch, newPage, openCard, signIn, unique } from './helpers.mjs';
+import { TOKEN, WAIT, apiClient, card, later, launch, newPage, openCard, signIn, unique } from './helpers.mjs';
 
 let browser;
 let api;
@@ -113,15 +113,26 @@ test('kind, text and status filters narrow the board', { timeout: 90_000 }, asyn
   await page.locator('.column[data-status="completed"]').waitFor();
 });
 
-test('a long column loads 50 at a time and "Load more" brings the rest', { timeout: 120_000 }, async () => {
+test('a long column loads 50 at a time, "Load more" brings the rest, and reloads keep them', { timeout: 120_000 }, async () => {
+  // A page of its own whose event stream ends as soon as it says ready, so the browser
+  // reconnects every half second and each reconnect reloads the board: "Load more" must
+  // neither be lost to a reload racing it nor undone by the next one.
+  const own = await newPage(browser);
+  let streams = 0;
+  await own.page.route('**/api/v1/events', (route) => {
+    streams += 1;
+    return route.fulfill({ status: 200, contentType: 'text/event-stream', body: 'retry: 500\nevent: ready\ndata: {}\n\n' });
+  });
+  await own.page.goto('/');
+  await own.page.locator('#token').fill(TOKEN);
+  await own.page.getByRole('button', { name: 'Sign in' }).click();
+  await own.page.locator('.board').waitFor();
   const word = unique('bulk').replace(' ', '-');
   const tasks = await api.bulk(Array.from({ length: 55 }, (_, i) => ({ title: `${word} ${i}`, kind: 'noop', run_at: later() })));
   created.push(...tasks.map((t) => t.id));
-  await page.locator('#f-q').fill(word);
-  const pending = page.locator('.column[data-status="pending"]');
-  // The unfiltered column can show "50+" too: wait for the filter's own first page, or a
-  // click on "Load more" would page the old query and the filter's reload would drop it.
-  await page.waitForFunction((w) => {
+  await own.page.locator('#f-q').fill(word);
+  const pending = own.page.locator('.column[data-status="pending"]');
+  await own.page.waitForFunction((w) => {
     const column = document.querySelector('.column[data-status="pending"]');
     const titles = [...column.querySelectorAll('li .card-title')].map((t) => t.textContent);
     return column.querySelector('.count').textContent === '50+'
@@ -129,11 +140,16 @@ test('a long column loads 50 at a time and "Load more" brings the rest', { timeo
   }, word, { timeout: WAIT });
   await pending.getByRole('button', { name: 'Load more' }).click();
   await pending.locator('.count', { hasText: /^55$/ }).waitFor();
+  const reloaded = streams;
+  await own.page.waitForTimeout(2500);
+  assert.ok(streams >= reloaded + 2, `the board reloaded meanwhile (${streams - reloaded} streams)`);
+  assert.equal(await pending.locator('.count').textContent(), '55', 'the reloads kept the second page');
   assert.equal(await pending.locator('li').count(), 55);
   assert.equal(await pending.getByRole('button', { name: 'Load more' }).isHidden(), true);
   const ids = await pending.locator('li').evaluateAll((lis) => lis.map((li) => Number(li.dataset.id)));
   assert.deepEqual(ids, [...ids].sort((a, b) => b - a), 'newest first, no duplicates');
   assert.equal(new Set(ids).size, 55);
+  await own.context.close();
 });
 
 test('an edit that races another change is refused and keeps the input', { timeout: 90_000 }, async () => {

@@ -7,6 +7,8 @@ import { subscribe } from './live.js';
 import { STATUSES, STATUS_LABELS, refreshTimes, timeEl } from './format.js';
 
 const PAGE = 50;
+// The API's largest page: a column reloaded after "Load more" asks for this many at most.
+const MAX_LIMIT = 200;
 // Live arrivals beyond this many cards in a column drop its oldest ones, so a busy queue
 // cannot grow the page without bound; "Load more" then starts that column over.
 const MAX_CARDS = 500;
@@ -48,8 +50,7 @@ export function createBoard(root) {
   const columns = new Map();
   // Where each visible task's card is: id → { li, button, task, status }.
   const cards = new Map();
-  // Answers to queries that the filters have since replaced are dropped.
-  let generation = 0;
+  let destroyed = false;
 
   const search = h('input', { id: 'f-q', type: 'search', placeholder: 'Title contains…', autocomplete: 'off' });
   const kind = h('select', { id: 'f-kind' }, h('option', { value: '' }, 'All kinds'));
@@ -71,7 +72,7 @@ export function createBoard(root) {
         if (e.target.checked) filters.statuses.add(status); else filters.statuses.delete(status);
         const column = columns.get(status);
         column.section.hidden = !e.target.checked;
-        if (e.target.checked) load(column); else empty(column);
+        if (e.target.checked) load(column); else drop(column);
       },
     }), STATUS_LABELS[status]));
 
@@ -89,7 +90,9 @@ export function createBoard(root) {
     const more = h('button', { type: 'button', class: 'btn ghost more', hidden: true }, 'Load more');
     const section = h('section', { class: `column c-${status}`, 'data-status': status, hidden: !filters.statuses.has(status) },
       h('h2', { id: `col-${status}` }, STATUS_LABELS[status], ' ', count), list, more);
-    const column = { status, section, list, count, more, cursor: null, busy: false };
+    // `seq` numbers the column's requests: only the latest one's answer is shown. `wanted` is
+    // how many cards the user has paged to, so a reload keeps what "Load more" brought.
+    const column = { status, section, list, count, more, cursor: null, seq: 0, wanted: PAGE, restarting: false };
     more.addEventListener('click', () => load(column, true));
     columns.set(status, column);
     board.append(section);
@@ -109,32 +112,45 @@ export function createBoard(root) {
     updateCount(column);
   }
 
+  // Hides a column's cards and drops any answer on its way.
+  function drop(column) {
+    column.seq += 1;
+    column.restarting = false;
+    empty(column);
+  }
+
+  // Loads the column's next page, or (`more` false, or while a reload is on its way) starts
+  // it over with as many cards as the user had paged to.
   async function load(column, more = false) {
-    const mine = generation;
+    if (more) column.wanted = Math.min(column.wanted + PAGE, MAX_LIMIT);
+    const restart = !more || column.restarting || column.cursor === TRIMMED;
+    column.seq += 1;
+    const mine = column.seq;
+    column.restarting ||= restart;
     column.more.disabled = true;
     try {
-      const restart = !more || column.cursor === TRIMMED;
       const { data, pagination } = await listTasks({
-        status: column.status, kind: filters.kind, q: filters.q, limit: PAGE, sort: '-created_at',
-        cursor: restart ? null : column.cursor,
+        status: column.status, kind: filters.kind, q: filters.q, sort: '-created_at',
+        limit: restart ? column.wanted : PAGE, cursor: restart ? null : column.cursor,
       });
-      if (mine !== generation) return;
-      if (restart) empty(column);
+      if (destroyed || mine !== column.seq) return;
+      if (restart) { empty(column); column.restarting = false; }
       column.cursor = pagination?.next_cursor ?? null;
       for (const task of data) place(task, { paged: true });
       updateCount(column);
       if (more && !column.cursor) column.list.lastElementChild?.querySelector('button')?.focus();
     } catch (error) {
-      if (mine === generation && error.status !== 401) showAlert(errorMessage(error));
+      if (!destroyed && mine === column.seq && error.status !== 401) showAlert(errorMessage(error));
     } finally {
-      column.more.disabled = false;
+      if (mine === column.seq) column.more.disabled = false;
     }
   }
 
-  function reloadAll() {
-    generation += 1;
+  // New filters start every column at one page; a resync keeps each column's length.
+  function reloadAll({ keepPages = false } = {}) {
     for (const column of columns.values()) {
-      if (filters.statuses.has(column.status)) load(column); else empty(column);
+      if (!keepPages) column.wanted = PAGE;
+      if (filters.statuses.has(column.status)) load(column); else drop(column);
     }
   }
 
@@ -145,7 +161,7 @@ export function createBoard(root) {
     reloadTimer = setTimeout(() => {
       reloadTimer = 0;
       lastReload = Date.now();
-      reloadAll();
+      reloadAll({ keepPages: true });
     }, Math.max(0, lastReload + RELOAD_EVERY_MS - Date.now()));
   }
 
@@ -212,7 +228,7 @@ export function createBoard(root) {
   reloadAll();
 
   return {
-    destroy() { unsubscribe(); clearInterval(clock); clearTimeout(debounce); clearTimeout(reloadTimer); generation += 1; },
+    destroy() { unsubscribe(); clearInterval(clock); clearTimeout(debounce); clearTimeout(reloadTimer); destroyed = true; },
     open(id) { withDialogs((d) => d.openDetail(id, cards.get(id)?.button ?? newButton)); },
   };
 }
