@@ -8,7 +8,8 @@
 #   4. a replica killed: writes go on;
 #   5. the leader cut off from the network: it stops taking writes before another member
 #      is promoted (no split brain), and rejoins as a replica once reconnected;
-#   6. an etcd member killed: clients see nothing;
+#   6. an etcd member killed: clients see nothing; then two killed, so etcd has no quorum:
+#      the leader keeps leading (Patroni's failsafe mode) and clients still see nothing;
 #   7. both standbys killed: a creation is refused (503) rather than acknowledged on one
 #      server (FLOWFORGE_SYNC_STRICT's default).
 #   8. the cluster restored from its backups: every task acknowledged before is there.
@@ -89,7 +90,11 @@ switchover() {
     $stack compose exec -T "$1" patronictl -c /tmp/patroni.yml switchover --leader "$1" --candidate "$2" --force \
         >"$work/switchover.log" 2>&1
 }
-kill_service() { docker kill -s KILL "$(compose_container "$1")" >/dev/null; }
+# kill_service SERVICE...: each one's container killed (SIGKILL).
+kill_service() {
+    local service
+    for service in "$@"; do docker kill -s KILL "$(compose_container "$service")" >/dev/null; done
+}
 
 # partition_leader: the leader's container disconnected from its network; when another
 # member has been promoted, whether the old leader had already stopped taking writes
@@ -187,6 +192,17 @@ run_tests() {
     docker start "$(compose_container etcd1)" >/dev/null
     ok=false && wait_until 60 "etcd whole again" etcd_whole && ok=true
     check "etcd member killed: back, the etcd cluster is whole" "$ok"
+
+    # Two etcd members lost: no quorum, so no lock can be renewed or taken. The leader
+    # stays while it reaches both other members over their REST APIs (failsafe mode), and
+    # no member is promoted; etcd stays short of a quorum for the load's last 55 s.
+    old_leader=$(leader)
+    under_load etcd-quorum "etcd quorum lost" kill_service etcd1 etcd2
+    for member in etcd1 etcd2; do docker start "$(compose_container "$member")" >/dev/null; done
+    ok=false && wait_until 60 "etcd whole again" etcd_whole && ok=true
+    check "etcd quorum lost for 55 s: back, the etcd cluster is whole" "$ok"
+    check "etcd quorum lost: $old_leader still leads, nothing was promoted" "$([ "$(leader)" = "$old_leader" ] && echo true)"
+    check "etcd quorum lost: no write waited over 2 s" "$(jq '.longest_write_gap.seconds < 2' "$work/etcd-quorum.json")"
 
     # 7. Both standbys gone: with FLOWFORGE_SYNC_STRICT (the default) a commit waits for a
     # standby rather than be acknowledged on one server, so a creation is answered 503.

@@ -65,6 +65,10 @@ bootstrap:
     ttl: $ttl
     loop_wait: 1
     retry_timeout: 3
+    # Without an etcd quorum the leader keeps leading while it reaches every member over
+    # their REST APIs (none of which can be promoted without etcd), rather than demote
+    # itself and stop all writes for as long as etcd is down.
+    failsafe_mode: true
     maximum_lag_on_failover: 1048576
     synchronous_mode: true
     synchronous_mode_strict: $strict
