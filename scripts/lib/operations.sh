@@ -305,6 +305,15 @@ restore_cluster() {
     *) echo "usage: scripts/stack.sh restore [--to TIME]" >&2; return 2 ;;
     esac
     members=$(cluster_members)
+    if [ -z "$(compose ps -q etcd1 2>/dev/null)" ]; then
+        # A host without the stack (one that replaces a lost host): with the secrets put
+        # back and the repository elsewhere (S3), the stack is created but not started,
+        # the internal networks closed first as `up` does, and a new etcd started.
+        log "no cluster on this host: creating the stack, starting etcd"
+        compose create --no-build --remove-orphans >/dev/null
+        isolate_internal_networks
+        compose up -d --no-deps --wait etcd1 etcd2 etcd3 >/dev/null
+    fi
     log "stopping the cluster and every client of it"
     compose stop api worker postgres-exporter >/dev/null
     # The backup service goes too: even stopped, it holds the members' data volumes.
@@ -328,7 +337,9 @@ restore_cluster() {
     wait_until 300 "the other members copying the leader" cluster_whole
     unset FLOWFORGE_RESTORE_TO
     compose restart redis >/dev/null
-    compose up -d --no-deps backup api worker postgres-exporter >/dev/null
+    # The clients stopped above, and on a new host everything else too; the members as
+    # they run now (roll_members recreates them).
+    compose up -d --no-recreate >/dev/null
     wait_healthy 180
     log "restored and serving in $((SECONDS - started)) s"
     # Then, while serving, the members lose the restore's settings: a rolling restart

@@ -424,10 +424,33 @@ fn every_variable_the_code_reads_is_documented() {
 #[test]
 fn the_s3_backup_settings_reach_every_container_that_runs_pgbackrest() {
     let root = repo();
-    let out = Command::new("docker")
-        .current_dir(&root)
-        .args(["compose", "-f", "compose.yaml", "-f", "deploy/compose/backup-s3.yaml", "--profile", "restore"])
-        .args(["config", "--format", "json"])
+    let single = s3_config(&["compose.yaml", "deploy/compose/backup-s3.yaml"]);
+    assert_has_s3_repository(&single, &["postgres", "backup", "restore"]);
+    // The cluster: every member archives and restores; the router holds no key.
+    let cluster = s3_config(&[
+        "compose.yaml",
+        "deploy/compose/ha.yaml",
+        "deploy/compose/backup-s3.yaml",
+        "deploy/compose/ha-backup-s3.yaml",
+    ]);
+    assert_has_s3_repository(&cluster, &["pg1", "pg2", "pg3", "backup", "restore"]);
+    let router = &cluster["services"]["postgres"];
+    assert!(router["environment"].get("FLOWFORGE_BACKUP_REPO_TYPE").is_none(), "the router has the repository settings");
+    assert!(router["secrets"].as_array().is_none_or(|s| s.is_empty()), "the router holds secrets: {}", router["secrets"]);
+    assert!(router["networks"].get("backup-storage").is_none(), "the router reaches the storage");
+    let page = read(&root.join("docs/backup.md"));
+    assert!(page.contains("deploy/compose/backup-s3.yaml"), "docs/backup.md names the S3 override");
+}
+
+/// `docker compose config` of these files with the S3 repository's settings, as JSON.
+fn s3_config(files: &[&str]) -> serde_json::Value {
+    let mut command = Command::new("docker");
+    command.current_dir(repo()).arg("compose");
+    for file in files {
+        command.args(["-f", file]);
+    }
+    let out = command
+        .args(["--profile", "restore", "config", "--format", "json"])
         .envs([
             ("FLOWFORGE_BACKUP_S3_BUCKET", "flowforge-backups"),
             ("FLOWFORGE_BACKUP_S3_ENDPOINT", "s3.example.net"),
@@ -435,9 +458,13 @@ fn the_s3_backup_settings_reach_every_container_that_runs_pgbackrest() {
         ])
         .output()
         .expect("docker compose (scripts/stack.sh prepare installs it)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let config: serde_json::Value = serde_json::from_slice(&out.stdout).expect("compose config as JSON");
-    for service in ["postgres", "backup", "restore"] {
+    assert!(out.status.success(), "{files:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("compose config as JSON")
+}
+
+/// Each of `services` has the repository's settings, its key and a way out to it.
+fn assert_has_s3_repository(config: &serde_json::Value, services: &[&str]) {
+    for service in services {
         let s = &config["services"][service];
         assert_eq!(s["environment"]["FLOWFORGE_BACKUP_REPO_TYPE"], "s3", "{service}");
         for key in ["FLOWFORGE_BACKUP_S3_BUCKET", "FLOWFORGE_BACKUP_S3_ENDPOINT", "FLOWFORGE_BACKUP_S3_REGION"] {
@@ -451,6 +478,4 @@ fn the_s3_backup_settings_reach_every_container_that_runs_pgbackrest() {
         assert!(s["networks"].get("backup-storage").is_some(), "{service} has no way out to the storage");
         assert!(s["network_mode"].is_null(), "{service} is cut off from the network");
     }
-    let page = read(&root.join("docs/backup.md"));
-    assert!(page.contains("deploy/compose/backup-s3.yaml"), "docs/backup.md names the S3 override");
 }

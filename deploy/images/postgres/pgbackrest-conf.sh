@@ -7,7 +7,10 @@
 #   FLOWFORGE_BACKUP_RETENTION_FULL full backups kept, with everything they need (default 2)
 #   FLOWFORGE_BACKUP_RETENTION_DIFF differential backups kept (default 6)
 #   FLOWFORGE_BACKUP_S3_BUCKET, _ENDPOINT, _REGION, and the secrets backup_s3_key and
-#   backup_s3_key_secret, for s3
+#   backup_s3_key_secret, for s3; FLOWFORGE_BACKUP_S3_URI_STYLE host (default: the bucket
+#   in the host name, as AWS wants) or path (the bucket in the path, as servers without
+#   wildcard DNS want); FLOWFORGE_BACKUP_S3_CA_FILE, a CA bundle to check the server's
+#   certificate with instead of the system's
 #   FLOWFORGE_BACKUP_MEMBERS        the backup service beside a cluster: its members' names
 #                                   (pg1,pg2,pg3), each member's data directory mounted at
 #                                   /var/lib/postgresql/NAME and its socket directory at
@@ -40,6 +43,8 @@ umask 077
         echo "repo1-s3-region=${FLOWFORGE_BACKUP_S3_REGION:?set FLOWFORGE_BACKUP_S3_REGION}"
         echo "repo1-s3-key=$(secret backup_s3_key)"
         echo "repo1-s3-key-secret=$(secret backup_s3_key_secret)"
+        echo "repo1-s3-uri-style=${FLOWFORGE_BACKUP_S3_URI_STYLE:-host}"
+        [ -z "${FLOWFORGE_BACKUP_S3_CA_FILE:-}" ] || echo "repo1-storage-ca-file=$FLOWFORGE_BACKUP_S3_CA_FILE"
         ;;
     *) echo "pgbackrest-conf: FLOWFORGE_BACKUP_REPO_TYPE must be posix or s3, not $type" >&2; exit 2 ;;
     esac
@@ -49,6 +54,14 @@ umask 077
     echo "log-level-console=warn"
     echo "log-level-file=off"
     echo "lock-path=/tmp/pgbackrest"
+    # WAL is pushed by a background process, two files at a time, that takes every file
+    # ready to go at once: a backlog (after a slow push, or at a shutdown, which waits for
+    # the archiver) clears in one round instead of one pgbackrest run per file. Only its
+    # status files go to the spool. Restores fetch WAL one file at a time as before.
+    echo "[global:archive-push]"
+    echo "archive-async=y"
+    echo "process-max=2"
+    echo "spool-path=/tmp/pgbackrest-spool"
     echo "[flowforge]"
     if [ -n "${FLOWFORGE_BACKUP_MEMBERS:-}" ]; then
         # pgBackRest asks each which is the primary; one member down is skipped.
