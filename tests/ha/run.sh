@@ -282,9 +282,12 @@ except urllib.error.HTTPError as e:
     print(e.code)" 2>/dev/null
 }
 
-# start_objects: the S3 server, from moto's pinned release (installed once, 25 s), as this user in a read-only
-# container (the postgres image's Python) answering HTTPS as `objects`, with the bucket;
-# and the key the stack's secrets hold for it (moto takes any).
+# start_objects: the S3 server: moto's (pinned, installed once in 25 s) on plain HTTP in
+# the postgres image's Python, behind HAProxy (the proxy image) answering HTTPS as
+# `objects` with a certificate of its own (werkzeug's own TLS drops kept-alive
+# connections without a word, and pgBackRest then gives up mid-request); both read-only,
+# as this user, on a network of their own. Then the bucket, and the key the stack's
+# secrets hold for it (moto takes any).
 start_objects() {
     local dir=$work/objects
     mkdir -p "$dir" "$FLOWFORGE_SECRETS"
@@ -297,24 +300,44 @@ start_objects() {
     fi
     [ -f "$dir/objects.pem" ] || openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=objects \
         -addext subjectAltName=DNS:objects -keyout "$dir/objects.key" -out "$dir/objects.pem" 2>/dev/null
-    chmod 644 "$dir/objects.pem" "$dir/objects.key"
+    cat "$dir/objects.pem" "$dir/objects.key" >"$dir/objects.bundle"
+    chmod 644 "$dir/objects.pem" "$dir/objects.bundle"
+    cat >"$dir/tls.cfg" <<'CFG'
+global
+    log stdout format raw local0 notice
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    option http-server-close
+frontend objects
+    bind :443 ssl crt /objects/objects.bundle
+    default_backend moto
+backend moto
+    server moto moto:5000
+CFG
     for key in backup_s3_key backup_s3_key_secret; do
         [ -f "$FLOWFORGE_SECRETS/$key" ] || (umask 077 && openssl rand -hex 20 >"$FLOWFORGE_SECRETS/$key")
     done
-    docker network inspect "$objects" >/dev/null 2>&1 || docker network create --internal "$objects" >/dev/null
-    docker rm -f "$objects" >/dev/null 2>&1
-    docker run -d --name "$objects" --network "$objects" --network-alias objects --read-only --tmpfs /tmp \
-        --cap-drop ALL --security-opt no-new-privileges --user "$(id -u):$(id -g)" \
-        -v "$moto:/opt/moto:ro" -v "$dir:/certs:ro" -e PYTHONPATH=/opt/moto --entrypoint python3 \
-        "flowforge-postgres:${FLOWFORGE_TAG:-dev}" -m moto.server -H 0.0.0.0 -p 443 -c /certs/objects.pem -k /certs/objects.key >/dev/null
-    wait_until 60 "the S3 server and its bucket" docker exec "$objects" python3 -c "
+    stop_objects
+    docker network create --internal "$objects" >/dev/null
+    local hardened=(-d --network "$objects" --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges
+        --user "$(id -u):$(id -g)" -v "$dir:/objects:ro")
+    docker run "${hardened[@]}" --name "$objects-moto" --network-alias moto -v "$moto:/opt/moto:ro" \
+        -e PYTHONPATH=/opt/moto --entrypoint python3 "flowforge-postgres:${FLOWFORGE_TAG:-dev}" \
+        -m moto.server -H 0.0.0.0 -p 5000 >/dev/null
+    docker run "${hardened[@]}" --name "$objects" --network-alias objects --entrypoint haproxy \
+        "flowforge-proxy:${FLOWFORGE_TAG:-dev}" -W -db -f /objects/tls.cfg >/dev/null
+    wait_until 60 "the S3 server and its bucket" docker exec "$objects-moto" python3 -c "
 import ssl, urllib.request
 request = urllib.request.Request('https://objects/$FLOWFORGE_BACKUP_S3_BUCKET', method='PUT')
-urllib.request.urlopen(request, timeout=5, context=ssl.create_default_context(cafile='/certs/objects.pem'))"
+urllib.request.urlopen(request, timeout=5, context=ssl.create_default_context(cafile='/objects/objects.pem'))"
 }
 stop_objects() {
-    docker rm -f "$objects" >/dev/null 2>&1
+    docker rm -f "$objects" "$objects-moto" >/dev/null 2>&1
     docker network rm "$objects" >/dev/null 2>&1
+    return 0
 }
 
 etcd_whole() { $stack compose exec -T etcd2 etcdctl endpoint health --cluster >/dev/null 2>&1; }
