@@ -322,7 +322,7 @@ CFG
     done
     stop_objects
     docker network create --internal "$objects" >/dev/null
-    local hardened=(-d --network "$objects" --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges
+    local hardened=(-d --no-healthcheck --network "$objects" --read-only --tmpfs /tmp --cap-drop ALL --security-opt no-new-privileges
         --user "$(id -u):$(id -g)" -v "$dir:/objects:ro")
     docker run "${hardened[@]}" --name "$objects-moto" --network-alias moto -v "$moto:/opt/moto:ro" \
         -e PYTHONPATH=/opt/moto --entrypoint python3 "flowforge-postgres:${FLOWFORGE_TAG:-dev}" \
