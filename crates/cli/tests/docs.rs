@@ -435,8 +435,15 @@ fn the_s3_backup_settings_reach_every_container_that_runs_pgbackrest() {
     ]);
     assert_has_s3_repository(&cluster, &["pg1", "pg2", "pg3", "backup", "restore"]);
     let router = &cluster["services"]["postgres"];
-    assert!(router["environment"].get("FLOWFORGE_BACKUP_REPO_TYPE").is_none(), "the router has the repository settings");
-    assert!(router["secrets"].as_array().is_none_or(|s| s.is_empty()), "the router holds secrets: {}", router["secrets"]);
+    assert!(
+        router["environment"].get("FLOWFORGE_BACKUP_REPO_TYPE").is_none(),
+        "the router has the repository settings"
+    );
+    assert!(
+        router["secrets"].as_array().is_none_or(|s| s.is_empty()),
+        "the router holds secrets: {}",
+        router["secrets"]
+    );
     assert!(router["networks"].get("backup-storage").is_none(), "the router reaches the storage");
     let page = read(&root.join("docs/backup.md"));
     assert!(page.contains("deploy/compose/backup-s3.yaml"), "docs/backup.md names the S3 override");
