@@ -298,7 +298,7 @@ start_objects() {
             >"$work/moto-install.log" 2>&1 ||
             { tail -5 "$work/moto-install.log"; return 1; }
     fi
-    [ -f "$dir/objects.pem" ] || openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=objects \
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=objects \
         -addext subjectAltName=DNS:objects -keyout "$dir/objects.key" -out "$dir/objects.pem" 2>/dev/null
     cat "$dir/objects.pem" "$dir/objects.key" >"$dir/objects.bundle"
     chmod 644 "$dir/objects.pem" "$dir/objects.bundle"
