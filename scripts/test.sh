@@ -12,8 +12,9 @@
 #   release the release path on this machine: registry, staging, production, canary and
 #           rollbacks, under load (tests/release/run.sh)
 #   ha      PostgreSQL as a three-member Patroni cluster under load: failover, switchover,
-#           a cut-off leader, a lost etcd member, backups and a restore (tests/ha/run.sh);
-#           about 12 minutes, so not yet in the full run (docs/ha.md)
+#           a cut-off leader, lost etcd members, backups to S3 (moto's server) and a restore
+#           on a bare host (tests/ha/run.sh); about 15 minutes, so not yet in the full run
+#           (docs/ha.md)
 #   swarm   the same images on a three-node Docker Swarm (tests/swarm/run.sh)
 # scripts/test.sh STAGE [ARGS] runs one stage: the GitHub workflows run them as separate jobs.
 # FLOWFORGE_SKIP_STACK=1 skips the stack, release and swarm stages, for a quick local loop; CI never sets it.
