@@ -102,7 +102,7 @@ stack() {
     ensure_engine
     # The contract scenario runs Schemathesis (PyPI) against the stack's OpenAPI document.
     command -v schemathesis >/dev/null || pip_tools schemathesis==4.32.5
-    cargo build -q --locked -p flowforge-stack-test
+    cargo build -q --locked -p flowforge-stack-test || { status=$?; return; }
     local harness=target/debug/system-test builder=
     # The dev scenario, last, runs the services built on this host: minutes of compiling
     # from cold, done meanwhile at idle priority, in the CPU the scenarios before it leave.
