@@ -134,7 +134,6 @@ cluster_whole() {
         and (map(.TL) | unique | length == 1)' >/dev/null
 }
 
-
 # Rewrites a secret file in place (same inode: bind mounts of it stay valid), readable by
 # the containers' non-root users like every file init-secrets.sh writes. Builtins only:
 # no secret on any process's command line.

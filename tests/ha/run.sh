@@ -82,7 +82,7 @@ under_load() {
 
 kill_leader() {
     old_leader=$(leader)
-    docker kill -s KILL "$(compose_container "$old_leader")" >/dev/null
+    kill_service "$old_leader"
     wait_until 60 "a new leader" new_leader
 }
 
@@ -90,7 +90,7 @@ kill_leader() {
 # (still under load): Patroni rewinds it into a replica of the new leader.
 kill_leader_and_restart() {
     kill_leader || return
-    docker start "$(compose_container "$old_leader")" >/dev/null
+    start_service "$old_leader"
     local started=$SECONDS
     rejoined=false
     wait_until 120 "the old leader to rejoin" cluster_whole && rejoined=true
@@ -102,10 +102,14 @@ switchover() {
     $stack compose exec -T "$1" patronictl -c /tmp/patroni.yml switchover --leader "$1" --candidate "$2" --force \
         >"$work/switchover.log" 2>&1
 }
-# kill_service SERVICE...: each one's container killed (SIGKILL).
+# kill_service SERVICE...: each one's container killed (SIGKILL); start_service starts them again.
 kill_service() {
     local service
     for service in "$@"; do docker kill -s KILL "$(compose_container "$service")" >/dev/null; done
+}
+start_service() {
+    local service
+    for service in "$@"; do docker start "$(compose_container "$service")" >/dev/null; done
 }
 
 # partition_leader: the leader's container disconnected from its network; when another
@@ -178,7 +182,7 @@ run_tests() {
     # 4. A replica killed.
     replica=$(role "Sync Standby" | head -1)
     under_load replica-kill "replica killed" kill_service "$replica"
-    docker start "$(compose_container "$replica")" >/dev/null
+    start_service "$replica"
     ok=false && wait_until 120 "the replica back" cluster_whole && ok=true
     check "replica killed: $replica back as a replica" "$ok"
 
@@ -201,7 +205,7 @@ run_tests() {
     under_load etcd-kill "etcd member killed" kill_service etcd1
     check "etcd member killed: $old_leader still leads" "$([ "$(leader)" = "$old_leader" ] && echo true)"
     check "etcd member killed: no write waited over 2 s" "$(jq '.longest_write_gap.seconds < 2' "$work/etcd-kill.json")"
-    docker start "$(compose_container etcd1)" >/dev/null
+    start_service etcd1
     ok=false && wait_until 60 "etcd whole again" etcd_whole && ok=true
     check "etcd member killed: back, the etcd cluster is whole" "$ok"
 
@@ -216,7 +220,7 @@ run_tests() {
     local timeline
     timeline=$(leader_timeline)
     under_load etcd-quorum "etcd quorum lost" kill_service etcd1 etcd2
-    for member in etcd1 etcd2; do docker start "$(compose_container "$member")" >/dev/null; done
+    start_service etcd1 etcd2
     ok=false && wait_until 60 "etcd whole again" etcd_whole && ok=true
     check "etcd quorum lost for 55 s: back, the etcd cluster is whole" "$ok"
     check "etcd quorum lost: $old_leader still leads on timeline $timeline, never demoted, nothing promoted" \
@@ -227,14 +231,16 @@ run_tests() {
     # standby rather than be acknowledged on one server, so a creation is answered 503.
     local standbys
     standbys=$(cluster_status | jq -r '.[] | select(.Role != "Leader") | .Member')
-    for replica in $standbys; do kill_service "$replica"; done
+    # shellcheck disable=SC2086 # one member per word
+    kill_service $standbys
     sleep 5
     status=$(curl -s -o /dev/null -w '%{http_code}' --max-time 60 --cacert "$work/ca.pem" \
         -H "Authorization: Bearer $(cat "$work/token")" -H 'Content-Type: application/json' \
         -d '{"title": "on one server only", "kind": "noop"}' "$url/tasks")
     check "standbys both gone: a creation is not acknowledged on the leader alone (answered $status)" \
         "$([ "$status" = 503 ] && echo true)"
-    for replica in $standbys; do docker start "$(compose_container "$replica")" >/dev/null; done
+    # shellcheck disable=SC2086
+    start_service $standbys
     ok=false && wait_until 120 "the standbys back" cluster_whole && ok=true
     check "standbys both back: the cluster is whole again" "$ok"
 
